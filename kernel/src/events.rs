@@ -1,0 +1,244 @@
+//! 2-level event channels: dispatch from shared_info's pending bitmaps to a
+//! handler per port, and a table of every binding so that a resumed domain
+//! (where all ports are gone) can bind them all again.
+
+use crate::platform;
+use core::sync::atomic::{AtomicU64, Ordering};
+use spin::Mutex;
+use xen::abi::evtchn as op;
+use xen::hv::{self, XenError};
+
+/// A handler runs in the upcall, with events masked: it must be short and
+/// must not block (typically it wakes a task).
+pub type Handler = fn(port: u32);
+
+/// What a port is bound to, enough to bind it again after a restore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Binding {
+    Virq { virq: u32, vcpu: u32 },
+    Ipi { vcpu: u32 },
+    Interdomain { remote_dom: u16, remote_port: u32 },
+    Unbound { remote_dom: u16 },
+    /// Ports Xen hands over in start_info (console, xenstore): the new
+    /// port comes from the new start_info, not from a rebind.
+    FromStartInfo,
+}
+
+#[derive(Clone, Copy)]
+struct Slot {
+    port: u32,
+    binding: Binding,
+    handler: Handler,
+    name: &'static str,
+}
+
+const MAX_BINDINGS: usize = 64;
+
+/// Every bound port with its handler. A lock because tasks bind while the
+/// upcall reads; it is only taken with events masked.
+static TABLE: Mutex<[Option<Slot>; MAX_BINDINGS]> = Mutex::new([None; MAX_BINDINGS]);
+
+/// Events delivered, for the figures sysrq prints.
+pub static DELIVERED: AtomicU64 = AtomicU64::new(0);
+
+#[repr(C)]
+struct BindVirq {
+    virq: u32,
+    vcpu: u32,
+    port: u32,
+}
+#[repr(C)]
+struct BindIpi {
+    vcpu: u32,
+    port: u32,
+}
+#[repr(C)]
+struct BindInterdomain {
+    remote_dom: u16,
+    remote_port: u32,
+    local_port: u32,
+}
+#[repr(C)]
+struct AllocUnbound {
+    dom: u16,
+    remote_dom: u16,
+    port: u32,
+}
+
+fn bind_raw(binding: Binding) -> Result<u32, XenError> {
+    // SAFETY (all arms): each struct matches the layout its command expects.
+    match binding {
+        Binding::Virq { virq, vcpu } => {
+            let mut a = BindVirq { virq, vcpu, port: 0 };
+            unsafe { hv::event_channel_op(op::BIND_VIRQ, &mut a) }.map(|_| a.port)
+        }
+        Binding::Ipi { vcpu } => {
+            let mut a = BindIpi { vcpu, port: 0 };
+            unsafe { hv::event_channel_op(op::BIND_IPI, &mut a) }.map(|_| a.port)
+        }
+        Binding::Interdomain { remote_dom, remote_port } => {
+            let mut a = BindInterdomain { remote_dom, remote_port, local_port: 0 };
+            unsafe { hv::event_channel_op(op::BIND_INTERDOMAIN, &mut a) }.map(|_| a.local_port)
+        }
+        Binding::Unbound { remote_dom } => {
+            let mut a = AllocUnbound { dom: xen::abi::mmu::DOMID_SELF, remote_dom, port: 0 };
+            unsafe { hv::event_channel_op(op::ALLOC_UNBOUND, &mut a) }.map(|_| a.port)
+        }
+        Binding::FromStartInfo => Err(XenError(-22)),
+    }
+}
+
+fn insert(slot: Slot) {
+    crate::events_mask::without_events(|| {
+        let mut t = TABLE.lock();
+        let free = t.iter().position(|s| s.is_none()).expect("event binding table full");
+        t[free] = Some(slot);
+    });
+    unmask(slot.port);
+}
+
+/// Binds `binding` to a new port with `handler` and unmasks it.
+pub fn bind(binding: Binding, name: &'static str, handler: Handler) -> Result<u32, XenError> {
+    let port = bind_raw(binding)?;
+    insert(Slot { port, binding, handler, name });
+    log::info!("event: bound {} ({:?}) to port {}", name, binding, port);
+    Ok(port)
+}
+
+/// Attaches `handler` to a port Xen gave us in start_info.
+pub fn attach(port: u32, name: &'static str, handler: Handler) {
+    insert(Slot { port, binding: Binding::FromStartInfo, handler, name });
+    log::info!("event: {} on port {}", name, port);
+}
+
+/// Closes `port` and forgets its binding.
+pub fn unbind(port: u32) {
+    crate::events_mask::without_events(|| {
+        let mut t = TABLE.lock();
+        for s in t.iter_mut() {
+            if s.map(|s| s.port) == Some(port) {
+                *s = None;
+            }
+        }
+    });
+    mask_port(port);
+    let mut p = port;
+    // SAFETY: evtchn_close is a single port.
+    let _ = unsafe { hv::event_channel_op(op::CLOSE, &mut p) };
+}
+
+/// Re-creates every binding after a resume in a new domain, where all old
+/// ports are gone. `start_info_port(name)` names the new port of the
+/// start_info-provided channels. Returns how many were rebound.
+pub fn rebind_all(start_info_port: impl Fn(&str) -> Option<u32>) -> usize {
+    let slots: [Option<Slot>; MAX_BINDINGS] = crate::events_mask::without_events(|| *TABLE.lock());
+    let mut count = 0;
+    let mut fresh: [Option<Slot>; MAX_BINDINGS] = [None; MAX_BINDINGS];
+    for (i, slot) in slots.iter().enumerate() {
+        let Some(mut s) = *slot else { continue };
+        let port = match s.binding {
+            Binding::FromStartInfo => start_info_port(s.name),
+            b => match bind_raw(b) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    log::error!("event: rebinding {} ({:?}) failed: {:?}", s.name, b, e);
+                    None
+                }
+            },
+        };
+        if let Some(p) = port {
+            s.port = p;
+            fresh[i] = Some(s);
+            count += 1;
+        }
+    }
+    crate::events_mask::without_events(|| *TABLE.lock() = fresh);
+    for s in fresh.iter().flatten() {
+        unmask(s.port);
+    }
+    count
+}
+
+/// A snapshot of the table: (port, name, binding).
+pub fn bindings(out: &mut [(u32, &'static str, Binding)]) -> usize {
+    let t = crate::events_mask::without_events(|| *TABLE.lock());
+    let mut n = 0;
+    for s in t.iter().flatten() {
+        if n < out.len() {
+            out[n] = (s.port, s.name, s.binding);
+            n += 1;
+        }
+    }
+    n
+}
+
+fn bit_word(port: u32) -> (usize, u64) {
+    ((port / 64) as usize, 1u64 << (port % 64))
+}
+
+/// Stops delivery on `port` (the pending bit still latches).
+pub fn mask_port(port: u32) {
+    let si = platform::shared_info();
+    let (w, bit) = bit_word(port);
+    // SAFETY: shared_info is mapped; the mask bitmap is shared with Xen, so
+    // it is changed with an atomic read-modify-write.
+    unsafe {
+        let word = &*(core::ptr::addr_of_mut!((*si).evtchn_mask[w]) as *const AtomicU64);
+        word.fetch_or(bit, Ordering::SeqCst);
+    }
+}
+
+/// Allows delivery on `port`; Xen re-raises it if it is pending.
+pub fn unmask(port: u32) {
+    let mut p = port;
+    // SAFETY: evtchn_unmask is a single port.
+    let _ = unsafe { hv::event_channel_op(op::UNMASK, &mut p) };
+}
+
+/// Called from the upcall entry with events masked.
+pub fn handle_upcall() {
+    let si = platform::shared_info();
+    let v = platform::vcpu0();
+    if si.is_null() || v.is_null() {
+        return;
+    }
+    loop {
+        // SAFETY: shared_info and vcpu_info are mapped; pending words are
+        // shared with Xen and taken with atomic operations.
+        let sel = unsafe {
+            core::ptr::addr_of_mut!((*v).evtchn_upcall_pending).write_volatile(0);
+            let sel = &*(core::ptr::addr_of_mut!((*v).evtchn_pending_sel) as *const AtomicU64);
+            sel.swap(0, Ordering::SeqCst)
+        };
+        if sel == 0 {
+            break;
+        }
+        let mut words = sel;
+        while words != 0 {
+            let w = words.trailing_zeros() as usize;
+            words &= words - 1;
+            // SAFETY: as above.
+            let (pending, mask) = unsafe {
+                (
+                    &*(core::ptr::addr_of_mut!((*si).evtchn_pending[w]) as *const AtomicU64),
+                    &*(core::ptr::addr_of_mut!((*si).evtchn_mask[w]) as *const AtomicU64),
+                )
+            };
+            let mut ready = pending.load(Ordering::SeqCst) & !mask.load(Ordering::SeqCst);
+            while ready != 0 {
+                let b = ready.trailing_zeros();
+                ready &= ready - 1;
+                pending.fetch_and(!(1u64 << b), Ordering::SeqCst);
+                dispatch(w as u32 * 64 + b);
+            }
+        }
+    }
+}
+
+fn dispatch(port: u32) {
+    DELIVERED.fetch_add(1, Ordering::Relaxed);
+    let handler = TABLE.lock().iter().flatten().find(|s| s.port == port).map(|s| s.handler);
+    if let Some(h) = handler {
+        h(port);
+    }
+}

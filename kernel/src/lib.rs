@@ -1,0 +1,34 @@
+//! ballast's kernel.
+//!
+//! Portable logic (command line, time arithmetic, allocators, the freezer
+//! and suspend bookkeeping) builds everywhere and is tested on the host;
+//! the modules that touch Xen directly build only for the bare-metal target.
+
+#![cfg_attr(not(test), no_std)]
+
+pub mod cmdline;
+pub mod time;
+
+#[cfg(target_os = "none")]
+pub mod console;
+#[cfg(target_os = "none")]
+pub mod events;
+#[cfg(target_os = "none")]
+pub mod events_mask;
+#[cfg(target_os = "none")]
+pub mod panic;
+#[cfg(target_os = "none")]
+pub mod platform;
+#[cfg(target_os = "none")]
+pub mod start;
+#[cfg(target_os = "none")]
+pub mod traps;
+
+/// After boot: the idle loop (tasks come with the core issue).
+#[cfg(target_os = "none")]
+fn run(_opts: cmdline::Options) -> ! {
+    log::info!("ballast: boot complete, idle");
+    loop {
+        xen::hv::block();
+    }
+}

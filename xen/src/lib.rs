@@ -1,0 +1,17 @@
+//! Xen PV interfaces for ballast.
+//!
+//! Everything the guest shares with the hypervisor or its peers: ABI
+//! numbers and layouts, the hypercall page, and the shared-ring protocols
+//! (console, xenstore). Ring and protocol logic is plain code over memory
+//! the caller provides, so it runs under `cargo test` on the host; only
+//! `hypercall` needs the real Xen and is built for the bare-metal target
+//! alone.
+
+#![cfg_attr(not(test), no_std)]
+
+pub mod abi;
+pub mod console;
+#[cfg(target_os = "none")]
+pub mod hypercall;
+#[cfg(target_os = "none")]
+pub mod hv;
