@@ -63,7 +63,9 @@ global_asm!(
 extern "C" fn boot_main(start_info: *mut xen::abi::start_info) -> ! {
     // SAFETY: Xen passes the address of the start_info page, which stays
     // mapped in the bootstrap region for the life of the domain.
-    unsafe { kernel::start::kmain(start_info) }
+    let opts = unsafe { kernel::start::kmain(start_info) };
+    drivers::start(&opts);
+    kernel::sched::idle()
 }
 
 #[panic_handler]

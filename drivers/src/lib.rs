@@ -3,3 +3,7 @@
 
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
+
+/// Starts every driver's task (called once the kernel is up).
+#[cfg(target_os = "none")]
+pub fn start(_opts: &kernel::cmdline::Options) {}

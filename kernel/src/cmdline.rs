@@ -4,10 +4,22 @@
 //! reads the ones under `ballast.` and ignores the rest.
 
 /// Options ballast understands.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
     /// `ballast.panic=1`: panic right after the banner (tests the crash path).
     pub panic_on_boot: bool,
+    /// `ballast.pattern=MIB`: size of the self-test memory pattern (0: none).
+    pub pattern_mib: u64,
+    /// `ballast.sleepers=N`: self-test sleeper tasks (0 to 4).
+    pub sleepers: u32,
+    /// `ballast.stubborn=1`: a task that refuses to freeze (tests a refused suspend).
+    pub stubborn_task: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { panic_on_boot: false, pattern_mib: 16, sleepers: 3, stubborn_task: false }
+    }
 }
 
 impl Options {
@@ -20,10 +32,25 @@ impl Options {
             };
             match key {
                 "ballast.panic" => opts.panic_on_boot = flag(value),
+                "ballast.stubborn" => opts.stubborn_task = flag(value),
+                "ballast.pattern" => number(key, value, &mut opts.pattern_mib),
+                "ballast.sleepers" => {
+                    let mut n = opts.sleepers as u64;
+                    number(key, value, &mut n);
+                    opts.sleepers = n.min(4) as u32;
+                }
                 _ => {}
             }
         }
         opts
+    }
+}
+
+/// A number option: a bad value is logged and the default kept.
+fn number(key: &str, value: Option<&str>, out: &mut u64) {
+    match value.and_then(|v| v.parse::<u64>().ok()) {
+        Some(n) => *out = n,
+        None => log::warn!("cmdline: {}={:?} is not a number; keeping {}", key, value, out),
     }
 }
 
@@ -51,6 +78,14 @@ mod tests {
         assert!(Options::parse("ballast.panic").panic_on_boot);
         assert!(!Options::parse("ballast.panic=0").panic_on_boot);
         assert!(!Options::parse("").panic_on_boot);
+    }
+
+    #[test]
+    fn numbers_and_bad_numbers() {
+        let o = Options::parse("ballast.pattern=64 ballast.sleepers=9");
+        assert_eq!((o.pattern_mib, o.sleepers), (64, 4));
+        let o = Options::parse("ballast.pattern=lots ballast.sleepers=");
+        assert_eq!((o.pattern_mib, o.sleepers), (16, 3));
     }
 
     #[test]

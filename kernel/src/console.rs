@@ -82,7 +82,32 @@ pub fn write_fmt(args: fmt::Arguments) {
 
 /// Reads whatever console input is waiting (non-blocking).
 pub fn read_available(buf: &mut [u8]) -> usize {
-    events_mask::without_events(|| CONSOLE.lock().as_mut().map_or(0, |c| c.ring.read(buf)))
+    let n = events_mask::without_events(|| CONSOLE.lock().as_mut().map_or(0, |c| c.ring.read(buf)));
+    if n > 0 {
+        // Room in the input ring: tell xenconsoled it may send more.
+        if let Some(p) = port() {
+            hv::evtchn_send(p);
+        }
+    }
+    n
+}
+
+/// Tasks waiting for console input (woken by the console's event).
+static INPUT_WAITERS: crate::sched::WaitQueue = crate::sched::WaitQueue::new();
+
+/// Blocks until at least one byte of input arrives; a freezer safe point,
+/// and a reader blocked here across a suspend gets what is sent after the
+/// resume.
+pub fn read_blocking(buf: &mut [u8]) -> usize {
+    INPUT_WAITERS.wait_until(|| match read_available(buf) {
+        0 => None,
+        n => Some(n),
+    })
+}
+
+/// The console's event handler: input arrived or output was consumed.
+pub fn on_event(_port: u32) {
+    INPUT_WAITERS.wake_all();
 }
 
 /// Writes straight to the ring, taking the lock even if a panicking holder

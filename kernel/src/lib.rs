@@ -6,7 +6,11 @@
 
 #![cfg_attr(not(test), no_std)]
 
+extern crate alloc;
+
 pub mod cmdline;
+pub mod mm;
+pub mod selftest;
 pub mod time;
 
 #[cfg(target_os = "none")]
@@ -20,15 +24,11 @@ pub mod panic;
 #[cfg(target_os = "none")]
 pub mod platform;
 #[cfg(target_os = "none")]
+pub mod power;
+#[cfg(target_os = "none")]
+pub mod sched;
+#[cfg(target_os = "none")]
 pub mod start;
 #[cfg(target_os = "none")]
 pub mod traps;
 
-/// After boot: the idle loop (tasks come with the core issue).
-#[cfg(target_os = "none")]
-fn run(_opts: cmdline::Options) -> ! {
-    log::info!("ballast: boot complete, idle");
-    loop {
-        xen::hv::block();
-    }
-}

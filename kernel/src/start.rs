@@ -1,20 +1,25 @@
 //! From Xen's entry to a running kernel.
 
-use crate::{cmdline, console, events_mask, platform, traps};
+use crate::events::{self, Binding};
+use crate::{cmdline, console, events_mask, mm, platform, sched, selftest, time, traps};
+use xen::abi::evtchn::VIRQ_TIMER;
 use xen::abi::start_info;
 use xen::hv;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
-/// The kernel proper.
+/// The kernel proper: brings up everything the drivers stand on and
+/// returns the parsed command line. The caller then starts the drivers and
+/// becomes the idle task.
 ///
 /// # Safety
 /// `si` must be the start_info pointer Xen passed to `_start`, and this must
 /// be called exactly once, on the boot stack, with events masked.
-pub unsafe fn kmain(si: *mut start_info) -> ! {
+pub unsafe fn kmain(si: *mut start_info) -> cmdline::Options {
     // SAFETY: forwarded from our caller.
     unsafe { platform::init(si) };
     platform::map_shared_info();
+    time::clock().rebase(time::system_time_ns(), 0);
     console::init();
     console::init_logger();
     traps::init();
@@ -33,11 +38,20 @@ pub unsafe fn kmain(si: *mut start_info) -> ! {
         VERSION, major, minor, extra, pages, pages / 256, line
     );
     let opts = cmdline::Options::parse(line);
-    events_mask::unmask();
-
     if opts.panic_on_boot {
         panic!("panic requested on the command line (ballast.panic=1)");
     }
 
-    crate::run(opts)
+    mm::kernel_memory::init();
+    sched::init();
+    events::bind(Binding::Virq { virq: VIRQ_TIMER, vcpu: 0 }, "timer", |_| sched::on_timer())
+        .expect("binding VIRQ_TIMER");
+    if let Some(port) = console::port() {
+        events::attach(port, "console", console::on_event);
+    }
+    selftest::spawn_pattern(opts.pattern_mib);
+    selftest::spawn_sleepers(opts.sleepers);
+    events_mask::unmask();
+    log::info!("kernel: up in {} ms", time::now_ns() / 1_000_000);
+    opts
 }

@@ -43,6 +43,8 @@ impl MonotonicClock {
     /// Converts a system time reading to monotonic ns, clamping so that no
     /// reading is ever smaller than one already returned.
     pub fn from_system(&self, system_ns: u64) -> u64 {
+        // The offset may be "negative" (boot starts the clock at 0): wrapping
+        // arithmetic makes that an ordinary addition.
         let t = system_ns.wrapping_add(self.offset.load(Ordering::Relaxed));
         let prev = self.last.fetch_max(t, Ordering::Relaxed);
         t.max(prev)
@@ -50,7 +52,7 @@ impl MonotonicClock {
 
     /// Monotonic time to system time, for programming Xen's timer.
     pub fn to_system(&self, mono_ns: u64) -> u64 {
-        mono_ns.saturating_sub(self.offset.load(Ordering::Relaxed))
+        mono_ns.wrapping_sub(self.offset.load(Ordering::Relaxed))
     }
 
     /// After a resume: make the new host's `system_ns` continue from the last
@@ -59,7 +61,7 @@ impl MonotonicClock {
     pub fn rebase(&self, system_ns: u64, gap_ns: u64) {
         let last = self.last.load(Ordering::Relaxed);
         let want = last.saturating_add(gap_ns);
-        self.offset.store(want.saturating_sub(system_ns), Ordering::Relaxed);
+        self.offset.store(want.wrapping_sub(system_ns), Ordering::Relaxed);
     }
 
     pub fn offset(&self) -> u64 {
@@ -172,6 +174,15 @@ mod tests {
         assert_eq!(c.from_system(1_200), 10_000);
         // The timer deadline converts back to the new host's clock.
         assert_eq!(c.to_system(10_500), 1_700);
+    }
+
+    #[test]
+    fn boot_starts_the_clock_at_zero() {
+        let c = MonotonicClock::new();
+        c.rebase(53_000_000_000, 0);
+        assert_eq!(c.from_system(53_000_000_000), 0);
+        assert_eq!(c.from_system(54_000_000_000), 1_000_000_000);
+        assert_eq!(c.to_system(2_000_000_000), 55_000_000_000);
     }
 
     #[test]

@@ -9,9 +9,16 @@
 
 #![cfg_attr(not(test), no_std)]
 
+// `alloc` needs a `#[global_allocator]` in the final image: the kernel
+// turns this feature on once its heap is installed.
+#[cfg(any(test, feature = "alloc"))]
+extern crate alloc;
+
 pub mod abi;
 pub mod console;
 #[cfg(target_os = "none")]
 pub mod hypercall;
 #[cfg(target_os = "none")]
 pub mod hv;
+#[cfg(any(test, feature = "alloc"))]
+pub mod xenstore;

@@ -1,0 +1,68 @@
+//! x86-64 4-level page tables as a PV guest sees them.
+//!
+//! Entries hold machine frame numbers. A frame Xen knows as a page table
+//! must never be mapped writable, so live tables are changed only through
+//! `mmu_update`; a new table is filled while it is still an ordinary page,
+//! then mapped read-only, then linked in (Xen validates it at that moment).
+
+use xen::abi::pte;
+
+pub const ENTRIES: usize = 512;
+
+/// Table indices (L4, L3, L2, L1) of a virtual address.
+pub const fn indices(va: u64) -> [usize; 4] {
+    [
+        ((va >> 39) & 0x1ff) as usize,
+        ((va >> 30) & 0x1ff) as usize,
+        ((va >> 21) & 0x1ff) as usize,
+        ((va >> 12) & 0x1ff) as usize,
+    ]
+}
+
+/// The machine frame an entry points to.
+pub const fn entry_mfn(entry: u64) -> u64 {
+    (entry & pte::FRAME_MASK) >> 12
+}
+
+pub const fn is_present(entry: u64) -> bool {
+    entry & pte::PRESENT != 0
+}
+
+/// A kernel data mapping of `mfn`.
+pub const fn data_entry(mfn: u64, writable: bool) -> u64 {
+    let rw = if writable { pte::WRITABLE } else { 0 };
+    (mfn << 12) | pte::PRESENT | pte::USER | pte::ACCESSED | pte::DIRTY | rw
+}
+
+/// An entry linking a lower-level table `mfn` (writable so leaves decide).
+pub const fn table_entry(mfn: u64) -> u64 {
+    (mfn << 12) | pte::PRESENT | pte::WRITABLE | pte::USER | pte::ACCESSED
+}
+
+/// The `ptr` field of an `mmu_update` that writes entry `index` of the
+/// table in machine frame `table_mfn`.
+pub const fn update_ptr(table_mfn: u64, index: usize) -> u64 {
+    (table_mfn << 12) + (index as u64) * 8 | xen::abi::mmu::NORMAL_PT_UPDATE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_base_indices() {
+        assert_eq!(indices(0xffff_ffff_8000_0000), [511, 510, 0, 0]);
+        assert_eq!(indices(0xffff_ffff_8000_0000 + (3 << 21) + (5 << 12)), [511, 510, 3, 5]);
+        assert_eq!(indices(0xffff_ffff_c000_0000), [511, 511, 0, 0]);
+    }
+
+    #[test]
+    fn entries_round_trip() {
+        let e = data_entry(0x12345, true);
+        assert!(is_present(e));
+        assert_eq!(entry_mfn(e), 0x12345);
+        assert_eq!(e & pte::WRITABLE, pte::WRITABLE);
+        assert_eq!(data_entry(1, false) & pte::WRITABLE, 0);
+        assert_eq!(update_ptr(2, 3), 0x2000 + 24);
+    }
+}

@@ -1,0 +1,291 @@
+//! Pseudo-physical memory on the real Xen: the p2m table, the p2m frame
+//! lists the toolstack reads to save the domain, and the kernel mapping of
+//! every pfn at `KERNEL_BASE + pfn * 4096`.
+//!
+//! At boot Xen maps only the bootstrap region. `init` extends that mapping
+//! to all of RAM, moves the p2m into an array of ballast's own sized for the
+//! domain's maximum (so memory can grow up to static-max), and publishes the
+//! frame lists in shared_info.
+
+use super::pagetable::{self, data_entry, entry_mfn, indices, is_present, table_entry, update_ptr};
+use crate::platform::{self, pfn_to_va};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use spin::Mutex;
+use xen::abi::{self, mmu, mmu_update, INVALID_MFN};
+use xen::hv;
+
+/// The p2m array (pfn -> mfn) and its size. Written at boot; afterwards
+/// only by the balloon and the resume path, which serialise through
+/// `P2M_LOCK`.
+static P2M_BASE: AtomicU64 = AtomicU64::new(0);
+static MAX_PFN: AtomicUsize = AtomicUsize::new(0);
+static P2M_LOCK: Mutex<()> = Mutex::new(());
+
+/// The frame-list pages (pfns), kept for rebuilding after a restore.
+static FRAME_LIST_LIST_PFN: AtomicU64 = AtomicU64::new(0);
+static FRAME_LIST_FIRST_PFN: AtomicU64 = AtomicU64::new(0);
+
+/// The highest pfn the kernel mapping can reach: KERNEL_BASE + 2 GiB ends
+/// the address space; keep the last 64 MiB clear.
+pub const MAX_SUPPORTED_PFN: usize = (2048 - 64) * 256;
+
+/// A bump allocator for boot-time frames, used before the frame allocator
+/// exists. Only pfns inside the current kernel mapping are handed out.
+pub struct BootFrames {
+    pub next: u64,
+    pub mapped_end: u64,
+}
+
+impl BootFrames {
+    pub fn take(&mut self) -> u64 {
+        assert!(self.next < self.mapped_end, "boot frames exhausted the mapped region");
+        let pfn = self.next;
+        self.next += 1;
+        // SAFETY: pfn is mapped and unused (above everything Xen placed).
+        unsafe { core::ptr::write_bytes(pfn_to_va(pfn) as *mut u8, 0, 4096) };
+        pfn
+    }
+}
+
+pub fn max_pfn() -> usize {
+    MAX_PFN.load(Ordering::Acquire)
+}
+
+fn p2m_ptr() -> *mut u64 {
+    P2M_BASE.load(Ordering::Acquire) as *mut u64
+}
+
+/// The machine frame behind `pfn` (INVALID_MFN if ballooned out).
+pub fn pfn_to_mfn(pfn: u64) -> u64 {
+    let p = p2m_ptr();
+    if p.is_null() {
+        // Before `init`, Xen's own list covers nr_pages.
+        let list = platform::with_start_info(|si| si.mfn_list) as *const u64;
+        // SAFETY: Xen's mfn_list is mapped and has nr_pages entries.
+        return unsafe { list.add(pfn as usize).read_volatile() };
+    }
+    if pfn as usize >= max_pfn() {
+        return INVALID_MFN;
+    }
+    // SAFETY: p2m has max_pfn entries.
+    unsafe { p.add(pfn as usize).read_volatile() }
+}
+
+/// Records `pfn -> mfn` in the p2m (and the m2p when `mfn` is valid).
+pub fn set_p2m(pfn: u64, mfn: u64) {
+    let _g = P2M_LOCK.lock();
+    // SAFETY: p2m has max_pfn entries; checked by the assert.
+    assert!((pfn as usize) < max_pfn());
+    unsafe { p2m_ptr().add(pfn as usize).write_volatile(mfn) };
+}
+
+/// Points the m2p entries of `pairs` (pfn, mfn) at their pfns.
+pub fn update_m2p(pairs: &[(u64, u64)]) -> Result<(), hv::XenError> {
+    let mut batch = [mmu_update { ptr: 0, val: 0 }; 128];
+    for chunk in pairs.chunks(batch.len()) {
+        for (slot, &(pfn, mfn)) in batch.iter_mut().zip(chunk) {
+            *slot = mmu_update { ptr: (mfn << 12) | mmu::MACHPHYS_UPDATE, val: pfn };
+        }
+        hv::mmu_update(&batch[..chunk.len()])?;
+    }
+    Ok(())
+}
+
+/// Reads entry `index` of the page table in machine frame `mfn`.
+fn read_entry(table_mfn: u64, index: usize) -> u64 {
+    let va = pfn_to_va(platform::mfn_to_pfn(table_mfn));
+    // SAFETY: page tables are mapped (read-only) in the kernel mapping.
+    unsafe { (va as *const u64).add(index).read_volatile() }
+}
+
+/// The L1 table (mfn) that maps `va`, if the upper levels are present.
+fn l1_for(va: u64) -> Option<u64> {
+    let root = platform::with_start_info(|si| si.pt_base);
+    let mut table = pfn_to_mfn(platform::va_to_pfn(root));
+    let idx = indices(va);
+    for &i in &idx[..3] {
+        let e = read_entry(table, i);
+        if !is_present(e) {
+            return None;
+        }
+        table = entry_mfn(e);
+    }
+    Some(table)
+}
+
+/// The kernel mapping entry for `pfn` (0 if unmapped).
+pub fn mapping_of(pfn: u64) -> u64 {
+    let va = pfn_to_va(pfn);
+    match l1_for(va) {
+        Some(l1) => read_entry(l1, indices(va)[3]),
+        None => 0,
+    }
+}
+
+/// Maps `pfn` to `mfn` writable in the kernel mapping (its L1 must exist).
+pub fn map_pfn(pfn: u64, mfn: u64) -> Result<(), hv::XenError> {
+    hv::update_va_mapping(pfn_to_va(pfn), data_entry(mfn, true), mmu::UVMF_INVLPG)
+}
+
+/// Removes the kernel mapping of `pfn` (before giving its frame away).
+pub fn unmap_pfn(pfn: u64) -> Result<(), hv::XenError> {
+    hv::update_va_mapping(pfn_to_va(pfn), 0, mmu::UVMF_INVLPG)
+}
+
+/// Maps a page read-only (it is about to become a page table) or writable again.
+pub fn set_writable(pfn: u64, writable: bool) -> Result<(), hv::XenError> {
+    hv::update_va_mapping(pfn_to_va(pfn), data_entry(pfn_to_mfn(pfn), writable), mmu::UVMF_INVLPG)
+}
+
+/// Extends the kernel mapping to pfns `0..end`, taking table frames from
+/// `boot`. Returns how many pfns were newly mapped.
+fn map_all(end: u64, boot: &mut BootFrames) -> u64 {
+    let mut newly = 0u64;
+    let mut updates = [mmu_update { ptr: 0, val: 0 }; 64];
+    let mut pending = 0usize;
+    let flush = |updates: &[mmu_update]| {
+        if !updates.is_empty() {
+            hv::mmu_update(updates).expect("mmu_update while mapping RAM");
+        }
+    };
+    let root_mfn = pfn_to_mfn(platform::va_to_pfn(platform::with_start_info(|si| si.pt_base)));
+    let mut pfn = 0u64;
+    while pfn < end {
+        let va = pfn_to_va(pfn);
+        let [i4, i3, i2, i1] = indices(va);
+        // Upper levels: ballast lives under one L4 slot; add a missing L3
+        // or L2 the same way as an L1.
+        let l4e = read_entry(root_mfn, i4);
+        assert!(is_present(l4e), "no L3 for the kernel mapping");
+        let l3 = entry_mfn(l4e);
+        let l3e = read_entry(l3, i3);
+        let l2 = if is_present(l3e) {
+            entry_mfn(l3e)
+        } else {
+            let t = boot.take();
+            let t_mfn = pfn_to_mfn(t);
+            set_writable(t, false).expect("map new L2 read-only");
+            hv::mmu_update(&[mmu_update { ptr: update_ptr(l3, i3), val: table_entry(t_mfn) }]).expect("link L2");
+            t_mfn
+        };
+        let l2e = read_entry(l2, i2);
+        if is_present(l2e) {
+            // An existing L1: fill in whatever it lacks, through Xen.
+            let l1 = entry_mfn(l2e);
+            if !is_present(read_entry(l1, i1)) {
+                updates[pending] = mmu_update { ptr: update_ptr(l1, i1), val: data_entry(pfn_to_mfn(pfn), true) };
+                pending += 1;
+                if pending == updates.len() {
+                    flush(&updates[..pending]);
+                    pending = 0;
+                }
+                newly += 1;
+            }
+            pfn += 1;
+        } else {
+            // A new L1 for this whole 2 MiB: fill it while it is an ordinary
+            // page, make it read-only, then link it.
+            flush(&updates[..pending]);
+            pending = 0;
+            let t = boot.take();
+            let table = pfn_to_va(t) as *mut u64;
+            let first = pfn;
+            let last = (first + (pagetable::ENTRIES - i1) as u64).min(end);
+            for p in first..last {
+                // SAFETY: `t` is a fresh, writable, mapped boot frame.
+                unsafe { table.add(indices(pfn_to_va(p))[3]).write(data_entry(pfn_to_mfn(p), true)) };
+            }
+            set_writable(t, false).expect("map new L1 read-only");
+            hv::mmu_update(&[mmu_update { ptr: update_ptr(l2, i2), val: table_entry(pfn_to_mfn(t)) }])
+                .expect("link L1");
+            newly += last - first;
+            pfn = last;
+            boot.mapped_end = boot.mapped_end.max(last);
+        }
+    }
+    flush(&updates[..pending]);
+    newly
+}
+
+/// Figures from `init`, for the boot log.
+pub struct PhysmapInfo {
+    pub nr_pages: u64,
+    pub max_pfn: u64,
+    pub newly_mapped: u64,
+    /// Where boot-time allocation stopped; the caller may take more.
+    pub boot: BootFrames,
+}
+
+/// Maps all RAM, builds the p2m for `max_pfn` entries and publishes it.
+pub fn init(max_pages: u64) -> PhysmapInfo {
+    let (nr_pages, pt_base, nr_pt_frames) =
+        platform::with_start_info(|si| (si.nr_pages, si.pt_base, si.nr_pt_frames));
+    // Xen placed, in order: image, p2m list, start_info, xenstore and
+    // console pages, the bootstrap page tables, then one stack page; at
+    // least 512 KiB after that is mapped.
+    let first_free = platform::va_to_pfn(pt_base) + nr_pt_frames + 1;
+    let mut boot = BootFrames { next: first_free, mapped_end: first_free + 128 };
+    let max_pfn = max_pages.max(nr_pages).min(MAX_SUPPORTED_PFN as u64);
+    if max_pages as usize > MAX_SUPPORTED_PFN {
+        log::warn!("mm: maximum of {} pages exceeds the supported {}; memory above is not used", max_pages, MAX_SUPPORTED_PFN);
+    }
+
+    let newly_mapped = map_all(nr_pages, &mut boot);
+    boot.mapped_end = nr_pages;
+
+    // Our own p2m, big enough to grow into.
+    let p2m_pages = (max_pfn as usize * 8).div_ceil(4096) as u64;
+    let p2m_first = boot.next;
+    for _ in 0..p2m_pages {
+        boot.take();
+    }
+    let p2m = pfn_to_va(p2m_first) as *mut u64;
+    for pfn in 0..max_pfn {
+        let mfn = if pfn < nr_pages { pfn_to_mfn(pfn) } else { INVALID_MFN };
+        // SAFETY: the p2m pages are contiguous, mapped and ours.
+        unsafe { p2m.add(pfn as usize).write(mfn) };
+    }
+    P2M_BASE.store(p2m as u64, Ordering::Release);
+    MAX_PFN.store(max_pfn as usize, Ordering::Release);
+
+    // Frame lists: one u64 per p2m page, 512 per list page.
+    let list_pages = p2m_pages.div_ceil(512);
+    assert!(list_pages <= 512, "p2m too large for one frame-list-list page");
+    FRAME_LIST_FIRST_PFN.store(boot.next, Ordering::Release);
+    for _ in 0..list_pages {
+        boot.take();
+    }
+    FRAME_LIST_LIST_PFN.store(boot.take(), Ordering::Release);
+    publish_frame_lists();
+
+    PhysmapInfo { nr_pages, max_pfn, newly_mapped, boot }
+}
+
+/// (Re)writes the frame lists from the p2m pages' current mfns and points
+/// shared_info at them. Needed at boot and after every restore.
+pub fn publish_frame_lists() {
+    let max_pfn = max_pfn() as u64;
+    let p2m_first = platform::va_to_pfn(p2m_ptr() as u64);
+    let p2m_pages = (max_pfn * 8).div_ceil(4096);
+    let list_first = FRAME_LIST_FIRST_PFN.load(Ordering::Acquire);
+    let list_pages = p2m_pages.div_ceil(512);
+    let lol = FRAME_LIST_LIST_PFN.load(Ordering::Acquire);
+    // SAFETY: the list pages are ours, mapped and writable.
+    unsafe {
+        for i in 0..p2m_pages {
+            let page = pfn_to_va(list_first + i / 512) as *mut u64;
+            page.add((i % 512) as usize).write_volatile(pfn_to_mfn(p2m_first + i));
+        }
+        for j in 0..list_pages {
+            (pfn_to_va(lol) as *mut u64).add(j as usize).write_volatile(pfn_to_mfn(list_first + j));
+        }
+    }
+    let si = platform::shared_info();
+    // SAFETY: shared_info is mapped while the kernel runs.
+    unsafe {
+        core::ptr::addr_of_mut!((*si).arch.max_pfn).write_volatile(max_pfn);
+        core::ptr::addr_of_mut!((*si).arch.pfn_to_mfn_frame_list_list).write_volatile(pfn_to_mfn(lol));
+    }
+}
+
+pub const PAGE: u64 = abi::PAGE_SIZE as u64;

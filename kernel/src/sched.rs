@@ -1,0 +1,541 @@
+//! Kernel tasks and a cooperative scheduler.
+//!
+//! ballast runs on one vCPU and schedules cooperatively: a task runs until
+//! it sleeps, waits, yields or exits. Every one of those is a preemption
+//! point and a freezer safe point. Event handlers never switch tasks; they
+//! only make tasks runnable, and the switch happens at the next preemption
+//! point or when the idle loop wakes from `SCHEDOP_block`. Long-running
+//! loops (the memory self-test) call `yield_now` regularly.
+//!
+//! The boot context becomes the idle task (id 0): it runs only when no
+//! other task is runnable, arms Xen's one-shot timer for the earliest
+//! sleeper and blocks.
+
+use crate::{events_mask, time};
+use alloc::boxed::Box;
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+use core::arch::global_asm;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use spin::Mutex;
+
+pub type TaskId = u32;
+
+const STACK_SIZE: usize = 32 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Runnable,
+    Running,
+    /// Waiting for a wake-up or for `wake_at`.
+    Blocked,
+    /// Parked by the freezer.
+    Frozen,
+    Dead,
+}
+
+struct Task {
+    id: TaskId,
+    name: &'static str,
+    state: State,
+    /// Saved stack pointer while not running.
+    rsp: u64,
+    /// Owned here so that reaping the task frees it; never read.
+    _stack: Option<Box<[u8]>>,
+    /// Sleep deadline (monotonic ns) while blocked in `sleep`.
+    wake_at: Option<u64>,
+    /// A wake-up that came before the task blocked; consumed by `block`.
+    wake_pending: bool,
+    /// Freezable tasks park when the freezer asks; a task that is not is
+    /// one the suspend path itself depends on.
+    freezable: bool,
+    switches: u64,
+}
+
+struct Scheduler {
+    tasks: Vec<Task>,
+    current: TaskId,
+    run_queue: VecDeque<TaskId>,
+    next_id: TaskId,
+    /// The deadline the Xen timer is armed for, to avoid re-arming it.
+    armed: Option<u64>,
+}
+
+/// The scheduler state. Locked only with events masked: the timer handler
+/// takes it from the upcall to wake sleepers.
+static SCHED: Mutex<Option<Scheduler>> = Mutex::new(None);
+
+/// Set while the freezer wants tasks to park.
+static FREEZING: AtomicBool = AtomicBool::new(false);
+pub static CONTEXT_SWITCHES: AtomicU64 = AtomicU64::new(0);
+
+global_asm!(
+    r#"
+    .globl ballast_switch
+    /* ballast_switch(save_rsp: *mut u64 [rdi], next_rsp: u64 [rsi]) */
+    ballast_switch:
+        push %rbp
+        push %rbx
+        push %r12
+        push %r13
+        push %r14
+        push %r15
+        mov %rsp, (%rdi)
+        mov %rsi, %rsp
+        pop %r15
+        pop %r14
+        pop %r13
+        pop %r12
+        pop %rbx
+        pop %rbp
+        ret
+
+    .globl ballast_task_trampoline
+    ballast_task_trampoline:
+        mov %r12, %rdi
+        call ballast_task_start
+        ud2
+    "#,
+    options(att_syntax)
+);
+
+extern "C" {
+    fn ballast_switch(save_rsp: *mut u64, next_rsp: u64);
+    fn ballast_task_trampoline();
+}
+
+type Entry = Box<dyn FnOnce() + Send + 'static>;
+
+#[no_mangle]
+extern "C" fn ballast_task_start(entry: *mut Entry) -> ! {
+    // A new task starts with events masked from the switch that ran it.
+    events_mask::unmask();
+    // SAFETY: `spawn` leaked this box for exactly this call.
+    let f = unsafe { Box::from_raw(entry) };
+    (*f)();
+    exit()
+}
+
+fn with_sched<R>(f: impl FnOnce(&mut Scheduler) -> R) -> R {
+    events_mask::without_events(|| f(SCHED.lock().as_mut().expect("scheduler not started")))
+}
+
+impl Scheduler {
+    fn task(&mut self, id: TaskId) -> Option<&mut Task> {
+        self.tasks.iter_mut().find(|t| t.id == id)
+    }
+
+    fn make_runnable(&mut self, id: TaskId) {
+        let Some(t) = self.task(id) else { return };
+        match t.state {
+            State::Blocked => {
+                t.state = State::Runnable;
+                t.wake_at = None;
+                if id != 0 {
+                    self.run_queue.push_back(id);
+                }
+            }
+            State::Runnable | State::Running => t.wake_pending = true,
+            State::Frozen | State::Dead => {}
+        }
+    }
+
+    fn earliest_deadline(&self) -> Option<u64> {
+        self.tasks.iter().filter(|t| t.state == State::Blocked).filter_map(|t| t.wake_at).min()
+    }
+
+    fn wake_sleepers(&mut self, now: u64) {
+        let due: Vec<TaskId> = self
+            .tasks
+            .iter()
+            .filter(|t| t.state == State::Blocked && t.wake_at.is_some_and(|d| d <= now))
+            .map(|t| t.id)
+            .collect();
+        for id in due {
+            self.make_runnable(id);
+        }
+    }
+
+    fn arm_timer(&mut self) {
+        let want = self.earliest_deadline();
+        if want != self.armed {
+            self.armed = want;
+            if let Some(d) = want {
+                let _ = xen::hv::set_timer(time::clock().to_system(d));
+            }
+        }
+    }
+}
+
+/// Turns the boot context into the idle task.
+pub fn init() {
+    events_mask::without_events(|| {
+        *SCHED.lock() = Some(Scheduler {
+            tasks: alloc::vec![Task {
+                id: 0,
+                name: "idle",
+                state: State::Running,
+                rsp: 0,
+                _stack: None,
+                wake_at: None,
+                wake_pending: false,
+                freezable: false,
+                switches: 0,
+            }],
+            current: 0,
+            run_queue: VecDeque::new(),
+            next_id: 1,
+            armed: None,
+        });
+    });
+}
+
+/// Starts a task running `f`. Freezable unless `spawn_unfreezable` is used.
+pub fn spawn(name: &'static str, f: impl FnOnce() + Send + 'static) -> TaskId {
+    spawn_inner(name, true, Box::new(f))
+}
+
+/// A task the freezer leaves alone.
+pub fn spawn_unfreezable(name: &'static str, f: impl FnOnce() + Send + 'static) -> TaskId {
+    spawn_inner(name, false, Box::new(f))
+}
+
+fn spawn_inner(name: &'static str, freezable: bool, f: Entry) -> TaskId {
+    let mut stack = alloc::vec![0u8; STACK_SIZE].into_boxed_slice();
+    let top = (stack.as_mut_ptr() as u64 + STACK_SIZE as u64) & !15;
+    let entry = Box::into_raw(Box::new(f));
+    // Initial frame for ballast_switch: six callee-saved registers (r12
+    // carries the entry), then the return address into the trampoline,
+    // placed so that the trampoline's `call` sees an ABI-aligned stack.
+    let ret_slot = top - 24;
+    let rsp = ret_slot - 6 * 8;
+    // SAFETY: all slots lie inside the freshly allocated stack.
+    unsafe {
+        let frame = rsp as *mut u64;
+        for i in 0..6 {
+            frame.add(i).write(0);
+        }
+        frame.add(3).write(entry as u64); // r12
+        (ret_slot as *mut u64).write(ballast_task_trampoline as *const () as u64);
+    }
+    with_sched(|s| {
+        let id = s.next_id;
+        s.next_id += 1;
+        s.tasks.push(Task {
+            id,
+            name,
+            state: State::Runnable,
+            rsp,
+            _stack: Some(stack),
+            wake_at: None,
+            wake_pending: false,
+            freezable,
+            switches: 0,
+        });
+        s.run_queue.push_back(id);
+        id
+    })
+}
+
+pub fn current() -> TaskId {
+    with_sched(|s| s.current)
+}
+
+/// Switches to the next runnable task, if any. The caller has already set
+/// its own state (Runnable to be queued again, or Blocked/Frozen/Dead).
+fn schedule() {
+    let was = events_mask::mask();
+    let switch = {
+        let mut guard = SCHED.lock();
+        let s = guard.as_mut().expect("scheduler not started");
+        let cur = s.current;
+        // Reap dead tasks other than the one we are running on.
+        s.tasks.retain(|t| t.state != State::Dead || t.id == cur);
+        let next = loop {
+            match s.run_queue.pop_front() {
+                Some(id) if s.task(id).is_some_and(|t| t.state == State::Runnable) => break id,
+                Some(_) => continue,
+                None => break 0, // idle
+            }
+        };
+        if next == cur {
+            s.task(cur).unwrap().state = State::Running;
+            None
+        } else {
+            let cur_state = s.task(cur).map(|t| t.state);
+            if cur_state == Some(State::Running) {
+                s.task(cur).unwrap().state = State::Runnable;
+            }
+            if cur_state == Some(State::Runnable) || cur_state == Some(State::Running) {
+                if cur != 0 {
+                    s.run_queue.push_back(cur);
+                }
+            }
+            let n = s.task(next).unwrap();
+            n.state = State::Running;
+            n.switches += 1;
+            let next_rsp = n.rsp;
+            s.current = next;
+            s.arm_timer();
+            let save = &mut s.task(cur).unwrap().rsp as *mut u64;
+            Some((save, next_rsp))
+        }
+    };
+    if let Some((save, next_rsp)) = switch {
+        CONTEXT_SWITCHES.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: `save` points into the current task's entry, which is not
+        // removed while it runs (reaping skips the current task); `next_rsp`
+        // is a stack saved by ballast_switch or built by `spawn`. Events stay
+        // masked across the switch, so the upcall never sees it half-done.
+        unsafe { ballast_switch(save, next_rsp) };
+    }
+    events_mask::restore(was);
+    try_to_freeze();
+}
+
+/// Lets other runnable tasks run; a preemption point.
+pub fn yield_now() {
+    schedule();
+}
+
+/// Blocks the current task until `wake` is called for it (or its
+/// `wake_at` deadline passes). Returns at once if a wake-up is pending.
+fn block_current(deadline: Option<u64>) {
+    let blocked = with_sched(|s| {
+        let cur = s.current;
+        let t = s.task(cur).unwrap();
+        if t.wake_pending {
+            t.wake_pending = false;
+            return false;
+        }
+        t.state = State::Blocked;
+        t.wake_at = deadline;
+        true
+    });
+    if blocked {
+        schedule();
+    } else {
+        try_to_freeze();
+    }
+}
+
+/// Makes task `id` runnable (or records the wake-up if it is running).
+pub fn wake(id: TaskId) {
+    with_sched(|s| s.make_runnable(id));
+}
+
+/// Sleeps for at least `ns` nanoseconds.
+pub fn sleep_ns(ns: u64) {
+    let deadline = time::now_ns().saturating_add(ns);
+    while time::now_ns() < deadline {
+        block_current(Some(deadline));
+    }
+}
+
+pub fn sleep_ms(ms: u64) {
+    sleep_ns(ms * 1_000_000);
+}
+
+/// Ends the current task.
+pub fn exit() -> ! {
+    with_sched(|s| {
+        let cur = s.current;
+        s.task(cur).unwrap().state = State::Dead;
+    });
+    schedule();
+    unreachable!("a dead task was scheduled");
+}
+
+/// Called from the VIRQ_TIMER handler (events masked).
+pub fn on_timer() {
+    let now = time::now_ns();
+    if let Some(s) = SCHED.lock().as_mut() {
+        s.armed = None;
+        s.wake_sleepers(now);
+        s.arm_timer();
+    }
+}
+
+/// The idle loop: run whatever is runnable, else block in Xen until an
+/// event arrives.
+pub fn idle() -> ! {
+    loop {
+        schedule();
+        events_mask::mask();
+        let nothing_to_do = {
+            let mut g = SCHED.lock();
+            let s = g.as_mut().unwrap();
+            s.wake_sleepers(time::now_ns());
+            s.arm_timer();
+            s.run_queue.is_empty()
+        };
+        if nothing_to_do {
+            // SCHEDOP_block unmasks events atomically with blocking, and
+            // returns at once if one is already pending.
+            xen::hv::block();
+        }
+        events_mask::unmask();
+    }
+}
+
+/// A list of tasks waiting for something.
+pub struct WaitQueue {
+    waiters: Mutex<Vec<TaskId>>,
+}
+
+impl WaitQueue {
+    pub const fn new() -> Self {
+        Self { waiters: Mutex::new(Vec::new()) }
+    }
+
+    /// Blocks until `ready()` returns Some; a freezer safe point.
+    pub fn wait_until<T>(&self, mut ready: impl FnMut() -> Option<T>) -> T {
+        self.wait_until_deadline(None, &mut ready).expect("no deadline")
+    }
+
+    /// As `wait_until`, giving up at `deadline` (monotonic ns).
+    pub fn wait_until_deadline<T>(&self, deadline: Option<u64>, ready: &mut impl FnMut() -> Option<T>) -> Option<T> {
+        let me = current();
+        loop {
+            if let Some(v) = ready() {
+                return Some(v);
+            }
+            if deadline.is_some_and(|d| time::now_ns() >= d) {
+                return None;
+            }
+            // Register before re-checking so a wake between the check and
+            // the block is not lost (it sets wake_pending).
+            events_mask::without_events(|| {
+                let mut w = self.waiters.lock();
+                if !w.contains(&me) {
+                    w.push(me);
+                }
+            });
+            if let Some(v) = ready() {
+                self.remove(me);
+                return Some(v);
+            }
+            block_current(deadline);
+            self.remove(me);
+        }
+    }
+
+    fn remove(&self, me: TaskId) {
+        events_mask::without_events(|| self.waiters.lock().retain(|&t| t != me));
+    }
+
+    /// Wakes every waiter (they re-check their condition).
+    pub fn wake_all(&self) {
+        let waiters: Vec<TaskId> = events_mask::without_events(|| core::mem::take(&mut *self.waiters.lock()));
+        for id in waiters {
+            wake(id);
+        }
+    }
+}
+
+impl Default for WaitQueue {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+// ---- freezer -------------------------------------------------------------
+
+/// Parks the current task if the freezer asks; returns when thawed.
+pub fn try_to_freeze() {
+    if !FREEZING.load(Ordering::Acquire) {
+        return;
+    }
+    let parked = with_sched(|s| {
+        let cur = s.current;
+        let t = s.task(cur).unwrap();
+        if t.freezable && FREEZING.load(Ordering::Acquire) {
+            t.state = State::Frozen;
+            true
+        } else {
+            false
+        }
+    });
+    if parked {
+        schedule();
+    }
+}
+
+/// Why a freeze failed.
+#[derive(Debug)]
+pub struct FreezeRefused {
+    pub task: &'static str,
+    pub id: TaskId,
+}
+
+/// Asks every freezable task to park, giving them `timeout_ns`. A task
+/// blocked in a wait counts as parked: it parks as soon as it wakes, before
+/// it runs any of its own code. The caller (the suspend coordinator) is
+/// exempt until `thaw`. On timeout every parked task is thawed and the
+/// first task that did not park is named.
+pub fn freeze(timeout_ns: u64) -> Result<usize, FreezeRefused> {
+    let me = current();
+    let was_freezable = with_sched(|s| core::mem::replace(&mut s.task(me).unwrap().freezable, false));
+    *FREEZER.lock() = Some((me, was_freezable));
+    FREEZING.store(true, Ordering::Release);
+    let deadline = time::now_ns() + timeout_ns;
+    loop {
+        let laggard = with_sched(|s| {
+            s.tasks
+                .iter()
+                .find(|t| t.freezable && matches!(t.state, State::Runnable | State::Running))
+                .map(|t| (t.name, t.id))
+        });
+        match laggard {
+            None => return Ok(with_sched(|s| s.tasks.iter().filter(|t| t.freezable).count())),
+            Some((task, id)) if time::now_ns() >= deadline => {
+                thaw();
+                return Err(FreezeRefused { task, id });
+            }
+            Some(_) => yield_now(),
+        }
+    }
+}
+
+/// The task running a freeze and whether it was freezable before.
+static FREEZER: Mutex<Option<(TaskId, bool)>> = Mutex::new(None);
+
+/// Lets every frozen task run again.
+pub fn thaw() {
+    FREEZING.store(false, Ordering::Release);
+    let owner = FREEZER.lock().take();
+    with_sched(|s| {
+        if let Some((id, was)) = owner {
+            if let Some(t) = s.task(id) {
+                t.freezable = was;
+            }
+        }
+        let frozen: Vec<TaskId> = s.tasks.iter().filter(|t| t.state == State::Frozen).map(|t| t.id).collect();
+        for id in frozen {
+            s.task(id).unwrap().state = State::Runnable;
+            s.run_queue.push_back(id);
+        }
+    });
+}
+
+/// Marks the current task freezable or not (the suspend coordinator is not
+/// while it runs the suspend).
+pub fn set_freezable(freezable: bool) {
+    with_sched(|s| {
+        let me = s.current;
+        s.task(me).unwrap().freezable = freezable;
+    });
+}
+
+/// One line per task for sysrq and the console.
+pub fn for_each_task(mut f: impl FnMut(TaskId, &'static str, State, Option<u64>, u64)) {
+    let snapshot: Vec<(TaskId, &'static str, State, Option<u64>, u64)> =
+        with_sched(|s| s.tasks.iter().map(|t| (t.id, t.name, t.state, t.wake_at, t.switches)).collect());
+    for (id, name, st, w, sw) in snapshot {
+        f(id, name, st, w, sw);
+    }
+}
+
+pub fn task_count() -> usize {
+    with_sched(|s| s.tasks.iter().filter(|t| t.state != State::Dead).count())
+}

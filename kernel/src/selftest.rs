@@ -1,0 +1,150 @@
+//! Self-test tasks: a memory pattern that is written once and verified
+//! forever, and sleepers that check they wake on time. The lab scenarios
+//! read their console lines and `data/selftest/*` to prove that nothing
+//! was lost across suspends, balloon changes and restores.
+
+#[cfg(target_os = "none")]
+use crate::sched;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// Figures the data publisher exports.
+pub static PATTERN_PASSES: AtomicU64 = AtomicU64::new(0);
+pub static PATTERN_ERRORS: AtomicU64 = AtomicU64::new(0);
+pub static PATTERN_MIB: AtomicU64 = AtomicU64::new(0);
+pub static SLEEPER_WAKEUPS: AtomicU64 = AtomicU64::new(0);
+pub static SLEEPER_LATE: AtomicU64 = AtomicU64::new(0);
+
+/// The value of word `i` of the pattern: depends on the index so that a
+/// page that came back in the wrong place is caught, not just a lost one.
+pub fn pattern_word(seed: u64, i: usize) -> u64 {
+    let x = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ seed;
+    x.rotate_left(17) ^ (i as u64)
+}
+
+/// Checks `words` against the pattern; returns the index of every mismatch
+/// (at most `limit` of them) and calls `pause` every `chunk` words.
+pub fn verify(words: &[u64], seed: u64, chunk: usize, limit: usize, pause: impl FnMut()) -> Vec<usize> {
+    verify_at(words, seed, 0, chunk, limit, pause)
+}
+
+/// As `verify` for a slice that starts at pattern index `base`; reported
+/// indices are pattern indices.
+pub fn verify_at(words: &[u64], seed: u64, base: usize, chunk: usize, limit: usize, mut pause: impl FnMut()) -> Vec<usize> {
+    let mut bad = Vec::new();
+    for (start, block) in words.chunks(chunk).enumerate() {
+        for (j, &w) in block.iter().enumerate() {
+            let i = base + start * chunk + j;
+            if w != pattern_word(seed, i) && bad.len() < limit {
+                bad.push(i);
+            }
+        }
+        pause();
+    }
+    bad
+}
+
+/// Words per pattern chunk: the pattern is held in 1 MiB pieces, since the
+/// heap serves at most 2 MiB in one piece.
+const CHUNK_WORDS: usize = 1 << 17;
+
+#[cfg(target_os = "none")]
+/// The pattern task: fills `mib` MiB and verifies it forever, yielding every
+/// 64 KiB so it never holds the CPU for long.
+pub fn spawn_pattern(mib: u64) {
+    if mib == 0 {
+        return;
+    }
+    sched::spawn("pattern", move || {
+        let seed = 0xba11_a570 ^ mib;
+        let mut chunks: Vec<Vec<u64>> = Vec::new();
+        for c in 0..mib as usize {
+            let mut words: Vec<u64> = Vec::new();
+            if words.try_reserve_exact(CHUNK_WORDS).is_err() {
+                log::error!("selftest: cannot allocate the pattern: out of memory after {} MiB", c);
+                return;
+            }
+            words.extend((0..CHUNK_WORDS).map(|i| pattern_word(seed, c * CHUNK_WORDS + i)));
+            chunks.push(words);
+            sched::yield_now();
+        }
+        PATTERN_MIB.store(mib, Ordering::Relaxed);
+        log::info!("selftest: pattern of {} MiB written", mib);
+        loop {
+            let mut bad_total = 0;
+            for (c, words) in chunks.iter_mut().enumerate() {
+                let bad = verify_at(words, seed, c * CHUNK_WORDS, 8192, 8, sched::yield_now);
+                if !bad.is_empty() {
+                    bad_total += bad.len();
+                    log::error!("selftest: PATTERN ERROR in MiB {}: words {:?} differ", c, bad);
+                    // Rewrite so later passes report new damage only.
+                    for &i in &bad {
+                        words[i - c * CHUNK_WORDS] = pattern_word(seed, i);
+                    }
+                }
+            }
+            let passes = PATTERN_PASSES.fetch_add(1, Ordering::Relaxed) + 1;
+            PATTERN_ERRORS.fetch_add(bad_total as u64, Ordering::Relaxed);
+            if bad_total == 0 && passes % 10 == 1 {
+                log::info!(
+                    "selftest: pattern {} MiB verified, pass {}, errors {}",
+                    mib,
+                    passes,
+                    PATTERN_ERRORS.load(Ordering::Relaxed)
+                );
+            }
+            sched::sleep_ms(500);
+        }
+    });
+}
+
+#[cfg(target_os = "none")]
+/// Sleeper tasks with different periods; each counts wake-ups and notices
+/// one that comes more than 1 s late.
+pub fn spawn_sleepers(count: u32) {
+    const NAMES: [&str; 4] = ["sleeper-100ms", "sleeper-250ms", "sleeper-1s", "sleeper-3s"];
+    const PERIODS_MS: [u64; 4] = [100, 250, 1000, 3000];
+    for i in 0..(count as usize).min(NAMES.len()) {
+        let (name, period) = (NAMES[i], PERIODS_MS[i]);
+        sched::spawn(name, move || {
+            let mut wakeups = 0u64;
+            let mut last_report = crate::time::now_ns();
+            loop {
+                let before = crate::time::now_ns();
+                sched::sleep_ms(period);
+                let slept = crate::time::now_ns() - before;
+                wakeups += 1;
+                SLEEPER_WAKEUPS.fetch_add(1, Ordering::Relaxed);
+                if slept > (period + 1000) * 1_000_000 {
+                    SLEEPER_LATE.fetch_add(1, Ordering::Relaxed);
+                    log::info!("selftest: {} woke {} ms after going to sleep for {} ms", name, slept / 1_000_000, period);
+                }
+                if crate::time::now_ns() - last_report >= 10_000_000_000 {
+                    last_report = crate::time::now_ns();
+                    log::info!("selftest: {} alive, {} wake-ups", name, wakeups);
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verify_finds_exactly_the_damaged_words() {
+        let mut w: Vec<u64> = (0..10_000).map(|i| pattern_word(7, i)).collect();
+        assert!(verify(&w, 7, 512, 8, || {}).is_empty());
+        w[3] ^= 1;
+        w[9_999] = 0;
+        assert_eq!(verify(&w, 7, 512, 8, || {}), vec![3, 9_999]);
+    }
+
+    #[test]
+    fn a_page_in_the_wrong_place_is_caught() {
+        let mut w: Vec<u64> = (0..1024).map(|i| pattern_word(1, i)).collect();
+        w.swap(0, 512); // two "pages" swapped
+        assert_eq!(verify(&w, 1, 100, 8, || {}).len(), 2);
+    }
+}
