@@ -1,9 +1,20 @@
 //! ballast's drivers. Like Tock's capsules, this crate has no `unsafe`:
 //! whatever needs raw memory or hypercalls is a method of `kernel` or `xen`.
+//! Request parsing and policy are plain functions, tested on the host; the
+//! driver tasks build only for the kernel.
 
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
+extern crate alloc;
+
+pub mod control;
+pub mod data;
+
 /// Starts every driver's task (called once the kernel is up).
 #[cfg(target_os = "none")]
-pub fn start(_opts: &kernel::cmdline::Options) {}
+pub fn start(_opts: &kernel::cmdline::Options) {
+    kernel::xenstore::init();
+    control::spawn();
+    data::spawn();
+}

@@ -26,9 +26,15 @@ pub mod platform;
 #[cfg(target_os = "none")]
 pub mod power;
 #[cfg(target_os = "none")]
+pub mod report;
+#[cfg(target_os = "none")]
 pub mod sched;
 #[cfg(target_os = "none")]
 pub mod start;
 #[cfg(target_os = "none")]
+pub mod suspend;
+#[cfg(target_os = "none")]
 pub mod traps;
+#[cfg(target_os = "none")]
+pub mod xenstore;
 

@@ -1,0 +1,63 @@
+//! Figures under the guest's own `data/` directory, for dom0 to read with
+//! `xenstore-read`, and an echo of what dom0 writes to `data/echo`.
+
+#[cfg(target_os = "none")]
+mod task {
+    use alloc::format;
+    use core::sync::atomic::Ordering;
+    use kernel::mm::kernel_memory;
+    use kernel::{sched, selftest, time, xenstore};
+
+    fn publish() -> xenstore::Result<()> {
+        let m = kernel_memory::figures();
+        let figures = [
+            ("data/uptime", format!("{}", time::now_ns() / 1_000_000_000)),
+            ("data/free_kb", format!("{}", m.free * 4)),
+            ("data/tasks", format!("{}", sched::task_count())),
+            ("data/selftest/pattern_mib", format!("{}", selftest::PATTERN_MIB.load(Ordering::Relaxed))),
+            ("data/selftest/pattern_passes", format!("{}", selftest::PATTERN_PASSES.load(Ordering::Relaxed))),
+            ("data/selftest/pattern_errors", format!("{}", selftest::PATTERN_ERRORS.load(Ordering::Relaxed))),
+            ("data/selftest/sleeper_wakeups", format!("{}", selftest::SLEEPER_WAKEUPS.load(Ordering::Relaxed))),
+        ];
+        xenstore::transaction(|tx| {
+            for (path, value) in &figures {
+                xenstore::write_tx(tx, path, value)?;
+            }
+            Ok(())
+        })
+    }
+
+    pub fn spawn() {
+        sched::spawn("data-publisher", || {
+            let mut failures = 0u32;
+            loop {
+                if let Err(e) = publish() {
+                    failures += 1;
+                    if failures <= 3 {
+                        log::warn!("data: publishing figures failed: {:?}", e);
+                    }
+                }
+                sched::sleep_ms(1000);
+            }
+        });
+        sched::spawn("echo", || {
+            let watch = match xenstore::Watch::new("data/echo") {
+                Ok(w) => w,
+                Err(e) => {
+                    log::error!("data: cannot watch data/echo: {:?}", e);
+                    return;
+                }
+            };
+            loop {
+                watch.next();
+                match xenstore::read("data/echo") {
+                    Ok(v) => log::info!("echo: {}", v.chars().take(200).collect::<alloc::string::String>()),
+                    Err(_) => {} // not there (yet): the watch fires once at registration
+                }
+            }
+        });
+    }
+}
+
+#[cfg(target_os = "none")]
+pub use task::spawn;
