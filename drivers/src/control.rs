@@ -118,6 +118,8 @@ mod task {
                     Ok(ShutdownRequest::Suspend) => {
                         log::info!("control: suspend requested");
                         kernel::suspend::do_suspend();
+                        // The watch was registered again on a new ring and
+                        // fires once; that read finds the empty value.
                     }
                     Ok(ShutdownRequest::Unknown(v)) => {
                         log::warn!("control: ignoring unknown shutdown request {:?}", v);

@@ -6,7 +6,7 @@ mod task {
     use alloc::format;
     use core::sync::atomic::Ordering;
     use kernel::mm::kernel_memory;
-    use kernel::{sched, selftest, time, xenstore};
+    use kernel::{sched, selftest, suspend, time, xenstore};
 
     fn publish() -> xenstore::Result<()> {
         let m = kernel_memory::figures();
@@ -18,6 +18,13 @@ mod task {
             ("data/selftest/pattern_passes", format!("{}", selftest::PATTERN_PASSES.load(Ordering::Relaxed))),
             ("data/selftest/pattern_errors", format!("{}", selftest::PATTERN_ERRORS.load(Ordering::Relaxed))),
             ("data/selftest/sleeper_wakeups", format!("{}", selftest::SLEEPER_WAKEUPS.load(Ordering::Relaxed))),
+            ("data/suspend/count", format!("{}", suspend::SUSPENDS.load(Ordering::Relaxed))),
+            ("data/suspend/cancels", format!("{}", suspend::CANCELS.load(Ordering::Relaxed))),
+            ("data/suspend/refused", format!("{}", suspend::REFUSED.load(Ordering::Relaxed))),
+            ("data/suspend/last_total_us", format!("{}", suspend::LAST_TOTAL_US.load(Ordering::Relaxed))),
+            ("data/suspend/last_frozen_us", format!("{}", suspend::LAST_FROZEN_US.load(Ordering::Relaxed))),
+            ("data/suspend/last_suspend_us", format!("{}", suspend::LAST_SUSPEND_US.load(Ordering::Relaxed))),
+            ("data/suspend/last_resume_us", format!("{}", suspend::LAST_RESUME_US.load(Ordering::Relaxed))),
         ];
         xenstore::transaction(|tx| {
             for (path, value) in &figures {

@@ -8,6 +8,7 @@
 
 extern crate alloc;
 
+pub mod console_input;
 pub mod control;
 pub mod data;
 
@@ -15,6 +16,9 @@ pub mod data;
 #[cfg(target_os = "none")]
 pub fn start(_opts: &kernel::cmdline::Options) {
     kernel::xenstore::init();
+    kernel::pm::register(&kernel::console::ConsoleDevice);
+    kernel::pm::register(&kernel::xenstore::XenstoreDevice);
     control::spawn();
+    console_input::spawn();
     data::spawn();
 }

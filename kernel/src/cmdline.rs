@@ -12,13 +12,15 @@ pub struct Options {
     pub pattern_mib: u64,
     /// `ballast.sleepers=N`: self-test sleeper tasks (0 to 4).
     pub sleepers: u32,
+    /// `ballast.aspace=N`: pattern pages in the self-test address space (0: none).
+    pub aspace_pages: u64,
     /// `ballast.stubborn=1`: a task that refuses to freeze (tests a refused suspend).
     pub stubborn_task: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { panic_on_boot: false, pattern_mib: 16, sleepers: 3, stubborn_task: false }
+        Self { panic_on_boot: false, pattern_mib: 16, sleepers: 3, aspace_pages: 64, stubborn_task: false }
     }
 }
 
@@ -34,6 +36,7 @@ impl Options {
                 "ballast.panic" => opts.panic_on_boot = flag(value),
                 "ballast.stubborn" => opts.stubborn_task = flag(value),
                 "ballast.pattern" => number(key, value, &mut opts.pattern_mib),
+                "ballast.aspace" => number(key, value, &mut opts.aspace_pages),
                 "ballast.sleepers" => {
                     let mut n = opts.sleepers as u64;
                     number(key, value, &mut n);

@@ -159,3 +159,44 @@ pub fn init_logger() {
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(log::LevelFilter::Info);
 }
+
+/// Waits (bounded) until xenconsoled has read everything written.
+pub fn flush(timeout_ns: u64) -> bool {
+    let deadline = time::now_ns() + timeout_ns;
+    loop {
+        let pending = events_mask::without_events(|| CONSOLE.lock().as_ref().map_or(0, |c| c.ring.pending_output()));
+        if pending == 0 {
+            return true;
+        }
+        if time::now_ns() >= deadline {
+            return false;
+        }
+        if let Some(p) = port() {
+            hv::evtchn_send(p);
+        }
+        hv::yield_now();
+    }
+}
+
+/// The console as a suspend-aware device.
+pub struct ConsoleDevice;
+
+impl crate::pm::Device for ConsoleDevice {
+    fn name(&self) -> &'static str {
+        "console"
+    }
+    fn suspend(&self) -> Result<(), &'static str> {
+        // Not fatal if xenconsoled is slow: the ring's contents are saved
+        // with the domain and drained after the resume.
+        flush(500_000_000);
+        Ok(())
+    }
+    fn resume(&self) {
+        // The ring stays at the same pfn; its frame and port are new.
+        init();
+        INPUT_WAITERS.wake_all();
+    }
+    fn cancel(&self) {
+        INPUT_WAITERS.wake_all();
+    }
+}

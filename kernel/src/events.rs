@@ -242,3 +242,8 @@ fn dispatch(port: u32) {
         h(port);
     }
 }
+
+/// How many ports are bound.
+pub fn count() -> usize {
+    crate::events_mask::without_events(|| TABLE.lock().iter().flatten().count())
+}

@@ -24,6 +24,8 @@ pub mod panic;
 #[cfg(target_os = "none")]
 pub mod platform;
 #[cfg(target_os = "none")]
+pub mod pm;
+#[cfg(target_os = "none")]
 pub mod power;
 #[cfg(target_os = "none")]
 pub mod report;

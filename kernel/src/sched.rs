@@ -241,9 +241,15 @@ pub fn current() -> TaskId {
     with_sched(|s| s.current)
 }
 
+/// Switches to the next runnable task, then parks if the freezer asks.
+fn schedule() {
+    switch_away();
+    try_to_freeze();
+}
+
 /// Switches to the next runnable task, if any. The caller has already set
 /// its own state (Runnable to be queued again, or Blocked/Frozen/Dead).
-fn schedule() {
+fn switch_away() {
     let was = events_mask::mask();
     let switch = {
         let mut guard = SCHED.lock();
@@ -290,12 +296,17 @@ fn schedule() {
         unsafe { ballast_switch(save, next_rsp) };
     }
     events_mask::restore(was);
-    try_to_freeze();
 }
 
 /// Lets other runnable tasks run; a preemption point.
 pub fn yield_now() {
     schedule();
+}
+
+/// Yields without being a freezer safe point: only for the self-test task
+/// that plays a task stuck outside any safe point.
+pub fn yield_without_freezing() {
+    switch_away();
 }
 
 /// Blocks the current task until `wake` is called for it (or its
@@ -344,6 +355,15 @@ pub fn exit() -> ! {
     });
     schedule();
     unreachable!("a dead task was scheduled");
+}
+
+/// Arms Xen's timer again from scratch (after a resume: the new domain
+/// has no timer armed, and its system time differs).
+pub fn rearm_timer() {
+    with_sched(|s| {
+        s.armed = None;
+        s.arm_timer();
+    });
 }
 
 /// Called from the VIRQ_TIMER handler (events masked).
@@ -457,7 +477,7 @@ pub fn try_to_freeze() {
         }
     });
     if parked {
-        schedule();
+        switch_away();
     }
 }
 

@@ -148,3 +148,94 @@ mod tests {
         assert_eq!(verify(&w, 1, 100, 8, || {}).len(), 2);
     }
 }
+
+pub static ASPACE_CHECKS: AtomicU64 = AtomicU64::new(0);
+pub static ASPACE_ERRORS: AtomicU64 = AtomicU64::new(0);
+
+#[cfg(target_os = "none")]
+/// An address space kept under construction (unpinned) with `pages` pattern
+/// pages mapped in its lower half. Every 2 s it is pinned, loaded, read
+/// through its own mappings, and unpinned again, so at any suspend it is
+/// most likely unpinned: the suspend path must pin it for the toolstack.
+pub fn spawn_aspace(pages: u64) {
+    use crate::mm::{aspace, kernel_memory::with_frames};
+    use crate::platform::pfn_to_va;
+    if pages == 0 {
+        return;
+    }
+    sched::spawn("aspace-test", move || {
+        const BASE: u64 = 0x0000_4000_0000_0000;
+        let seed = 0x5eed_a5ac;
+        let Some(space) = aspace::create() else {
+            log::error!("aspace: cannot create an address space");
+            return;
+        };
+        let mut frames = Vec::new();
+        for i in 0..pages {
+            let Some(pfn) = with_frames(|f| f.alloc(0)) else { break };
+            let page = pfn_to_va(pfn) as *mut u64;
+            for w in 0..512 {
+                // SAFETY: a fresh frame of ours, mapped writable.
+                unsafe { page.add(w).write(pattern_word(seed, i as usize * 512 + w)) };
+            }
+            if let Err(e) = aspace::map(space, BASE + i * 4096, pfn) {
+                log::error!("aspace: mapping page {} failed: {}", i, e);
+                return;
+            }
+            frames.push(pfn);
+        }
+        log::info!("aspace: space {} built with {} pattern pages, left unpinned", space, frames.len());
+        loop {
+            sched::sleep_ms(2000);
+            if let Err(e) = aspace::pin(space) {
+                log::error!("aspace: pinning space {} failed: {:?}", space, e);
+                ASPACE_ERRORS.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let bad = aspace::with_space(space, || {
+                let mut bad = 0u64;
+                for i in 0..frames.len() {
+                    let page = (BASE + i as u64 * 4096) as *const u64;
+                    for w in 0..512 {
+                        // SAFETY: the space maps page i at this address.
+                        if unsafe { page.add(w).read_volatile() } != pattern_word(seed, i * 512 + w) {
+                            bad += 1;
+                        }
+                    }
+                }
+                bad
+            });
+            let _ = aspace::unpin(space);
+            let n = ASPACE_CHECKS.fetch_add(1, Ordering::Relaxed) + 1;
+            match bad {
+                Ok(0) => {
+                    if n % 5 == 1 {
+                        log::info!("aspace: space {}: {} pages verified through its own mappings (check {})", space, frames.len(), n);
+                    }
+                }
+                Ok(b) => {
+                    ASPACE_ERRORS.fetch_add(1, Ordering::Relaxed);
+                    log::error!("aspace: MISMATCH: {} words differ through space {} (check {})", b, space, n);
+                }
+                Err(e) => {
+                    ASPACE_ERRORS.fetch_add(1, Ordering::Relaxed);
+                    log::error!("aspace: loading space {} failed: {:?}", space, e);
+                }
+            }
+        }
+    });
+}
+
+#[cfg(target_os = "none")]
+/// A task that stays away from every freezer safe point until a suspend has
+/// been refused because of it, then gives in: the `refuse` lab scenario
+/// checks that the refused suspend loses nothing and the next one works.
+pub fn spawn_stubborn() {
+    sched::spawn("stubborn", || {
+        log::info!("stubborn: running outside any safe point until a suspend is refused");
+        while crate::suspend::REFUSED.load(Ordering::Relaxed) == 0 {
+            sched::yield_without_freezing();
+        }
+        log::info!("stubborn: a suspend was refused; giving in");
+    });
+}

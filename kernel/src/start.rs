@@ -51,6 +51,10 @@ pub unsafe fn kmain(si: *mut start_info) -> cmdline::Options {
     }
     selftest::spawn_pattern(opts.pattern_mib);
     selftest::spawn_sleepers(opts.sleepers);
+    selftest::spawn_aspace(opts.aspace_pages);
+    if opts.stubborn_task {
+        selftest::spawn_stubborn();
+    }
     events_mask::unmask();
     log::info!("kernel: up in {} ms", time::now_ns() / 1_000_000);
     opts

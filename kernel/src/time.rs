@@ -64,6 +64,11 @@ impl MonotonicClock {
         self.offset.store(want.wrapping_sub(system_ns), Ordering::Relaxed);
     }
 
+    /// The largest value handed out so far.
+    pub fn last(&self) -> u64 {
+        self.last.load(Ordering::Relaxed)
+    }
+
     pub fn offset(&self) -> u64 {
         self.offset.load(Ordering::Relaxed)
     }
@@ -114,6 +119,11 @@ mod real {
     /// Nanoseconds since boot (more exactly: since Xen's system time began
     /// on the first host), never decreasing.
     pub fn now_ns() -> u64 {
+        if platform::vcpu0().is_null() {
+            // shared_info is unmapped around the suspend hypercall: time
+            // stands still rather than jumping.
+            return CLOCK.last();
+        }
         CLOCK.from_system(system_time_ns())
     }
 

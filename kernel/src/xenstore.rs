@@ -294,3 +294,22 @@ pub fn cancel() {
 pub fn port() -> u32 {
     with_conn(|c| c.port)
 }
+
+/// The xenstore client as a suspend-aware device.
+pub struct XenstoreDevice;
+
+impl crate::pm::Device for XenstoreDevice {
+    fn name(&self) -> &'static str {
+        "xenstore"
+    }
+    fn suspend(&self) -> core::result::Result<(), &'static str> {
+        suspend()
+    }
+    fn resume(&self) {
+        let n = resume();
+        log::info!("xenstore: reconnected on port {}, {} requests and watches re-sent", port(), n);
+    }
+    fn cancel(&self) {
+        cancel();
+    }
+}

@@ -5,6 +5,8 @@ pub mod heap;
 pub mod pagetable;
 
 #[cfg(target_os = "none")]
+pub mod aspace;
+#[cfg(target_os = "none")]
 pub mod kernel_memory;
 #[cfg(target_os = "none")]
 pub mod physmap;

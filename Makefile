@@ -1,0 +1,71 @@
+# ballast: build the kernel, prepare the Xen lab, run lab scenarios.
+#   make            build build/ballast and build/ballast.cfg
+#   make lab        prepare .lab/ (Debian Xen 4.17 + Linux dom0 images; cached)
+#   make run        boot ballast in the lab and show its console for ~30 s
+#   make test       host unit tests, then the boot and crash scenarios in one lab boot
+#   make scenario S=NAME [S="A B"]   run scenario(s) from tests/scenarios in one boot
+#   make clean      remove build/ and target/ (keeps the .lab cache; make distclean drops it)
+# Variables: RUNFLAGS (extra tests/lab/run.py options, e.g. RUNFLAGS=-v), CARGO.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+TARGET := x86_64-unknown-none
+KERNEL := target/$(TARGET)/release/ballast
+PYTHON ?= python3
+RUNFLAGS ?=
+RUN := $(PYTHON) tests/lab/run.py $(RUNFLAGS)
+DEPS_STAMP := build/.deps-ok
+
+.PHONY: all kernel lab run test unit scenario clean distclean deps
+
+all: build/ballast build/ballast.cfg
+
+deps: $(DEPS_STAMP)
+$(DEPS_STAMP): tests/lab/deps.sh
+	@tests/lab/deps.sh
+	@mkdir -p build && touch $@
+
+# Cargo decides whether anything changed; always ask it.
+kernel: $(DEPS_STAMP)
+	$(CARGO) build --release --target $(TARGET) -p ballast-boot
+
+build/ballast: kernel
+	@mkdir -p build
+	@cp -p $(KERNEL) $@.tmp && mv $@.tmp $@
+	@echo "built $@ ($$(stat -c %s $@) bytes)"
+
+build/ballast.cfg: Makefile
+	@mkdir -p build
+	@printf '%s\n' \
+	  'name = "ballast"' \
+	  'type = "pv"' \
+	  'kernel = "/lab/ballast"' \
+	  'memory = 256' \
+	  'maxmem = 256' \
+	  'vcpus = 1' \
+	  'on_crash = "preserve"' \
+	  'on_poweroff = "destroy"' \
+	  'on_reboot = "restart"' \
+	  'extra = ""' >$@
+
+lab: $(DEPS_STAMP)
+	@tests/lab/prepare.sh
+
+run: all lab
+	$(RUN) run
+
+unit: $(DEPS_STAMP)
+	$(CARGO) test --workspace
+
+test: unit all lab
+	$(RUN) boot crash
+
+scenario: all lab
+	@test -n "$(S)" || { echo "usage: make scenario S=name"; exit 2; }
+	$(RUN) $(S)
+
+clean:
+	rm -rf build target
+
+distclean: clean
+	rm -rf .lab

@@ -1,0 +1,153 @@
+# Helpers for lab scenarios, sourced by tests/scenarios/*.sh inside dom0 (busybox ash).
+#
+# Console protocol (parsed by tests/lab/run.py; one line each, nothing before the @@):
+#   @@BEGIN <scenario>
+#   @@RESULT PASS <scenario>/<check> <evidence>
+#   @@RESULT FAIL <scenario>/<check> <evidence>
+#   @@END <scenario> rc=<exit status>
+#   [xl] <line>            output (stdout+stderr) of an xl command run through xlc
+#   [guest <dom>] <line>   a guest console line (dumped at scenario end, or streamed by tail_console)
+#   @@LAB <text>           lab/dom0 status
+#
+# Helpers:
+#   pass NAME EVIDENCE...          report a passed check
+#   fail NAME EVIDENCE...          report a failed check (scenario exit status becomes 1)
+#   expect NAME CMD...             run CMD (stdout+stderr captured); pass if it succeeds, evidence = output
+#   expect_fail NAME CMD...        the opposite: pass if CMD fails
+#   xlc ARGS...                    run `xl ARGS`, echo "[xl] " lines, keep output in $XL_OUT, return xl's status
+#   expect_xl NAME ARGS...         xlc + pass/fail with xl's output as evidence
+#   console_log DOM                path of DOM's console log written by xenconsoled
+#   console_mark DOM               later wait_console DOM only looks at output after this point
+#   wait_console DOM REGEX SECS    wait for an ERE match on DOM's console; prints the line; 1 on timeout
+#   expect_console NAME DOM REGEX SECS   wait_console + pass (evidence: line and elapsed ms) / fail (console tail)
+#   wait_gone DOM SECS             wait until DOM is no longer in `xl list`
+#   wait_state DOM STATES SECS     wait until domstate DOM is one of the letters in STATES (e.g. "rb")
+#   domstate DOM                   state letters from `xl list` (r b p s c d), "-" if none, "gone" if absent
+#   domid DOM                      domain id, empty if absent
+#   now_ms                         milliseconds since dom0 boot (10 ms resolution)
+#   dump_console DOM               print DOM's console log as "[guest DOM] ..." lines
+#   tail_console DOM SECS          stream DOM's console live for SECS seconds
+#   log TEXT...                    "@@LAB <scenario>: TEXT" line
+# At exit every guest console log is dumped (once), so run.py's output carries the evidence.
+
+SCENARIO=${SCENARIO:-$(basename "$0" .sh)}
+CONSOLE_DIR=/var/log/xen/console
+LAB_TMP=/tmp/lab-$SCENARIO
+mkdir -p "$LAB_TMP/marks"
+_LAB_FAILED=0
+XL_OUT=
+
+_oneline() { tr '\r\n\t' '   ' | sed 's/  */ /g; s/^ //; s/ $//' | cut -c1-400; }
+_result() { # STATUS NAME EVIDENCE...
+    _st=$1 _nm=$2; shift 2
+    echo "@@RESULT $_st $SCENARIO/$_nm $(printf '%s' "$*" | _oneline)"
+}
+log() { echo "@@LAB $SCENARIO: $*"; }
+pass() { _n=$1; shift; _result PASS "$_n" "$@"; }
+fail() { _n=$1; shift; _LAB_FAILED=1; _result FAIL "$_n" "$@"; }
+
+expect() {
+    _n=$1; shift
+    if _out=$("$@" 2>&1); then pass "$_n" "\$ $* -> ${_out:-ok}"; return 0
+    else _rc=$?; fail "$_n" "\$ $* -> rc=$_rc ${_out}"; return 1; fi
+}
+expect_fail() {
+    _n=$1; shift
+    if _out=$("$@" 2>&1); then fail "$_n" "\$ $* unexpectedly succeeded: ${_out}"; return 1
+    else _rc=$?; pass "$_n" "\$ $* -> rc=$_rc ${_out}"; return 0; fi
+}
+
+xlc() {
+    echo "[xl] \$ xl $*"
+    XL_OUT=$(xl "$@" 2>&1)
+    _xrc=$?
+    [ -n "$XL_OUT" ] && printf '%s\n' "$XL_OUT" | sed 's/^/[xl] /'
+    [ $_xrc -ne 0 ] && echo "[xl] (exit status $_xrc)"
+    return $_xrc
+}
+expect_xl() {
+    _n=$1; shift
+    if xlc "$@"; then pass "$_n" "xl $* -> ${XL_OUT:-ok}"; return 0
+    else fail "$_n" "xl $* -> rc=$_xrc ${XL_OUT}"; return 1; fi
+}
+
+now_ms() { awk '{ printf "%d\n", $1 * 1000 }' /proc/uptime; }
+
+domid() { xl domid "$1" 2>/dev/null; }
+domstate() {
+    _l=$(xl list "$1" 2>/dev/null | awk -v d="$1" '$1 == d { print $5 }')
+    if [ -z "$_l" ]; then echo gone; return 1; fi
+    _l=$(echo "$_l" | tr -d -- '-')
+    echo "${_l:--}"
+}
+wait_gone() { # DOM SECS
+    _end=$(( $(now_ms) + $2 * 1000 ))
+    while xl domid "$1" >/dev/null 2>&1; do
+        [ "$(now_ms)" -ge "$_end" ] && return 1
+        sleep 0.2
+    done
+    return 0
+}
+wait_state() { # DOM STATES SECS; prints the state reached
+    _end=$(( $(now_ms) + $3 * 1000 ))
+    while :; do
+        _s=$(domstate "$1")
+        case $_s in gone | -) ;; *) case "$_s" in *["$2"]*) echo "$_s"; return 0 ;; esac ;; esac
+        if [ "$(now_ms)" -ge "$_end" ]; then echo "$_s"; return 1; fi
+        sleep 0.2
+    done
+}
+
+console_log() { echo "$CONSOLE_DIR/guest-$1.log"; }
+console_mark() {
+    _f=$(console_log "$1")
+    if [ -f "$_f" ]; then wc -c <"$_f" | tr -d ' '; else echo 0; fi >"$LAB_TMP/marks/$1"
+}
+_console_since_mark() {
+    _f=$(console_log "$1")
+    [ -f "$_f" ] || return 0
+    _m=0; [ -f "$LAB_TMP/marks/$1" ] && _m=$(cat "$LAB_TMP/marks/$1")
+    tail -c +$((_m + 1)) "$_f" | tr -d '\r'
+}
+wait_console() { # DOM REGEX SECS
+    _end=$(( $(now_ms) + $3 * 1000 ))
+    while :; do
+        _line=$(_console_since_mark "$1" | grep -E -m1 -e "$2")
+        if [ -n "$_line" ]; then printf '%s\n' "$_line"; return 0; fi
+        [ "$(now_ms)" -ge "$_end" ] && return 1
+        sleep 0.2
+    done
+}
+expect_console() { # NAME DOM REGEX SECS
+    _t0=$(now_ms)
+    if _l=$(wait_console "$2" "$3" "$4"); then
+        pass "$1" "$_l (after $(( $(now_ms) - _t0 )) ms)"; return 0
+    fi
+    fail "$1" "no console line matching /$3/ from $2 within $4 s; console tail: $(_console_since_mark "$2" | tail -n 5 | _oneline)"
+    return 1
+}
+dump_console() {
+    _f=$(console_log "$1")
+    [ -f "$_f" ] || { echo "[guest $1] (no console log)"; return 0; }
+    tr -d '\r' <"$_f" | sed "s/^/[guest $1] /"
+}
+tail_console() { # DOM SECS
+    _f=$(console_log "$1")
+    _cr=$(printf '\r')
+    timeout "$2" tail -n +1 -F "$_f" 2>/dev/null | while IFS= read -r _l; do echo "[guest $1] ${_l%"$_cr"}"; done
+    : >"$LAB_TMP/dumped-$1"
+}
+
+_lab_exit() {
+    _rc=$?
+    for _f in "$CONSOLE_DIR"/guest-*.log; do
+        [ -f "$_f" ] || continue
+        _d=${_f##*/guest-}; _d=${_d%.log}
+        [ -f "$LAB_TMP/dumped-$_d" ] && continue
+        dump_console "$_d"
+    done
+    [ $_rc -eq 0 ] && _rc=$_LAB_FAILED
+    exit $_rc
+}
+trap _lab_exit EXIT
+trap "exit 143" TERM INT

@@ -1,0 +1,20 @@
+#!/bin/sh
+# ballast.panic=1 on the command line makes ballast panic; with on_crash="preserve" the domain
+# must stay listed in state c (crashed) after printing the panic message.
+# needs: ballast
+# timeout: 60
+. /lab/lib.sh
+
+expect_xl create create /lab/ballast.cfg 'extra="ballast.panic=1"' || exit 1
+expect_console panic-message ballast 'panicked at' 30
+if st=$(wait_state ballast c 15); then
+    pass crashed "xl list: ballast state $st"
+else
+    fail crashed "ballast state '$st', expected c; $(xl list 2>&1)"
+fi
+expect_xl destroy destroy ballast
+if wait_gone ballast 10; then
+    pass gone "ballast absent from xl list"
+else
+    fail gone "still listed: $(xl list 2>&1)"
+fi
