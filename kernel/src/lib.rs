@@ -11,6 +11,7 @@ extern crate alloc;
 pub mod cmdline;
 pub mod mm;
 pub mod selftest;
+pub mod suspend_seq;
 pub mod time;
 
 #[cfg(target_os = "none")]

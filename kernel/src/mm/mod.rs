@@ -10,3 +10,5 @@ pub mod aspace;
 pub mod kernel_memory;
 #[cfg(target_os = "none")]
 pub mod physmap;
+#[cfg(target_os = "none")]
+pub mod reservation;

@@ -122,6 +122,48 @@ pub fn mapping_of(pfn: u64) -> u64 {
     }
 }
 
+/// The L1 table (mfn) that holds `pfn`'s kernel mapping entry, if it exists.
+pub fn l1_of(pfn: u64) -> Option<u64> {
+    l1_for(pfn_to_va(pfn))
+}
+
+/// Makes sure the kernel mapping of `pfn` has its L2 and L1 tables, for
+/// memory above the boot allocation that the balloon populates later. A
+/// missing table is made from a frame `take_frame` hands over (free, mapped
+/// writable, owned by the caller): zeroed, mapped read-only, then linked
+/// with `mmu_update` (Xen validates it then). Returns the L1's mfn; `None`
+/// if a frame was needed and `take_frame` had none, or Xen refused a link.
+pub fn ensure_l1(pfn: u64, mut take_frame: impl FnMut() -> Option<u64>) -> Option<u64> {
+    let va = pfn_to_va(pfn);
+    let [i4, i3, i2, _] = indices(va);
+    let root_mfn = pfn_to_mfn(platform::va_to_pfn(platform::with_start_info(|si| si.pt_base)));
+    let l4e = read_entry(root_mfn, i4);
+    if !is_present(l4e) {
+        return None; // ballast lives under one L4 slot set up at boot
+    }
+    let mut table = entry_mfn(l4e);
+    for index in [i3, i2] {
+        let e = read_entry(table, index);
+        table = if is_present(e) { entry_mfn(e) } else { link_new_table(table, index, take_frame()?)? };
+    }
+    Some(table)
+}
+
+/// Turns the free frame `pfn` into an empty page table and links it at
+/// entry `index` of the table in `parent_mfn`; returns its mfn.
+fn link_new_table(parent_mfn: u64, index: usize, pfn: u64) -> Option<u64> {
+    // SAFETY: the caller hands over `pfn`: a free frame, mapped writable in
+    // the kernel mapping, that nothing else refers to.
+    unsafe { core::ptr::write_bytes(pfn_to_va(pfn) as *mut u8, 0, 4096) };
+    let mfn = pfn_to_mfn(pfn);
+    set_writable(pfn, false).ok()?;
+    if hv::mmu_update(&[mmu_update { ptr: update_ptr(parent_mfn, index), val: table_entry(mfn) }]).is_err() {
+        let _ = set_writable(pfn, true);
+        return None;
+    }
+    Some(mfn)
+}
+
 /// Maps `pfn` to `mfn` writable in the kernel mapping (its L1 must exist).
 pub fn map_pfn(pfn: u64, mfn: u64) -> Result<(), hv::XenError> {
     hv::update_va_mapping(pfn_to_va(pfn), data_entry(mfn, true), mmu::UVMF_INVLPG)

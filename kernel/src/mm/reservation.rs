@@ -1,0 +1,273 @@
+//! The guest side of Xen's reservation operations: handing frames back to
+//! Xen (`XENMEM_decrease_reservation`) and getting frames again
+//! (`XENMEM_populate_physmap`), for the balloon driver.
+//!
+//! The model. A pfn is *backed* while the p2m names a machine frame for it
+//! and the kernel mapping (`KERNEL_BASE + pfn * 4096`) maps that frame
+//! writable; it is *ballooned out* while its p2m entry is `INVALID_MFN` and
+//! its mapping entry is empty. The p2m is therefore the record of which pfns
+//! are ballooned (`is_backed`). These functions only move pfns between the
+//! two states; which pfns may move (free ones, never memory a task holds) is
+//! the frame allocator's and the balloon's business.
+//!
+//! Giving frames back, in this order: clear every kernel mapping of them in
+//! one batched `mmu_update` on their L1 entries, flush the TLB once, mark
+//! the p2m entries invalid, then tell Xen. Whatever Xen did not take is
+//! restored (p2m entry, mapping) before returning, so a caller only has to
+//! look at the count. Getting frames: Xen turns the pfn list into machine
+//! frames; each gets its p2m entry, its m2p entry (`MMU_MACHPHYS_UPDATE`)
+//! and its mapping, m2p and mapping updates in one batched `mmu_update`.
+//!
+//! Cost: a 2 MiB extent is four hypercalls (unmap 512 entries, flush,
+//! decrease one order-9 extent; or populate plus one update batch), never
+//! one per page. The p2m array does not move, so the frame lists published
+//! in shared_info stay valid whatever entries change.
+
+use super::kernel_memory;
+use super::pagetable::{data_entry, indices, update_ptr};
+use super::physmap::{self, pfn_to_mfn, set_p2m};
+use crate::platform::pfn_to_va;
+use alloc::vec::Vec;
+use xen::abi::{mem, mmu, mmu_update, INVALID_MFN};
+use xen::hv::{self, MmuExtOp};
+
+/// Frames in one 2 MiB extent, and its order.
+pub const EXTENT_FRAMES: u64 = 512;
+pub const EXTENT_ORDER: u32 = 9;
+/// Order-0 frames per decrease/populate hypercall.
+pub const FRAME_BATCH: usize = 512;
+/// Order-9 extents per populate hypercall.
+const EXTENT_BATCH: usize = 8;
+
+/// Whether Xen backs `pfn` (its p2m entry names a machine frame).
+pub fn is_backed(pfn: u64) -> bool {
+    (pfn as usize) < physmap::max_pfn() && pfn_to_mfn(pfn) != INVALID_MFN
+}
+
+/// The L1 tables of the 2 MiB regions a batch touches, looked up once per
+/// region rather than once per pfn.
+struct L1Cache {
+    region: u64,
+    l1: Option<u64>,
+}
+
+impl L1Cache {
+    fn new() -> Self {
+        Self { region: u64::MAX, l1: None }
+    }
+
+    /// The `mmu_update` pointer of `pfn`'s kernel mapping entry.
+    fn entry_ptr(&mut self, pfn: u64) -> Option<u64> {
+        let region = pfn / EXTENT_FRAMES;
+        if region != self.region {
+            self.region = region;
+            self.l1 = physmap::l1_of(pfn);
+        }
+        Some(update_ptr(self.l1?, indices(pfn_to_va(pfn))[3]))
+    }
+}
+
+fn flush_tlb() -> Result<(), hv::XenError> {
+    hv::mmuext_op(&[MmuExtOp { cmd: mmu::EXT_TLB_FLUSH_LOCAL, arg1: 0, arg2: 0 }])
+}
+
+/// Maps each `(pfn, mfn)` writable again and restores its p2m entry: the
+/// undo of an unmap for frames Xen did not take. Frames are remapped one at
+/// a time if the batch is refused, so one bad frame does not strand the rest.
+fn restore(pairs: &[(u64, u64)]) {
+    let mut l1s = L1Cache::new();
+    let mut reqs = Vec::with_capacity(pairs.len());
+    for &(pfn, mfn) in pairs {
+        set_p2m(pfn, mfn);
+        if let Some(ptr) = l1s.entry_ptr(pfn) {
+            reqs.push(mmu_update { ptr, val: data_entry(mfn, true) });
+        }
+    }
+    if hv::mmu_update(&reqs).is_err() {
+        let failed = pairs.iter().filter(|&&(pfn, mfn)| physmap::map_pfn(pfn, mfn).is_err()).count();
+        log::error!("reservation: remapping {} frames Xen kept: {} could not be mapped", pairs.len(), failed);
+    }
+}
+
+/// Clears the kernel mappings of `pairs` in one batch and flushes the TLB,
+/// then marks their p2m entries invalid. On failure everything is restored
+/// and false returned.
+fn unmap_and_invalidate(pairs: &[(u64, u64)]) -> bool {
+    let mut l1s = L1Cache::new();
+    let mut reqs = Vec::with_capacity(pairs.len());
+    for &(pfn, _) in pairs {
+        match l1s.entry_ptr(pfn) {
+            Some(ptr) => reqs.push(mmu_update { ptr, val: 0 }),
+            None => return false, // not mapped through an L1 of ours: not a frame to give
+        }
+    }
+    if hv::mmu_update(&reqs).is_err() {
+        restore(pairs);
+        return false;
+    }
+    if flush_tlb().is_err() {
+        restore(pairs);
+        return false;
+    }
+    for &(pfn, _) in pairs {
+        set_p2m(pfn, INVALID_MFN);
+    }
+    true
+}
+
+/// Gives the 2 MiB extent at `pfn` (512 free frames, `pfn` aligned to 512)
+/// back to Xen as one order-9 extent. Only possible when the 512 frames are
+/// machine-contiguous per the p2m; returns false (and changes nothing) when
+/// they are not or Xen refuses, so the caller can fall back to
+/// `release_frames`.
+pub fn release_2m(pfn: u64) -> bool {
+    if !pfn.is_multiple_of(EXTENT_FRAMES) || (pfn + EXTENT_FRAMES) as usize > physmap::max_pfn() {
+        return false;
+    }
+    let first_mfn = pfn_to_mfn(pfn);
+    if first_mfn == INVALID_MFN || (1..EXTENT_FRAMES).any(|i| pfn_to_mfn(pfn + i) != first_mfn + i) {
+        return false;
+    }
+    let pairs: Vec<(u64, u64)> = (0..EXTENT_FRAMES).map(|i| (pfn + i, first_mfn + i)).collect();
+    if !unmap_and_invalidate(&pairs) {
+        return false;
+    }
+    let mut extent = [first_mfn];
+    match hv::memory_reservation(mem::DECREASE_RESERVATION, &mut extent, EXTENT_ORDER) {
+        Ok(1) => true,
+        other => {
+            // Xen stops at the first page it cannot remove, so part of the
+            // extent may be gone: remap what is still ours, one by one (a
+            // frame that cannot be mapped again is no longer ours and stays
+            // ballooned; `is_backed` tells the caller which).
+            let mut gone = 0;
+            for &(p, m) in &pairs {
+                set_p2m(p, m);
+                if physmap::map_pfn(p, m).is_err() {
+                    set_p2m(p, INVALID_MFN);
+                    gone += 1;
+                }
+            }
+            log::warn!("reservation: order-9 decrease at pfn {:#x} failed ({:?}); {} of 512 frames gone", pfn, other, gone);
+            false
+        }
+    }
+}
+
+/// Gives single frames back to Xen, up to `FRAME_BATCH` per hypercall.
+/// Every pfn must be a free, backed frame. Returns how many were given: the
+/// first `n` of `pfns`; the rest are still backed and mapped (Xen stopped
+/// short, or a pfn was not backed), and the caller keeps them.
+pub fn release_frames(pfns: &[u64]) -> usize {
+    let mut done = 0;
+    for chunk in pfns.chunks(FRAME_BATCH) {
+        let mut pairs = Vec::with_capacity(chunk.len());
+        for &pfn in chunk {
+            let mfn = if (pfn as usize) < physmap::max_pfn() { pfn_to_mfn(pfn) } else { INVALID_MFN };
+            if mfn == INVALID_MFN {
+                break;
+            }
+            pairs.push((pfn, mfn));
+        }
+        if pairs.is_empty() || !unmap_and_invalidate(&pairs) {
+            return done;
+        }
+        let mut mfns: Vec<u64> = pairs.iter().map(|&(_, mfn)| mfn).collect();
+        let taken = hv::memory_reservation(mem::DECREASE_RESERVATION, &mut mfns, 0).unwrap_or(0).min(pairs.len());
+        if taken < pairs.len() {
+            restore(&pairs[taken..]);
+        }
+        done += taken;
+        if taken < chunk.len() {
+            return done;
+        }
+    }
+    done
+}
+
+/// Asks Xen for memory behind `pfns` (each the first pfn of a block of
+/// 2^`order` ballooned-out frames, aligned to it), then records and maps
+/// what it gave. Returns how many blocks are now backed: the first `n`.
+///
+/// For pfns above the boot allocation the kernel mapping may lack its L1
+/// table; one is made first from a free frame, and a pfn whose table cannot
+/// be made (no free frame) ends the list there.
+pub fn populate(pfns: &[u64], order: u32) -> usize {
+    let per_call = if order == 0 { FRAME_BATCH } else { EXTENT_BATCH };
+    let frames = 1u64 << order;
+    let mut done = 0;
+    for chunk in pfns.chunks(per_call) {
+        // Tables first, so that nothing Xen hands over is left unmappable.
+        let mappable = chunk
+            .iter()
+            .take_while(|&&pfn| (0..frames).step_by(EXTENT_FRAMES as usize).all(|o| has_l1(pfn + o)))
+            .count();
+        let mut extents: Vec<u64> = chunk[..mappable].to_vec();
+        let got = match mappable {
+            0 => 0,
+            _ => hv::memory_reservation(mem::POPULATE_PHYSMAP, &mut extents, order).unwrap_or(0).min(mappable),
+        };
+        if got > 0 && !record_and_map(&chunk[..got], &extents[..got], frames) {
+            return done;
+        }
+        done += got;
+        if got < chunk.len() {
+            return done;
+        }
+    }
+    done
+}
+
+/// Whether `pfn`'s mapping has an L1 table, making one if needed from a
+/// frame of the allocator.
+fn has_l1(pfn: u64) -> bool {
+    if physmap::l1_of(pfn).is_some() {
+        return true;
+    }
+    let made = physmap::ensure_l1(pfn, || kernel_memory::with_frames(|f| f.alloc(0))).is_some();
+    if made {
+        log::info!("reservation: new page table for pfns {:#x}..{:#x}", pfn & !(EXTENT_FRAMES - 1), (pfn | (EXTENT_FRAMES - 1)) + 1);
+    } else {
+        log::warn!("reservation: no page table for pfn {:#x} and none could be made", pfn);
+    }
+    made
+}
+
+/// Sets p2m, m2p and the kernel mapping for blocks `pfns[i]` now backed by
+/// machine frames `mfns[i]..+frames`. On a refused update batch the blocks
+/// are handed back to Xen and false returned.
+fn record_and_map(pfns: &[u64], mfns: &[u64], frames: u64) -> bool {
+    let mut l1s = L1Cache::new();
+    let mut reqs = Vec::with_capacity(2 * FRAME_BATCH);
+    let mut ok = true;
+    for (&pfn, &mfn) in pfns.iter().zip(mfns) {
+        for i in 0..frames {
+            set_p2m(pfn + i, mfn + i);
+            reqs.push(mmu_update { ptr: ((mfn + i) << 12) | mmu::MACHPHYS_UPDATE, val: pfn + i });
+            match l1s.entry_ptr(pfn + i) {
+                Some(ptr) => reqs.push(mmu_update { ptr, val: data_entry(mfn + i, true) }),
+                None => ok = false,
+            }
+            if reqs.len() >= 2 * FRAME_BATCH {
+                ok &= hv::mmu_update(&reqs).is_ok();
+                reqs.clear();
+            }
+        }
+    }
+    if !reqs.is_empty() {
+        ok &= hv::mmu_update(&reqs).is_ok();
+    }
+    if !ok {
+        log::error!("reservation: mapping {} populated blocks failed; giving them back", pfns.len());
+        for (&pfn, &mfn) in pfns.iter().zip(mfns) {
+            for i in 0..frames {
+                let _ = physmap::unmap_pfn(pfn + i);
+                set_p2m(pfn + i, INVALID_MFN);
+            }
+            let mut extent = [mfn];
+            let order = frames.trailing_zeros();
+            let _ = hv::memory_reservation(mem::DECREASE_RESERVATION, &mut extent, order);
+        }
+    }
+    ok
+}

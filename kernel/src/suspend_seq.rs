@@ -1,0 +1,268 @@
+//! The suspend sequence itself, written once against `SuspendSteps` so that
+//! it runs on the real Xen (`suspend.rs`) and under `cargo test` against a
+//! recording fake that can fail any step.
+//!
+//! Before the hypercall: freeze, suspend devices, quiesce vCPUs, pin,
+//! canonicalise. A failure unwinds exactly the steps done, in reverse.
+//! After the hypercall: 0 means a new domain (reconnect everything, resume
+//! devices), 1 means cancelled (undo canonicalisation, cancel devices);
+//! both then unpin what was pinned and thaw.
+
+use alloc::string::String;
+
+/// What the sequence needs from the kernel, one method per step.
+pub trait SuspendSteps {
+    /// Monotonic ns, for the per-step durations.
+    fn now_ns(&self) -> u64;
+    /// One log line per step.
+    fn report(&mut self, line: core::fmt::Arguments);
+
+    fn freeze_tasks(&mut self) -> Result<usize, String>;
+    fn thaw_tasks(&mut self);
+    fn suspend_devices(&mut self) -> Result<usize, String>;
+    fn resume_devices(&mut self);
+    fn cancel_devices(&mut self);
+    /// Other vCPUs down; returns how many were stopped.
+    fn quiesce_vcpus(&mut self) -> Result<usize, String>;
+    fn wake_vcpus(&mut self);
+    /// Pins every unpinned root; returns (pinned now, roots in all).
+    fn pin_roots(&mut self) -> Result<(usize, usize), String>;
+    /// Unpins exactly what `pin_roots` pinned.
+    fn unpin_roots(&mut self);
+    /// start_info MFNs to PFNs, shared_info unmapped, events masked.
+    fn canonicalise(&mut self);
+    /// The suspend hypercall: 0 resumed in a new domain, 1 cancelled.
+    fn hypercall(&mut self) -> i64;
+    /// New domain: shared_info, p2m frame lists, clock, event channels.
+    fn reconnect_new_domain(&mut self) -> usize;
+    /// Cancelled: undo `canonicalise` in the same domain.
+    fn undo_canonicalise(&mut self);
+    fn rearm_timer(&mut self);
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Running in a new domain (after restore or migration).
+    Resumed,
+    /// The old domain continues (checkpoint, or the save failed).
+    Cancelled,
+    /// Never suspended: a step before the hypercall failed.
+    Refused,
+}
+
+/// Durations of the last run, in microseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timings {
+    pub total_us: u64,
+    /// From the start of the freeze to the thaw.
+    pub frozen_us: u64,
+    /// Guest-side work before the hypercall.
+    pub before_us: u64,
+    /// Guest-side work after the hypercall.
+    pub after_us: u64,
+}
+
+/// Runs the whole sequence.
+pub fn run<S: SuspendSteps>(s: &mut S) -> (Outcome, Timings) {
+    let start = s.now_ns();
+    // Each step's duration runs from the end of the previous one.
+    let lap = core::cell::Cell::new(start);
+    let step = |s: &mut S, what: core::fmt::Arguments| {
+        let now = s.now_ns();
+        s.report(format_args!("{} ({} us)", what, (now - lap.get()) / 1000));
+        lap.set(now);
+    };
+    let mut t = Timings::default();
+
+    let n = match s.freeze_tasks() {
+        Ok(n) => n,
+        Err(why) => {
+            s.report(format_args!("refused: {}; all tasks thawed, guest runs on", why));
+            return (Outcome::Refused, t);
+        }
+    };
+    step(s, format_args!("froze {} tasks", n));
+
+    let n = match s.suspend_devices() {
+        Ok(n) => n,
+        Err(why) => {
+            s.report(format_args!("refused: {}", why));
+            s.thaw_tasks();
+            return (Outcome::Refused, t);
+        }
+    };
+    step(s, format_args!("suspended {} devices", n));
+
+    let n = match s.quiesce_vcpus() {
+        Ok(n) => n,
+        Err(why) => {
+            s.report(format_args!("refused: {}", why));
+            s.cancel_devices();
+            s.thaw_tasks();
+            return (Outcome::Refused, t);
+        }
+    };
+    step(s, format_args!("quiesced {} other vCPUs", n));
+
+    let (n, all) = match s.pin_roots() {
+        Ok(counts) => counts,
+        Err(why) => {
+            s.report(format_args!("refused: {}", why));
+            s.wake_vcpus();
+            s.cancel_devices();
+            s.thaw_tasks();
+            return (Outcome::Refused, t);
+        }
+    };
+    step(s, format_args!("pinned {} of {} address spaces", n, all));
+
+    s.canonicalise();
+    t.before_us = (s.now_ns() - start) / 1000;
+    let rc = s.hypercall();
+    let after = s.now_ns();
+    lap.set(after);
+
+    let outcome = if rc == 0 {
+        let ports = s.reconnect_new_domain();
+        s.resume_devices();
+        step(s, format_args!("resumed in a new domain: {} event channels rebound, devices resumed", ports));
+        Outcome::Resumed
+    } else {
+        s.undo_canonicalise();
+        s.cancel_devices();
+        step(s, format_args!("cancelled (checkpoint): same domain, devices continue"));
+        Outcome::Cancelled
+    };
+    s.rearm_timer();
+    s.wake_vcpus();
+    s.unpin_roots();
+    s.thaw_tasks();
+    let end = s.now_ns();
+    t.after_us = (end - after) / 1000;
+    t.total_us = (end - start) / 1000;
+    t.frozen_us = t.total_us;
+    (outcome, t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::string::ToString;
+    use alloc::vec::Vec;
+
+    /// Records every step; fails the one named in `fail`.
+    #[derive(Default)]
+    struct Fake {
+        log: Vec<&'static str>,
+        fail: Option<&'static str>,
+        rc: i64,
+        clock: u64,
+        lines: Vec<String>,
+    }
+
+    impl Fake {
+        fn step(&mut self, name: &'static str) -> Result<usize, String> {
+            self.log.push(name);
+            if self.fail == Some(name) {
+                Err(name.to_string() + " failed")
+            } else {
+                Ok(1)
+            }
+        }
+    }
+
+    impl SuspendSteps for Fake {
+        fn now_ns(&self) -> u64 {
+            self.clock
+        }
+        fn report(&mut self, line: core::fmt::Arguments) {
+            self.clock += 1000;
+            self.lines.push(alloc::format!("{}", line));
+        }
+        fn freeze_tasks(&mut self) -> Result<usize, String> {
+            self.step("freeze")
+        }
+        fn thaw_tasks(&mut self) {
+            self.log.push("thaw");
+        }
+        fn suspend_devices(&mut self) -> Result<usize, String> {
+            self.step("devices")
+        }
+        fn resume_devices(&mut self) {
+            self.log.push("resume-devices");
+        }
+        fn cancel_devices(&mut self) {
+            self.log.push("cancel-devices");
+        }
+        fn quiesce_vcpus(&mut self) -> Result<usize, String> {
+            self.step("quiesce")
+        }
+        fn wake_vcpus(&mut self) {
+            self.log.push("wake-vcpus");
+        }
+        fn pin_roots(&mut self) -> Result<(usize, usize), String> {
+            self.step("pin").map(|n| (n, 2))
+        }
+        fn unpin_roots(&mut self) {
+            self.log.push("unpin");
+        }
+        fn canonicalise(&mut self) {
+            self.log.push("canonicalise");
+        }
+        fn hypercall(&mut self) -> i64 {
+            self.log.push("hypercall");
+            self.clock += 5_000_000;
+            self.rc
+        }
+        fn reconnect_new_domain(&mut self) -> usize {
+            self.log.push("reconnect");
+            3
+        }
+        fn undo_canonicalise(&mut self) {
+            self.log.push("undo-canonicalise");
+        }
+        fn rearm_timer(&mut self) {
+            self.log.push("rearm-timer");
+        }
+    }
+
+    #[test]
+    fn resume_in_a_new_domain_mirrors_the_suspend() {
+        let mut f = Fake { rc: 0, ..Default::default() };
+        let (o, t) = run(&mut f);
+        assert_eq!(o, Outcome::Resumed);
+        assert_eq!(
+            f.log,
+            [
+                "freeze", "devices", "quiesce", "pin", "canonicalise", "hypercall", "reconnect", "resume-devices",
+                "rearm-timer", "wake-vcpus", "unpin", "thaw"
+            ]
+        );
+        assert!(t.total_us >= 5000 && t.before_us < t.total_us);
+    }
+
+    #[test]
+    fn cancel_undoes_canonicalisation_and_never_reconnects() {
+        let mut f = Fake { rc: 1, ..Default::default() };
+        assert_eq!(run(&mut f).0, Outcome::Cancelled);
+        assert!(f.log.contains(&"undo-canonicalise") && f.log.contains(&"cancel-devices"));
+        assert!(!f.log.contains(&"reconnect") && !f.log.contains(&"resume-devices"));
+        assert_eq!(f.log.last(), Some(&"thaw"));
+    }
+
+    #[test]
+    fn each_failure_unwinds_exactly_what_was_done() {
+        let cases: [(&str, &[&str]); 4] = [
+            ("freeze", &["freeze"]),
+            ("devices", &["freeze", "devices", "thaw"]),
+            ("quiesce", &["freeze", "devices", "quiesce", "cancel-devices", "thaw"]),
+            ("pin", &["freeze", "devices", "quiesce", "pin", "wake-vcpus", "cancel-devices", "thaw"]),
+        ];
+        for (fail, expected) in cases {
+            let mut f = Fake { fail: Some(fail), ..Default::default() };
+            assert_eq!(run(&mut f).0, Outcome::Refused, "{}", fail);
+            assert_eq!(f.log, expected, "failing {}", fail);
+            assert!(f.lines.last().unwrap().starts_with("refused"), "{:?}", f.lines);
+        }
+    }
+}
