@@ -2,7 +2,7 @@
 #   make            build build/ballast and build/ballast.cfg
 #   make lab        prepare .lab/ (Debian Xen 4.17 + Linux dom0 images; cached)
 #   make run        boot ballast in the lab and show its console for ~30 s
-#   make test       host unit tests, then the boot and crash scenarios in one lab boot
+#   make test       host unit tests, then every lab scenario (tests/lab/suite.sh groups them into boots)
 #   make scenario S=NAME [S="A B"]   run scenario(s) from tests/scenarios in one boot
 #   make clean      remove build/ and target/ (keeps the .lab cache; make distclean drops it)
 # Variables: RUNFLAGS (extra tests/lab/run.py options, e.g. RUNFLAGS=-v), CARGO.
@@ -58,7 +58,7 @@ unit: $(DEPS_STAMP)
 	$(CARGO) test --workspace
 
 test: unit all lab
-	$(RUN) boot crash
+	RUNFLAGS="$(RUNFLAGS)" tests/lab/suite.sh
 
 scenario: all lab
 	@test -n "$(S)" || { echo "usage: make scenario S=name"; exit 2; }
