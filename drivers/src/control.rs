@@ -141,7 +141,12 @@ mod task {
                 watch.next();
                 let value = match xenstore::read("control/sysrq") {
                     Ok(v) => v,
-                    Err(_) => continue,
+                    Err(xen::xenstore::XsError::Errno(xenstore::Errno::ENOENT)) => continue,
+                    Err(e) => {
+                        log::warn!("control: reading control/sysrq failed: {:?}; ignored", e);
+                        let _ = xenstore::write("control/sysrq", "");
+                        continue;
+                    }
                 };
                 let req = SysrqRequest::parse(&value);
                 if req != SysrqRequest::None {

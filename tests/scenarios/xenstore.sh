@@ -1,0 +1,104 @@
+#!/bin/sh
+# ballast's data publisher and echo task seen from dom0 through the real xenstored:
+# data/uptime grows, data/free_kb and data/tasks are plausible numbers, and a unique value
+# written to data/echo comes back on ballast's console.
+# needs: ballast
+# timeout: 90
+. /lab/lib.sh
+
+# ---- local helpers (kept here: lib.sh is owned elsewhere)
+# xl_bounded SECS ARGS...: `xl ARGS` under `timeout SECS`, output echoed like xlc; status of xl
+# (124 or 143 when the bound hit).
+xl_bounded() {
+    _s=$1; shift
+    echo "[xl] \$ xl $* (bounded to $_s s)"
+    XL_OUT=$(timeout "$_s" xl "$@" 2>&1)
+    _xrc=$?
+    [ -n "$XL_OUT" ] && printf '%s\n' "$XL_OUT" | sed 's/^/[xl] /'
+    [ $_xrc -ne 0 ] && echo "[xl] (exit status $_xrc)"
+    return $_xrc
+}
+# Whatever happens, leave no ballast behind; then lib.sh's exit (console dump, status).
+_scenario_exit() {
+    _rc=$?
+    if xl domid ballast >/dev/null 2>&1; then
+        log "cleanup: destroying ballast (domid $(domid ballast)) left at exit"
+        xl destroy ballast 2>&1 | sed 's/^/[xl] /'
+        wait_gone ballast 20 || log "cleanup: ballast still listed: $(xl list 2>&1 | tr '\n' ' ')"
+    fi
+    (exit $_rc)
+    _lab_exit
+}
+trap _scenario_exit EXIT
+# xs_read PATH / xs_write PATH VALUE: ballast's own xenstore subtree (/local/domain/$DOMID/...)
+xs_read() { xenstore-read "/local/domain/$DOMID/$1" 2>&1; }
+xs_write() { xenstore-write "/local/domain/$DOMID/$1" "$2" 2>&1; }
+is_uint() { case $1 in '' | *[!0-9]*) return 1 ;; esac; return 0; }
+# xs_wait_uint PATH SECS: wait until PATH holds a decimal number; prints it (or the last read)
+xs_wait_uint() {
+    _end=$(( $(now_ms) + $2 * 1000 ))
+    while :; do
+        _v=$(xs_read "$1")
+        is_uint "$_v" && { echo "$_v"; return 0; }
+        [ "$(now_ms)" -ge "$_end" ] && { echo "$_v"; return 1; }
+        sleep 0.3
+    done
+}
+
+expect_xl create create /lab/ballast.cfg || exit 1
+DOMID=$(domid ballast)
+expect_console ready ballast 'control: watching control/shutdown' 30 || exit 1
+
+# ---- data/uptime grows
+if u1=$(xs_wait_uint data/uptime 10); then
+    sleep 3
+    u2=$(xs_wait_uint data/uptime 5)
+    if is_uint "$u2" && [ "$u2" -gt "$u1" ]; then
+        pass uptime-grows "data/uptime $u1 -> $u2 over a 3 s dom0 sleep"
+    else
+        fail uptime-grows "data/uptime $u1 then '$u2' 3 s later"
+    fi
+else
+    fail uptime-grows "no number in /local/domain/$DOMID/data/uptime within 10 s: '$u1'"
+fi
+
+# ---- data/free_kb: positive, below the 256 MiB the domain has
+f=$(xs_read data/free_kb)
+if is_uint "$f" && [ "$f" -gt 0 ] && [ "$f" -le 262144 ]; then
+    pass free-kb "data/free_kb = $f (0 < x <= 262144)"
+else
+    fail free-kb "data/free_kb = '$f', expected 0 < x <= 262144"
+fi
+
+# ---- data/tasks: at least the 6 documented task kinds
+n=$(xs_read data/tasks)
+if is_uint "$n" && [ "$n" -ge 6 ]; then
+    pass tasks "data/tasks = $n (>= 6)"
+else
+    fail tasks "data/tasks = '$n', expected >= 6"
+fi
+
+# ---- data/echo comes back on the console
+val="lab-$$-$(now_ms)"
+console_mark ballast
+if out=$(xs_write data/echo "$val"); then
+    expect_console echo ballast "echo: $val\$" 10
+else
+    fail echo "xenstore-write data/echo failed: $out"
+fi
+# a second, different value is echoed too (the watch re-arms)
+val2="second $val with spaces"
+console_mark ballast
+if out=$(xs_write data/echo "$val2"); then
+    expect_console echo-again ballast "echo: $val2\$" 10
+else
+    fail echo-again "xenstore-write data/echo failed: $out"
+fi
+
+# ---- clean up
+expect_xl destroy destroy ballast
+if wait_gone ballast 15; then
+    pass gone "ballast absent from xl list"
+else
+    fail gone "still listed: $(xl list 2>&1 | tr '\n' ' ')"
+fi
