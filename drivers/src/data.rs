@@ -25,6 +25,10 @@ mod task {
             ("data/suspend/last_frozen_us", format!("{}", suspend::LAST_FROZEN_US.load(Ordering::Relaxed))),
             ("data/suspend/last_suspend_us", format!("{}", suspend::LAST_SUSPEND_US.load(Ordering::Relaxed))),
             ("data/suspend/last_resume_us", format!("{}", suspend::LAST_RESUME_US.load(Ordering::Relaxed))),
+            ("data/suspend/last_released_pages", format!("{}", suspend::LAST_RELEASED_PAGES.load(Ordering::Relaxed))),
+            ("data/suspend/last_release_us", format!("{}", suspend::LAST_RELEASE_US.load(Ordering::Relaxed))),
+            ("data/suspend/last_repopulated_pages", format!("{}", suspend::LAST_REPOPULATED_PAGES.load(Ordering::Relaxed))),
+            ("data/suspend/last_repopulate_us", format!("{}", suspend::LAST_REPOPULATE_US.load(Ordering::Relaxed))),
         ];
         xenstore::transaction(|tx| {
             for (path, value) in &figures {

@@ -8,6 +8,7 @@
 
 extern crate alloc;
 
+pub mod balloon;
 pub mod console_input;
 pub mod control;
 pub mod data;
@@ -18,7 +19,9 @@ pub fn start(_opts: &kernel::cmdline::Options) {
     kernel::xenstore::init();
     kernel::pm::register(&kernel::console::ConsoleDevice);
     kernel::pm::register(&kernel::xenstore::XenstoreDevice);
+    kernel::pm::register(&balloon::BalloonDevice);
     control::spawn();
+    balloon::spawn();
     console_input::spawn();
     data::spawn();
 }

@@ -14,13 +14,16 @@ pub struct Options {
     pub sleepers: u32,
     /// `ballast.aspace=N`: pattern pages in the self-test address space (0: none).
     pub aspace_pages: u64,
+    /// `ballast.release=0`: keep free memory populated across a suspend
+    /// (full-size images, fastest resume).
+    pub release_at_suspend: bool,
     /// `ballast.stubborn=1`: a task that refuses to freeze (tests a refused suspend).
     pub stubborn_task: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { panic_on_boot: false, pattern_mib: 16, sleepers: 3, aspace_pages: 64, stubborn_task: false }
+        Self { panic_on_boot: false, pattern_mib: 16, sleepers: 3, aspace_pages: 64, release_at_suspend: true, stubborn_task: false }
     }
 }
 
@@ -35,6 +38,7 @@ impl Options {
             match key {
                 "ballast.panic" => opts.panic_on_boot = flag(value),
                 "ballast.stubborn" => opts.stubborn_task = flag(value),
+                "ballast.release" => opts.release_at_suspend = flag(value),
                 "ballast.pattern" => number(key, value, &mut opts.pattern_mib),
                 "ballast.aspace" => number(key, value, &mut opts.aspace_pages),
                 "ballast.sleepers" => {

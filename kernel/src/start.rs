@@ -42,6 +42,7 @@ pub unsafe fn kmain(si: *mut start_info) -> cmdline::Options {
         panic!("panic requested on the command line (ballast.panic=1)");
     }
 
+    crate::suspend::RELEASE_AT_SUSPEND.store(opts.release_at_suspend, core::sync::atomic::Ordering::Relaxed);
     mm::kernel_memory::init();
     sched::init();
     events::bind(Binding::Virq { virq: VIRQ_TIMER, vcpu: 0 }, "timer", |_| sched::on_timer())

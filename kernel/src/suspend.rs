@@ -6,13 +6,14 @@
 //! domain (shared_info, event channels, rings and every machine frame are
 //! new) and 1 when the suspend was cancelled and the old domain goes on.
 
+use crate::mm::suspend_release::{self, Released};
 use crate::mm::{aspace, physmap};
 use crate::suspend_seq::{self, SuspendSteps};
 use crate::{console, events, events_mask, platform, pm, sched, time};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 pub use crate::suspend_seq::Outcome;
 
@@ -27,11 +28,20 @@ pub static LAST_TOTAL_US: AtomicU64 = AtomicU64::new(0);
 pub static LAST_FROZEN_US: AtomicU64 = AtomicU64::new(0);
 pub static LAST_SUSPEND_US: AtomicU64 = AtomicU64::new(0);
 pub static LAST_RESUME_US: AtomicU64 = AtomicU64::new(0);
+pub static LAST_RELEASED_PAGES: AtomicU64 = AtomicU64::new(0);
+pub static LAST_RELEASE_US: AtomicU64 = AtomicU64::new(0);
+pub static LAST_REPOPULATED_PAGES: AtomicU64 = AtomicU64::new(0);
+pub static LAST_REPOPULATE_US: AtomicU64 = AtomicU64::new(0);
+
+/// Whether free memory is given back at suspend (small images). On by
+/// default; `ballast.release=0` or `data/suspend/release` = 0 turns it off.
+pub static RELEASE_AT_SUSPEND: AtomicBool = AtomicBool::new(true);
 
 /// State carried between the steps of one suspend.
 #[derive(Default)]
 struct RealSteps {
     pinned: Vec<aspace::SpaceId>,
+    released: Released,
     store_pfn: u64,
     console_pfn: u64,
     was_masked: bool,
@@ -84,6 +94,34 @@ impl SuspendSteps for RealSteps {
 
     fn unpin_roots(&mut self) {
         aspace::unpin_list(&self.pinned);
+    }
+
+    fn release_free_memory(&mut self) -> Option<u64> {
+        if !RELEASE_AT_SUSPEND.load(Ordering::Relaxed) {
+            LAST_RELEASED_PAGES.store(0, Ordering::Relaxed);
+            return None;
+        }
+        let t0 = time::now_ns();
+        self.released = suspend_release::release_free(suspend_release::RESERVE_PAGES);
+        let pages = self.released.pages();
+        LAST_RELEASED_PAGES.store(pages, Ordering::Relaxed);
+        LAST_RELEASE_US.store((time::now_ns() - t0) / 1000, Ordering::Relaxed);
+        Some(pages)
+    }
+
+    fn repopulate_memory(&mut self) -> (u64, u64) {
+        let wanted = self.released.pages();
+        if wanted == 0 {
+            return (0, 0);
+        }
+        let t0 = time::now_ns();
+        let got = suspend_release::repopulate(&self.released);
+        LAST_REPOPULATED_PAGES.store(got, Ordering::Relaxed);
+        LAST_REPOPULATE_US.store((time::now_ns() - t0) / 1000, Ordering::Relaxed);
+        if got < wanted {
+            log::warn!("suspend: Xen supplied {} of {} pages; the balloon driver will keep asking", got, wanted);
+        }
+        (got, wanted)
     }
 
     /// start_info names the xenstore and console rings by pfn (the toolstack
@@ -150,6 +188,7 @@ impl SuspendSteps for RealSteps {
 /// Runs a suspend requested through `control/shutdown`.
 pub fn do_suspend() -> Outcome {
     log::info!("suspend: starting (suspend #{})", SUSPENDS.load(Ordering::Relaxed) + 1);
+    read_release_switch();
     let (outcome, t) = suspend_seq::run(&mut RealSteps::default());
     match outcome {
         Outcome::Refused => {
@@ -177,4 +216,14 @@ pub fn do_suspend() -> Outcome {
         CANCELS.load(Ordering::Relaxed)
     );
     outcome
+}
+
+/// `data/suspend/release` overrides the command line when dom0 sets it.
+fn read_release_switch() {
+    match crate::xenstore::read("data/suspend/release").as_deref() {
+        Ok("0") => RELEASE_AT_SUSPEND.store(false, Ordering::Relaxed),
+        Ok("1") => RELEASE_AT_SUSPEND.store(true, Ordering::Relaxed),
+        Ok(other) => log::warn!("suspend: data/suspend/release = {:?} is neither 0 nor 1; ignored", other),
+        Err(_) => {} // not set: the command line decides
+    }
 }

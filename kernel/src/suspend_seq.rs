@@ -29,6 +29,11 @@ pub trait SuspendSteps {
     fn pin_roots(&mut self) -> Result<(usize, usize), String>;
     /// Unpins exactly what `pin_roots` pinned.
     fn unpin_roots(&mut self);
+    /// Gives free frames back to Xen so the image is small; returns how
+    /// many pages, or None when switched off.
+    fn release_free_memory(&mut self) -> Option<u64>;
+    /// Takes back what `release_free_memory` gave; returns (got, wanted).
+    fn repopulate_memory(&mut self) -> (u64, u64);
     /// start_info MFNs to PFNs, shared_info unmapped, events masked.
     fn canonicalise(&mut self);
     /// The suspend hypercall: 0 resumed in a new domain, 1 cancelled.
@@ -116,6 +121,11 @@ pub fn run<S: SuspendSteps>(s: &mut S) -> (Outcome, Timings) {
     };
     step(s, format_args!("pinned {} of {} address spaces", n, all));
 
+    match s.release_free_memory() {
+        Some(pages) => step(s, format_args!("released {} free pages ({} MiB) to Xen", pages, pages / 256)),
+        None => step(s, format_args!("releasing free memory is switched off")),
+    }
+
     s.canonicalise();
     t.before_us = (s.now_ns() - start) / 1000;
     let rc = s.hypercall();
@@ -133,6 +143,10 @@ pub fn run<S: SuspendSteps>(s: &mut S) -> (Outcome, Timings) {
         step(s, format_args!("cancelled (checkpoint): same domain, devices continue"));
         Outcome::Cancelled
     };
+    let (got, wanted) = s.repopulate_memory();
+    if wanted > 0 {
+        step(s, format_args!("repopulated {} of {} pages", got, wanted));
+    }
     s.rearm_timer();
     s.wake_vcpus();
     s.unpin_roots();
@@ -206,6 +220,14 @@ mod tests {
         fn unpin_roots(&mut self) {
             self.log.push("unpin");
         }
+        fn release_free_memory(&mut self) -> Option<u64> {
+            self.log.push("release");
+            Some(100)
+        }
+        fn repopulate_memory(&mut self) -> (u64, u64) {
+            self.log.push("repopulate");
+            (100, 100)
+        }
         fn canonicalise(&mut self) {
             self.log.push("canonicalise");
         }
@@ -234,8 +256,8 @@ mod tests {
         assert_eq!(
             f.log,
             [
-                "freeze", "devices", "quiesce", "pin", "canonicalise", "hypercall", "reconnect", "resume-devices",
-                "rearm-timer", "wake-vcpus", "unpin", "thaw"
+                "freeze", "devices", "quiesce", "pin", "release", "canonicalise", "hypercall", "reconnect",
+                "resume-devices", "repopulate", "rearm-timer", "wake-vcpus", "unpin", "thaw"
             ]
         );
         assert!(t.total_us >= 5000 && t.before_us < t.total_us);
@@ -247,6 +269,8 @@ mod tests {
         assert_eq!(run(&mut f).0, Outcome::Cancelled);
         assert!(f.log.contains(&"undo-canonicalise") && f.log.contains(&"cancel-devices"));
         assert!(!f.log.contains(&"reconnect") && !f.log.contains(&"resume-devices"));
+        // Memory given away for the image comes back on the cancel path too.
+        assert!(f.log.contains(&"repopulate"));
         assert_eq!(f.log.last(), Some(&"thaw"));
     }
 

@@ -12,3 +12,5 @@ pub mod kernel_memory;
 pub mod physmap;
 #[cfg(target_os = "none")]
 pub mod reservation;
+#[cfg(target_os = "none")]
+pub mod suspend_release;

@@ -1,0 +1,114 @@
+#!/bin/sh
+# The balloon follows `xl mem-set`: 256 -> 32 -> 200 -> 8 (below the floor: stops there) -> 256 MiB.
+# Each step converges (the console line, `xl list` Mem within 1 MiB, data/balloon/current_kb), the
+# guest keeps answering xenstore, and the self-test pattern in its memory stays intact. Then a
+# guest booted with memory=64 maxmem=288 grows into the pfns above its boot allocation.
+# needs: ballast
+# timeout: 360
+. /lab/lib.sh
+# Destroy what we created, however we leave (then the library's exit handler).
+trap '_rc=$?; xl destroy ballast >/dev/null 2>&1; (exit $_rc); _lab_exit' EXIT
+
+xs_guest() { xenstore-read "/local/domain/$(domid ballast)/$1" 2>/dev/null; }
+xl_mem() { xl list ballast 2>/dev/null | awk '$1 == "ballast" { print $3 }'; }
+# wait_xs PATH VALUE SECS: poll a guest node until it reads VALUE.
+wait_xs() {
+    _end=$(( $(now_ms) + $3 * 1000 ))
+    until [ "$(xs_guest "$1")" = "$2" ]; do
+        [ "$(now_ms)" -ge "$_end" ] && return 1
+        sleep 0.2
+    done
+}
+
+console_mark ballast
+expect_xl create create /lab/ballast.cfg || exit 1
+expect_console balloon-up ballast 'balloon: target [0-9]+ KiB -> current [0-9]+ KiB' 60 || exit 1
+expect_console pattern-written ballast 'selftest: pattern of [0-9]+ MiB written' 60 || exit 1
+log "boot: $(xl list ballast | tail -n 1); floor $(xs_guest data/balloon/floor_kb) KiB"
+
+echo_n=0
+for mib in 32 200 8 256; do
+    kb=$((mib * 1024))
+    console_mark ballast
+    t0=$(now_ms)
+    xlc mem-set ballast "${mib}m" || { fail "set-$mib" "xl mem-set failed: $XL_OUT"; continue; }
+    if ! line=$(wait_console ballast "balloon: target $kb KiB -> current [0-9]+ KiB in [0-9]+ ms" 90); then
+        fail "converge-$mib" "no reconciliation line within 90 s; console: $(_console_since_mark ballast | tail -n 5 | _oneline)"
+        continue
+    fi
+    wall=$(( $(now_ms) - t0 ))
+    cur=$(printf '%s\n' "$line" | sed -E 's/.*-> current ([0-9]+) KiB in ([0-9]+) ms.*/\1/')
+    ms=$(printf '%s\n' "$line" | sed -E 's/.*-> current ([0-9]+) KiB in ([0-9]+) ms.*/\2/')
+    rate=$(printf '%s\n' "$line" | sed -E 's/.* ms \(([0-9]+) pages\/s.*/\1/')
+    if [ "$mib" -eq 8 ]; then
+        floor=$(xs_guest data/balloon/floor_kb)
+        if wait_console ballast 'below the floor of [0-9]+ KiB' 1 >/dev/null && [ "$cur" -gt "$kb" ]; then
+            pass clamp-8 "stopped at $cur KiB (floor published: $floor KiB): $(wait_console ballast 'below the floor' 1)"
+        else
+            fail clamp-8 "current $cur KiB, no floor line; $line"
+        fi
+        want=$cur
+    else
+        want=$kb
+    fi
+    if [ "$cur" -eq "$want" ]; then pass "converge-$mib" "$line (xl mem-set to line: $wall ms)"
+    else fail "converge-$mib" "current $cur KiB, expected $want: $line"; fi
+    if wait_xs data/balloon/current_kb "$cur" 10; then pass "published-$mib" "data/balloon/current_kb=$cur"
+    else fail "published-$mib" "data/balloon/current_kb=$(xs_guest data/balloon/current_kb), console said $cur"; fi
+    # xl list reports Xen's count in MiB; allow the 1 MiB slack.
+    xm=$(xl_mem); d=$(( xm - cur / 1024 )); [ $d -lt 0 ] && d=$(( -d ))
+    if [ -n "$xm" ] && [ $d -le 1 ]; then pass "xl-list-$mib" "xl list Mem $xm MiB, guest $cur KiB"
+    else fail "xl-list-$mib" "xl list Mem '$xm' MiB, guest $cur KiB"; fi
+    moved_mib=$(( rate * ms / 1000 / 256 ))
+    log "target $mib MiB: $cur KiB in $ms ms in the guest ($rate pages/s = $(( rate / 256 )) MiB/s, ~$moved_mib MiB moved), $wall ms from xl mem-set"
+    # The guest still answers xenstore.
+    echo_n=$((echo_n + 1))
+    xenstore-write "/local/domain/$(domid ballast)/data/echo" "alive-$mib-$echo_n"
+    expect_console "alive-$mib" ballast "echo: alive-$mib-$echo_n" 20
+done
+
+# The pattern: no error on the console, none counted, and a full pass after the last change.
+console_mark ballast
+expect_console pattern-pass ballast 'selftest: pattern [0-9]+ MiB verified|PATTERN ERROR' 60
+if grep -q 'PATTERN ERROR' "$(console_log ballast)"; then
+    fail pattern "PATTERN ERROR on the console: $(grep -m3 'PATTERN ERROR' "$(console_log ballast)" | _oneline)"
+else
+    pass pattern "no PATTERN ERROR on the console"
+fi
+pe=$(xs_guest data/selftest/pattern_errors)
+if [ "$pe" = 0 ]; then pass pattern-errors "data/selftest/pattern_errors=0, passes=$(xs_guest data/selftest/pattern_passes)"
+else fail pattern-errors "data/selftest/pattern_errors='$pe'"; fi
+log "retries $(xs_guest data/balloon/retries)"
+
+expect_xl destroy destroy ballast
+if wait_gone ballast 10; then pass gone "ballast absent from xl list"; else fail gone "still listed: $(xl list 2>&1)"; fi
+
+# Growing above the boot allocation (memory=64, maxmem=288): libxl caps Xen's maximum at boot
+# at memory + 1 MiB, and the guest sizes its pfn space from that, so it grows into that 1 MiB
+# (pfns with no page tables yet: the balloon makes them) and stops there with a log line.
+console_mark ballast
+expect_xl create-grow create /lab/ballast.cfg 'memory=64' 'maxmem=288' || exit 1
+expect_console grow-up ballast 'balloon: target 65536 KiB -> current 65536 KiB' 60 || exit 1
+pfns=$(_console_since_mark ballast | sed -nE 's/.*balloon: static-max [0-9]+ KiB, ([0-9]+) pfns.*/\1/p' | head -n 1)
+space=$(( ${pfns:-0} * 4 ))
+xlc mem-set ballast 288m
+if line=$(wait_console ballast 'balloon: target 294912 KiB -> current [0-9]+ KiB in [0-9]+ ms' 90) &&
+   printf '%s\n' "$line" | grep -q "current $space KiB" &&
+   _console_since_mark ballast | grep -q 'reservation: new page table'; then
+    pass grow-288 "$line; $(_console_since_mark ballast | grep -E 'new page table|above what' | _oneline)"
+else
+    fail grow-288 "${line:-no reconciliation line}, pfn space $space KiB; $(_console_since_mark ballast | grep -E 'balloon|reservation' | tail -n 3 | _oneline)"
+fi
+xm=$(xl_mem)
+if [ "$xm" = $(( space / 1024 )) ]; then pass grow-xl-list "xl list Mem $xm MiB = pfn space"; else fail grow-xl-list "xl list Mem '$xm' MiB, expected $(( space / 1024 ))"; fi
+xenstore-write "/local/domain/$(domid ballast)/data/echo" "alive-grown"
+expect_console grow-alive ballast 'echo: alive-grown' 20
+console_mark ballast
+if l=$(wait_console ballast 'selftest: pattern [0-9]+ MiB verified|PATTERN ERROR' 60) &&
+   ! _console_since_mark ballast | grep -q 'PATTERN ERROR'; then
+    pass grow-pattern "$l"
+else
+    fail grow-pattern "${l:-no pattern pass within 60 s}"
+fi
+expect_xl destroy-grow destroy ballast
+wait_gone ballast 10 || fail gone-grow "still listed: $(xl list 2>&1)"
