@@ -151,3 +151,34 @@ _lab_exit() {
 }
 trap _lab_exit EXIT
 trap "exit 143" TERM INT
+
+# ---- helpers for memory and image scenarios ----------------------------------
+xs_of() { xenstore-read "/local/domain/$(domid "$1")/$2" 2>/dev/null; }   # DOM PATH
+xl_mem_of() { xl list "$1" 2>/dev/null | awk -v d="$1" '$1 == d { print $3 }'; }  # DOM -> MiB
+file_size() { ls -l "$1" 2>/dev/null | awk '{ print $5 }'; }
+wait_mem() { # DOM MIB SECS: until `xl list` shows MIB within the 1 MiB slack
+    _end=$(( $(now_ms) + $3 * 1000 ))
+    while :; do
+        _m=$(xl_mem_of "$1")
+        if [ -n "$_m" ]; then _d=$(( _m - $2 )); [ $_d -lt 0 ] && _d=$(( -_d )); [ $_d -le 1 ] && return 0; fi
+        [ "$(now_ms)" -ge "$_end" ] && return 1
+        sleep 0.2
+    done
+}
+expect_mem() { # NAME DOM MIB SECS
+    if wait_mem "$2" "$3" "$4"; then pass "$1" "xl list: $2 has $(xl_mem_of "$2") MiB (want $3 within 1)"
+    else fail "$1" "xl list: $2 has $(xl_mem_of "$2") MiB after $4 s, want $3"; fi
+}
+# A ballast domain's pattern is intact: a fresh verification line since the
+# last mark, no damage reported anywhere in its log, and the counter at 0.
+expect_pattern_ok() { # NAME DOM [SECS]
+    if ! _l=$(wait_console "$2" 'selftest: pattern [0-9]+ MiB verified, pass [0-9]+, errors 0' "${3:-15}"); then
+        _l="(no new verification line within ${3:-15} s)"
+    fi
+    _bad=$(tr -d '\r' <"$(console_log "$2")" | grep -E -m1 'PATTERN ERROR|MISMATCH|panicked')
+    _errs=$(xs_of "$2" data/selftest/pattern_errors)
+    if [ -z "$_bad" ] && [ "$_errs" = 0 ]; then pass "$1" "pattern_errors=0, passes=$(xs_of "$2" data/selftest/pattern_passes); $_l"
+    else fail "$1" "pattern_errors=$_errs; ${_bad:-$_l}"; fi
+}
+# Timed xl: runs xl ARGS, leaves the wall time in XL_MS.
+timed_xl() { _t0=$(now_ms); xlc "$@"; _r=$?; XL_MS=$(( $(now_ms) - _t0 )); return $_r; }

@@ -16,6 +16,7 @@ suspend|save-restore checkpoint unpinned refuse migrate cycles
 xhost-1|--disk build/lab/xhost.img cross-host-save
 xhost-2|--disk build/lab/xhost.img --dom0-mem 1024M cross-host-restore
 balloon|mem-set mem-set-storm balloon-badinput balloon-suspend
+images|small-image small-checkpoint busy-image release-off
 GROUPS
 
 total_pass=0

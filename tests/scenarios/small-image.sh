@@ -1,0 +1,38 @@
+#!/bin/sh
+# An idle 256 MiB ballast saves to an image of at most 1/8 of its memory: free frames go back to
+# Xen before the suspend hypercall. The restored guest takes them back (returns to 256 MiB), its
+# pattern verifies, and data/suspend/ shows what was released and repopulated.
+# needs: ballast
+# timeout: 180
+. /lab/lib.sh
+trap '_rc=$?; xl destroy ballast >/dev/null 2>&1; rm -f /tmp/small.img; (exit $_rc); _lab_exit' EXIT
+
+expect_xl create create /lab/ballast.cfg || exit 1
+expect_console ready ballast 'aspace: space [0-9]+: [0-9]+ pages verified' 60 || exit 1
+
+console_mark ballast
+timed_xl save ballast /tmp/small.img || { fail save "xl save failed: $XL_OUT"; exit 1; }
+size=$(file_size /tmp/small.img)
+limit=$(( 256 * 1024 * 1024 / 8 ))
+if [ "$size" -le "$limit" ]; then pass image-size "image $size bytes <= 1/8 of 256 MiB ($limit); xl save took $XL_MS ms"
+else fail image-size "image $size bytes > $limit"; fi
+log "figures: xl save $XL_MS ms, image $size bytes"
+expect_console released ballast 'suspend: released [0-9]+ free pages' 5
+
+console_mark ballast
+timed_xl restore /tmp/small.img || { fail restore "xl restore failed: $XL_OUT"; exit 1; }
+rm -f /tmp/small.img
+restore_ms=$XL_MS
+t0=$(now_ms)
+expect_console resumed ballast 'suspend: done: Resumed' 30
+expect_console repopulated ballast 'suspend: repopulated ([0-9]+) of \1 pages' 5
+expect_mem back-to-target ballast 256 30
+log "figures: xl restore $restore_ms ms, restore-to-target $(( restore_ms + $(now_ms) - t0 )) ms"
+sleep 2
+rel=$(xs_of ballast data/suspend/last_released_pages)
+rep=$(xs_of ballast data/suspend/last_repopulated_pages)
+if [ -n "$rel" ] && [ "$rel" -gt 32768 ] && [ "$rel" = "$rep" ]; then
+    pass published "data/suspend: released $rel pages in $(xs_of ballast data/suspend/last_release_us) us, repopulated $rep in $(xs_of ballast data/suspend/last_repopulate_us) us"
+else fail published "released=$rel repopulated=$rep"; fi
+expect_pattern_ok pattern ballast
+expect_console aspace ballast 'aspace: space [0-9]+: [0-9]+ pages verified' 20
