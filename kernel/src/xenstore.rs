@@ -41,6 +41,9 @@ static CONN: Mutex<Option<Conn>> = Mutex::new(None);
 /// Every task waiting for a reply or a watch event.
 static WAITERS: WaitQueue = WaitQueue::new();
 static NEXT_TOKEN: AtomicU32 = AtomicU32::new(1);
+/// Counts reconnections to a new xenstored (resumes in a new domain). A
+/// transaction begun before one is unknown to the new xenstored.
+static GENERATION: AtomicU32 = AtomicU32::new(0);
 
 fn with_conn<R>(f: impl FnOnce(&mut Conn) -> R) -> R {
     events_mask::without_events(|| f(CONN.lock().as_mut().expect("xenstore not connected")))
@@ -170,16 +173,20 @@ pub fn directory(path: &str) -> Result<Vec<String>> {
 /// commit fails with EAGAIN (someone else changed what it read).
 pub fn transaction<T>(mut work: impl FnMut(u32) -> Result<T>) -> Result<T> {
     ops::with_transaction(ops::DEFAULT_TRANSACTION_ATTEMPTS, || {
+        let generation = GENERATION.load(Ordering::Acquire);
         let tx = ops::tx_id(&run(Ok(ops::transaction_start()), 0)?)?;
-        match work(tx) {
-            Ok(v) => {
-                ops::ok_reply(&run(Ok(ops::transaction_end(true)), tx)?)?;
-                Ok(v)
-            }
+        let outcome = match work(tx) {
+            Ok(v) => ops::ok_reply(&run(Ok(ops::transaction_end(true)), tx)?).map(|_| v),
             Err(e) => {
                 let _ = run(Ok(ops::transaction_end(false)), tx);
                 Err(e)
             }
+        };
+        // Across a resume the transaction died with the old xenstored, and
+        // whatever it read may be stale: run it again, like any conflict.
+        match outcome {
+            Err(_) if GENERATION.load(Ordering::Acquire) != generation => Err(XsError::Errno(Errno::EAGAIN)),
+            other => other,
         }
     })
 }
@@ -261,6 +268,7 @@ pub fn suspend() -> core::result::Result<(), &'static str> {
 /// After a resume in a new domain: a fresh ring and port from the new
 /// start_info; re-send what was in flight and every watch.
 pub fn resume() -> usize {
+    GENERATION.fetch_add(1, Ordering::AcqRel);
     let (page, port) = ring_page();
     let resent = with_conn(|c| {
         // SAFETY: the new store page lies inside the kernel mapping.

@@ -155,7 +155,7 @@ trap "exit 143" TERM INT
 # ---- helpers for memory and image scenarios ----------------------------------
 xs_of() { xenstore-read "/local/domain/$(domid "$1")/$2" 2>/dev/null; }   # DOM PATH
 xl_mem_of() { xl list "$1" 2>/dev/null | awk -v d="$1" '$1 == d { print $3 }'; }  # DOM -> MiB
-file_size() { ls -l "$1" 2>/dev/null | awk '{ print $5 }'; }
+file_size() { stat -c %s "$1" 2>/dev/null || wc -c <"$1" | tr -d ' '; }
 wait_mem() { # DOM MIB SECS: until `xl list` shows MIB within the 1 MiB slack
     _end=$(( $(now_ms) + $3 * 1000 ))
     while :; do
@@ -180,5 +180,81 @@ expect_pattern_ok() { # NAME DOM [SECS]
     if [ -z "$_bad" ] && [ "$_errs" = 0 ]; then pass "$1" "pattern_errors=0, passes=$(xs_of "$2" data/selftest/pattern_passes); $_l"
     else fail "$1" "pattern_errors=$_errs; ${_bad:-$_l}"; fi
 }
-# Timed xl: runs xl ARGS, leaves the wall time in XL_MS.
-timed_xl() { _t0=$(now_ms); xlc "$@"; _r=$?; XL_MS=$(( $(now_ms) - _t0 )); return $_r; }
+
+# ---- helpers for suspend scenarios --------------------------------------------
+# A scenario sets OURS (domains it may create) and IMAGES (files to delete)
+# and installs `trap _scenario_exit EXIT`: whatever happens, nothing is left.
+xl_bounded() { # SECS ARGS...: `xl ARGS` under `timeout SECS`, echoed like xlc
+    _s=$1; shift
+    echo "[xl] \$ xl $* (bounded to $_s s)"
+    XL_OUT=$(timeout "$_s" xl "$@" 2>&1)
+    _xrc=$?
+    [ -n "$XL_OUT" ] && printf '%s\n' "$XL_OUT" | sed 's/^/[xl] /'
+    [ $_xrc -ne 0 ] && echo "[xl] (exit status $_xrc)"
+    return $_xrc
+}
+timed_xl() { # SECS ARGS...: xl_bounded, wall time in XL_MS
+    _t=$(now_ms); xl_bounded "$@"; _r=$?; XL_MS=$(( $(now_ms) - _t )); return $_r
+}
+_scenario_exit() {
+    _rc=$?
+    for _d in $OURS; do
+        if xl domid "$_d" >/dev/null 2>&1; then
+            log "cleanup: destroying $_d (domid $(domid "$_d")) left at exit"
+            xl destroy "$_d" 2>&1 | sed 's/^/[xl] /'
+            wait_gone "$_d" 20 || log "cleanup: $_d still listed: $(xl list 2>&1 | tr '\n' ' ')"
+        fi
+    done
+    [ -n "$IMAGES" ] && rm -f $IMAGES
+    (exit $_rc)
+    _lab_exit
+}
+is_uint() { case $1 in '' | *[!0-9]*) return 1 ;; esac; return 0; }
+xs_read() { xenstore-read "/local/domain/$1/$2" 2>&1; }       # DOMID PATH
+xs_wait_uint() { # DOMID PATH SECS: prints the number (or the last read)
+    _end=$(( $(now_ms) + $3 * 1000 ))
+    while :; do
+        _v=$(xs_read "$1" "$2")
+        is_uint "$_v" && { echo "$_v"; return 0; }
+        [ "$(now_ms)" -ge "$_end" ] && { echo "$_v"; return 1; }
+        sleep 0.3
+    done
+}
+xs_wait_eq() { # DOMID PATH VALUE SECS: wait until PATH reads VALUE; prints the last read
+    _end=$(( $(now_ms) + $4 * 1000 ))
+    while :; do
+        _v=$(xs_read "$1" "$2")
+        [ "$_v" = "$3" ] && { echo "$_v"; return 0; }
+        [ "$(now_ms)" -ge "$_end" ] && { echo "$_v"; return 1; }
+        sleep 0.3
+    done
+}
+console_text() { tr -d '\r' <"$(console_log "$1")" 2>/dev/null; }
+# done_figures: "Resumed total=..us frozen=..us before=..us after=..us" from a `suspend: done` line
+done_figures() {
+    sed -n 's/.*suspend: done: \([A-Za-z]*\), total \([0-9]*\) us, frozen \([0-9]*\) us, before hypercall \([0-9]*\) us, after \([0-9]*\) us.*/\1 total=\2us frozen=\3us before=\4us after=\5us/p'
+}
+# uptime_grows NAME DOMID: data/uptime increases over a 3 s dom0 sleep
+uptime_grows() {
+    _u1=$(xs_wait_uint "$2" data/uptime 10)
+    sleep 3
+    _u2=$(xs_wait_uint "$2" data/uptime 5)
+    if is_uint "$_u1" && is_uint "$_u2" && [ "$_u2" -gt "$_u1" ]; then
+        pass "$1" "domid $2 data/uptime $_u1 -> $_u2 over 3 s"
+    else
+        fail "$1" "domid $2 data/uptime '$_u1' then '$_u2' 3 s later"
+    fi
+}
+# no_damage NAME DOM: no PATTERN ERROR / MISMATCH / panic anywhere in DOM's console log
+no_damage() {
+    _bad=$(console_text "$2" | grep -E -m3 'PATTERN ERROR|MISMATCH|panicked|ERROR.*selftest')
+    if [ -n "$_bad" ]; then fail "$1" "$2 console: $_bad"
+    else pass "$1" "$2 console ($(console_text "$2" | wc -l) lines) has no PATTERN ERROR, MISMATCH or panic"; fi
+}
+# pattern_ok NAME DOM SECS: a fresh pattern pass with errors 0 after the current mark
+pattern_ok() { expect_console "$1" "$2" 'selftest: pattern [0-9]+ MiB verified, pass [0-9]+, errors 0' "$3"; }
+# running NAME DOM: DOM listed as r or b
+running() {
+    if _st=$(wait_state "$2" rb 5); then pass "$1" "xl list: $2 (domid $(domid "$2")) state $_st"
+    else fail "$1" "$2 state '$_st', expected r or b; $(xl list 2>&1 | tr '\n' ' ')"; fi
+}

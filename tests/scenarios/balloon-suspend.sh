@@ -4,17 +4,19 @@
 # needs: ballast
 # timeout: 240
 . /lab/lib.sh
-trap '_rc=$?; xl destroy ballast >/dev/null 2>&1; rm -f /tmp/bs.img; (exit $_rc); _lab_exit' EXIT
+OURS=ballast
+IMAGES="/tmp/bs.img /tmp/bs.rc"
+trap _scenario_exit EXIT
 
 expect_xl create create /lab/ballast.cfg || exit 1
 expect_console ready ballast 'aspace: space [0-9]+: [0-9]+ pages verified' 60 || exit 1
 
 xlc mem-set ballast 64m
 expect_mem inflated ballast 64 60
-timed_xl save ballast /tmp/bs.img || { fail save "xl save failed: $XL_OUT"; exit 1; }
+timed_xl 120 save ballast /tmp/bs.img || { fail save "xl save failed: $XL_OUT"; exit 1; }
 log "figures: save at 64 MiB $XL_MS ms, image $(file_size /tmp/bs.img) bytes"
 console_mark ballast
-timed_xl restore /tmp/bs.img || { fail restore "xl restore failed: $XL_OUT"; exit 1; }
+timed_xl 120 restore /tmp/bs.img || { fail restore "xl restore failed: $XL_OUT"; exit 1; }
 rm -f /tmp/bs.img
 expect_console resumed ballast 'suspend: done: Resumed' 30
 sleep 3

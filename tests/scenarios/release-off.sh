@@ -5,17 +5,19 @@
 # needs: ballast
 # timeout: 220
 . /lab/lib.sh
-trap '_rc=$?; xl destroy ballast >/dev/null 2>&1; rm -f /tmp/off.img; (exit $_rc); _lab_exit' EXIT
+OURS=ballast
+IMAGES=/tmp/off.img
+trap _scenario_exit EXIT
 
 expect_xl create create /lab/ballast.cfg 'extra="ballast.release=0"' || exit 1
 expect_console ready ballast 'aspace: space [0-9]+: [0-9]+ pages verified' 60 || exit 1
 console_mark ballast
-timed_xl save ballast /tmp/off.img || { fail save "xl save failed: $XL_OUT"; exit 1; }
+timed_xl 120 save ballast /tmp/off.img || { fail save "xl save failed: $XL_OUT"; exit 1; }
 size=$(file_size /tmp/off.img)
 if [ "$size" -ge $(( 250 * 1024 * 1024 )) ]; then pass full-image "image $size bytes (full size); xl save $XL_MS ms"
 else fail full-image "image $size bytes, expected >= 250 MiB"; fi
 expect_console switched-off ballast 'releasing free memory is switched off' 5
-timed_xl restore /tmp/off.img || { fail restore "xl restore failed: $XL_OUT"; exit 1; }
+timed_xl 120 restore /tmp/off.img || { fail restore "xl restore failed: $XL_OUT"; exit 1; }
 rm -f /tmp/off.img
 log "figures: full image $size bytes, xl restore $XL_MS ms"
 expect_console resumed ballast 'suspend: done: Resumed' 30
@@ -25,7 +27,7 @@ expect_pattern_ok pattern ballast
 # Now on through xenstore, for the running guest.
 xenstore-write "/local/domain/$(domid ballast)/data/suspend/release" 1
 console_mark ballast
-timed_xl save -c ballast /tmp/off.img || { fail checkpoint "xl save -c failed: $XL_OUT"; exit 1; }
+timed_xl 120 save -c ballast /tmp/off.img || { fail checkpoint "xl save -c failed: $XL_OUT"; exit 1; }
 size=$(file_size /tmp/off.img)
 rm -f /tmp/off.img
 if [ "$size" -le $(( 32 * 1024 * 1024 )) ]; then pass switched-on "data/suspend/release=1: checkpoint image $size bytes"

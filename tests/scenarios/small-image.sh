@@ -5,13 +5,15 @@
 # needs: ballast
 # timeout: 180
 . /lab/lib.sh
-trap '_rc=$?; xl destroy ballast >/dev/null 2>&1; rm -f /tmp/small.img; (exit $_rc); _lab_exit' EXIT
+OURS=ballast
+IMAGES=/tmp/small.img
+trap _scenario_exit EXIT
 
 expect_xl create create /lab/ballast.cfg || exit 1
 expect_console ready ballast 'aspace: space [0-9]+: [0-9]+ pages verified' 60 || exit 1
 
 console_mark ballast
-timed_xl save ballast /tmp/small.img || { fail save "xl save failed: $XL_OUT"; exit 1; }
+timed_xl 120 save ballast /tmp/small.img || { fail save "xl save failed: $XL_OUT"; exit 1; }
 size=$(file_size /tmp/small.img)
 limit=$(( 256 * 1024 * 1024 / 8 ))
 if [ "$size" -le "$limit" ]; then pass image-size "image $size bytes <= 1/8 of 256 MiB ($limit); xl save took $XL_MS ms"
@@ -20,7 +22,7 @@ log "figures: xl save $XL_MS ms, image $size bytes"
 expect_console released ballast 'suspend: released [0-9]+ free pages' 5
 
 console_mark ballast
-timed_xl restore /tmp/small.img || { fail restore "xl restore failed: $XL_OUT"; exit 1; }
+timed_xl 120 restore /tmp/small.img || { fail restore "xl restore failed: $XL_OUT"; exit 1; }
 rm -f /tmp/small.img
 restore_ms=$XL_MS
 t0=$(now_ms)

@@ -1,0 +1,340 @@
+#!/bin/sh
+# Benchmark: ballast and the reference Linux PV guest measured side by side in one lab boot.
+# Run through `make bench [N=3]`; tests/bench/report.py turns the output into a table.
+#
+# Every figure is one machine-readable line (run.py keeps it in build/lab/bench.log):
+#   @@LAB bench: {"guest":"ballast","metric":"save_256_ms","value":1234,"run":1}
+# "value" is null when the step failed or could not be measured (a "note" says why). No
+# figure is judged here: the only checks are that each guest's runs completed.
+#
+# The number of runs comes from dom0's kernel command line (bench_runs=N, set by the Makefile).
+# Per run and guest (the two guests alternate which goes first): boot, console round trip,
+# save + restore at 256 MiB, checkpoint, balloon to 64 MiB, save + restore there, balloon back to
+# 256 MiB, then the descending mem-set ladder. After the last run, once per guest: the smallest
+# memory= that boots and answers a checkpoint.
+# needs: linux-guest ballast
+# timeout: 3600
+. /lab/lib.sh
+
+RUNS=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^bench_runs=\([0-9][0-9]*\)$/\1/p' | tail -n 1)
+case $RUNS in '' | 0) RUNS=3 ;; esac
+LADDER="128 96 80 64 48 32 24 16 12 8"   # mem-set targets (MiB), descending
+BOOT_SIZES="64 32 16 12 8"               # memory=maxmem= sizes (MiB), descending
+
+# Save images live on their own tmpfs: dom0's rootfs (half of dom0's RAM, already holding the
+# initramfs) cannot take a 256 MiB image. One image at a time, deleted right after use.
+IMGDIR=/tmp/bench-img
+mkdir -p "$IMGDIR"
+mount -t tmpfs -o size=90% tmpfs "$IMGDIR" 2>/dev/null || log "tmpfs mount failed; using /tmp"
+IMG=$IMGDIR/bench.img
+B2CFG=/tmp/bench-cfg
+
+cleanup_bench() {
+    _rc=$?
+    for _d in ballast linux-guest; do xl domid "$_d" >/dev/null 2>&1 && xl destroy "$_d" >/dev/null 2>&1; done
+    rm -f "$IMG"
+    umount "$IMGDIR" 2>/dev/null
+    (exit $_rc)
+    _lab_exit
+}
+trap cleanup_bench EXIT
+
+# ---------------------------------------------------------------- helpers
+is_uint() { case $1 in '' | *[!0-9]*) return 1 ;; esac; return 0; }
+is_num() { printf '%s\n' "$1" | grep -Eq '^-?[0-9]+(\.[0-9]+)?$'; }
+RUN=0
+emit() { # GUEST METRIC VALUE [NOTE]
+    _v=$3
+    is_num "$_v" || _v=null
+    if [ -n "$4" ]; then
+        log "{\"guest\":\"$1\",\"metric\":\"$2\",\"value\":$_v,\"run\":$RUN,\"note\":\"$(printf '%s' "$4" | tr -d '"\\' | cut -c1-160)\"}"
+    else
+        log "{\"guest\":\"$1\",\"metric\":\"$2\",\"value\":$_v,\"run\":$RUN}"
+    fi
+}
+to_mib() { awk -v b="$1" 'BEGIN { printf "%.1f\n", b / 1048576 }'; }
+size_of() { stat -c %s "$1" 2>/dev/null || echo 0; }
+cfg_of() { echo "/lab/$1.cfg"; }
+mem_of() { xl list "$1" 2>/dev/null | awk -v d="$1" '$1 == d { print $3 }'; }
+con_size() { size_of "$(console_log "$1")"; }
+ready_re() { if [ "$1" = ballast ]; then echo 'control: watching control/shutdown'; else echo 'linux-guest ready'; fi; }
+
+# bxl SECS ARGS...: `xl ARGS` bounded, wall time in XL_MS, output in XL_OUT (one line)
+bxl() {
+    _s=$1; shift
+    _t=$(now_ms)
+    XL_OUT=$(timeout "$_s" xl "$@" 2>&1)
+    _xrc=$?
+    XL_MS=$(( $(now_ms) - _t ))
+    XL_OUT=$(printf '%s' "$XL_OUT" | grep -v '^Parsing config' | _oneline)
+    [ $_xrc -ne 0 ] && echo "[xl] xl $* -> exit $_xrc after $XL_MS ms: $XL_OUT"
+    return $_xrc
+}
+
+# answer GUEST SECS: time (ANSWER_MS) from now until the guest answers on its console.
+# ballast logs what its console reader got; Linux's shell evaluates $((40+2)), which the tty's
+# own echo of the input cannot produce. The probe is resent every 2 s (a fresh tty after restore).
+PROBE=0
+answer() {
+    PROBE=$((PROBE + 1))
+    _at=$(now_ms); _aend=$((_at + $2 * 1000)); _anext=$_at; _ak=0
+    _atag="r${RUN}p${PROBE}"
+    if [ "$1" = ballast ]; then _are="console: read [0-9]+ bytes: \"bench-$_atag-"
+    else _are="bench-42-$_atag-"; fi
+    console_mark "$1"
+    while :; do
+        _an=$(now_ms)
+        if [ "$_an" -ge "$_anext" ]; then
+            _aid=$(domid "$1")
+            _atty=$(xenstore-read "/local/domain/$_aid/console/tty" 2>/dev/null)
+            if [ -n "$_aid" ] && [ -c "$_atty" ]; then
+                _ak=$((_ak + 1))
+                if [ "$1" = ballast ]; then printf 'bench-%s-%d\r' "$_atag" "$_ak" >"$_atty"
+                else printf 'echo bench-$((40+2))-%s-%d\r' "$_atag" "$_ak" >"$_atty"; fi
+                _anext=$((_an + 2000))
+            else
+                _anext=$((_an + 200))
+            fi
+        fi
+        if _console_since_mark "$1" | grep -Eq -e "$_are"; then
+            ANSWER_MS=$(( $(now_ms) - _at )); return 0
+        fi
+        [ "$(now_ms)" -ge "$_aend" ] && { ANSWER_MS=; return 1; }
+        sleep 0.1
+    done
+}
+
+# converge GUEST TARGET_MIB FROM_MIB T0 SECS: poll `xl list` Mem until it is within 1 MiB of
+# the target, or has not moved for 4 s (stalled), or SECS pass. Sets CONV_MIB (last Mem seen)
+# and CONV_MS (from T0 to the midpoint of the poll that first saw the final value).
+converge() {
+    _g=$1 _tg=$2 _last=$3 _t0=$4
+    _lastch=$_t0; CONV_MS=; CONV_MIB=$_last
+    while :; do
+        _a=$(now_ms); _m=$(mem_of "$_g"); _b=$(now_ms)
+        _mid=$(( (_a + _b) / 2 ))
+        is_uint "$_m" || { CONV_MIB=; return 1; }
+        if [ "$_m" != "$_last" ]; then _last=$_m; _lastch=$_mid; fi
+        CONV_MIB=$_m
+        _d=$((_m - _tg)); [ $_d -lt 0 ] && _d=$((-_d))
+        if [ $_d -le 1 ]; then CONV_MS=$((_mid - _t0)); return 0; fi
+        if [ $((_b - _lastch)) -ge 4000 ] || [ $((_b - _t0)) -ge $(($5 * 1000)) ]; then
+            CONV_MS=$((_lastch - _t0)); return 1
+        fi
+        sleep 0.2
+    done
+}
+
+# memset GUEST FROM TARGET: mem-set and wait; sets CONV_*, MIBPS (MiB moved per second)
+memset() {
+    _t0=$(now_ms)
+    MIBPS=
+    if ! bxl 30 mem-set "$1" "${3}m"; then CONV_MIB=; CONV_MS=; return 1; fi
+    converge "$1" "$3" "$2" "$_t0" 90
+    _r=$?
+    if is_uint "$CONV_MIB" && is_uint "$CONV_MS" && [ "$CONV_MS" -gt 0 ] && [ "$CONV_MIB" != "$2" ]; then
+        MIBPS=$(awk -v a="$2" -v b="$CONV_MIB" -v ms="$CONV_MS" 'BEGIN { d = a - b; if (d < 0) d = -d; printf "%.1f\n", d * 1000 / ms }')
+    fi
+    return $_r
+}
+
+# boot GUEST [xl create overrides...]: create, wait for the first console byte and for ready.
+# Sets BOOT_FIRST_MS / BOOT_READY_MS (from the start of xl create). Gives up early when the
+# domain crashes, disappears or panics.
+boot() {
+    _g=$1; shift
+    _bound=40; [ "$_g" = linux-guest ] && _bound=90
+    console_mark "$_g"
+    _c0=$(cat "$LAB_TMP/marks/$_g")
+    BOOT_FIRST_MS=; BOOT_READY_MS=
+    _t0=$(now_ms)
+    bxl 120 create "$(cfg_of "$_g")" "$@" || return 1
+    _f=$(console_log "$_g"); _end=$((_t0 + _bound * 1000)); _n=0
+    while :; do
+        _now=$(now_ms)
+        if [ -z "$BOOT_FIRST_MS" ] && [ "$(size_of "$_f")" -gt "$_c0" ]; then BOOT_FIRST_MS=$((_now - _t0)); fi
+        if [ -n "$BOOT_FIRST_MS" ] && _console_since_mark "$_g" | grep -Eq -e "$(ready_re "$_g")"; then
+            BOOT_READY_MS=$(( $(now_ms) - _t0 )); return 0
+        fi
+        [ "$_now" -ge "$_end" ] && return 1
+        _n=$((_n + 1))
+        if [ $((_n % 20)) -eq 0 ]; then   # every ~2 s: is it still alive?
+            case $(domstate "$_g") in *c* | gone) return 1 ;; esac
+            _console_since_mark "$_g" | grep -Eq 'Kernel panic|panicked' && return 1
+        fi
+        sleep 0.1
+    done
+}
+
+destroy() { xl destroy "$1" >/dev/null 2>&1; wait_gone "$1" 20 || log "$1 still listed after destroy"; }
+
+# guest_suspend GUEST: guest-side suspend+resume time (ms) of the last save/restore, from the
+# console text since the mark set before the save. ballast: its own "suspend: done" total.
+# Linux: printk time from "Freezing user space processes" to "Restarting tasks ... done."
+# (Linux's clock, like ballast's, does not count the time the domain was saved.)
+guest_suspend() {
+    if [ "$1" = ballast ]; then
+        _console_since_mark ballast | sed -n 's/.*suspend: done: Resumed, total \([0-9]*\) us.*/\1/p' |
+            tail -n 1 | awk 'NF { printf "%.1f\n", $1 / 1000 }'
+    else
+        _console_since_mark linux-guest | awk '
+            /Freezing user space processes/ && !/completed/ { if (match($0, /\[ *[0-9]+\.[0-9]+\]/)) { s = substr($0, RSTART + 1, RLENGTH - 2) + 0; f = 1 } }
+            /Restarting tasks/ && f { if (match($0, /\[ *[0-9]+\.[0-9]+\]/)) { e = substr($0, RSTART + 1, RLENGTH - 2) + 0; printf "%.1f\n", (e - s) * 1000; exit } }'
+    fi
+}
+
+# save_restore GUEST TAG: xl save, image size, xl restore, answering; emits *_TAG metrics.
+save_restore() {
+    _g=$1 _tag=$2
+    console_mark "$_g"
+    cp "$LAB_TMP/marks/$_g" "$LAB_TMP/marks/$_g.save"
+    if bxl 90 save "$_g" "$IMG"; then
+        emit "$_g" "save_${_tag}_ms" "$XL_MS"
+        emit "$_g" "image_${_tag}_mib" "$(to_mib "$(size_of "$IMG")")"
+    else
+        emit "$_g" "save_${_tag}_ms" null "xl save exit $_xrc after $XL_MS ms: $XL_OUT"
+        emit "$_g" "image_${_tag}_mib" null "save failed"
+        rm -f "$IMG"
+        return 1
+    fi
+    wait_gone "$_g" 10 || log "$_g still listed after xl save"
+    if bxl 90 restore "$IMG"; then
+        rm -f "$IMG"
+        emit "$_g" "restore_${_tag}_ms" "$XL_MS"
+    else
+        rm -f "$IMG"
+        emit "$_g" "restore_${_tag}_ms" null "xl restore exit $_xrc: $XL_OUT"
+        return 1
+    fi
+    if answer "$_g" 30; then emit "$_g" "restore_${_tag}_answer_ms" "$ANSWER_MS"
+    else emit "$_g" "restore_${_tag}_answer_ms" null "no console answer within 30 s"; return 1; fi
+    if [ "$_tag" = 256 ]; then
+        cp "$LAB_TMP/marks/$_g.save" "$LAB_TMP/marks/$_g"
+        [ "$_g" = ballast ] && wait_console ballast 'suspend: done: Resumed' 10 >/dev/null
+        _v=$(guest_suspend "$_g")
+        emit "$_g" guest_suspend_resume_ms "$_v" "${_v:-no suspend/resume lines on the console}"
+    fi
+    return 0
+}
+
+# checkpoint GUEST: xl save -c bounded; wall time in XL_MS; then the console must answer.
+checkpoint() {
+    bxl "${2:-60}" save -c "$1" "$IMG"; _r=$?
+    rm -f "$IMG"
+    return $_r
+}
+
+# has_balloon GUEST: Linux always has one; ballast only if it publishes data/balloon (checked
+# right after boot, before any save).
+has_balloon() {
+    [ "$1" = linux-guest ] && return 0
+    _id=$(domid ballast)
+    xs_wait 5 xenstore-read "/local/domain/$_id/data/balloon/current_kb"
+}
+xs_wait() { # SECS CMD...: retry CMD until it succeeds
+    _e=$(( $(now_ms) + $1 * 1000 )); shift
+    until "$@" >/dev/null 2>&1; do [ "$(now_ms)" -ge "$_e" ] && return 1; sleep 0.3; done
+}
+
+# ---------------------------------------------------------------- one run of one guest
+run_guest() {
+    g=$1
+    log "run $RUN: $g"
+    if ! boot "$g"; then
+        emit "$g" boot_first_line_ms "$BOOT_FIRST_MS"
+        emit "$g" boot_ready_ms null "not ready: $(_console_since_mark "$g" | tail -n 3 | _oneline)"
+        destroy "$g"; return 1
+    fi
+    emit "$g" boot_first_line_ms "$BOOT_FIRST_MS"
+    emit "$g" boot_ready_ms "$BOOT_READY_MS"
+    HAS_BALLOON=0; has_balloon "$g" && HAS_BALLOON=1
+    sleep 3   # idle
+    if answer "$g" 20; then emit "$g" console_rtt_ms "$ANSWER_MS"; else emit "$g" console_rtt_ms null "no answer"; fi
+
+    if ! save_restore "$g" 256; then destroy "$g"; return 1; fi
+
+    sleep 1
+    if checkpoint "$g" 90; then
+        emit "$g" ckpt_ms "$XL_MS"
+        if answer "$g" 30; then emit "$g" ckpt_answer_ms "$ANSWER_MS"
+        else emit "$g" ckpt_answer_ms null "no answer within 30 s"; fi
+    else
+        emit "$g" ckpt_ms null "xl save -c exit $_xrc: $XL_OUT"
+        emit "$g" ckpt_answer_ms null "checkpoint failed"
+    fi
+
+    if [ $HAS_BALLOON = 0 ]; then
+        for m in balloon_down_mibps balloon_64_reached_mib balloon_up_mibps save_64_ms image_64_mib \
+                 restore_64_ms restore_64_answer_ms min_target_mib; do
+            emit "$g" "$m" null "no data/balloon: balloon driver absent"
+        done
+        destroy "$g"; return 0
+    fi
+    [ "$g" = ballast ] && console_mark ballast
+    memset "$g" 256 64
+    emit "$g" balloon_down_mibps "$MIBPS" "reached $CONV_MIB MiB in $CONV_MS ms"
+    emit "$g" balloon_64_reached_mib "$CONV_MIB"
+    if [ "$g" = ballast ]; then
+        _gms=$(wait_console ballast 'balloon: target 65536 KiB -> current [0-9]+ KiB in [0-9]+ ms' 5 |
+               sed -n 's/.* in \([0-9]*\) ms.*/\1/p' | tail -n 1)
+        emit ballast balloon_64_guest_ms "$_gms"
+    fi
+    sleep 1
+    if ! save_restore "$g" 64; then destroy "$g"; return 1; fi
+    _from=$(mem_of "$g")
+    memset "$g" "${_from:-64}" 256
+    emit "$g" balloon_up_mibps "$MIBPS" "from $_from MiB: reached $CONV_MIB MiB in $CONV_MS ms"
+
+    # The descending ladder: the last target reached (within 1 MiB) that still answers a
+    # checkpoint and then the console.
+    best=
+    cur=$(mem_of "$g")
+    for t in $LADDER; do
+        if ! memset "$g" "${cur:-256}" "$t"; then
+            log "$g ladder: target $t MiB not reached (at $CONV_MIB MiB)"; break
+        fi
+        cur=$CONV_MIB
+        if ! checkpoint "$g" 30; then log "$g ladder: xl save -c at $t MiB failed: $XL_OUT"; break; fi
+        if ! answer "$g" 15; then log "$g ladder: no answer after checkpoint at $t MiB"; break; fi
+        best=$t
+    done
+    emit "$g" min_target_mib "$best" "${best:-not even the first target $(echo $LADDER | cut -d" " -f1) MiB}"
+    destroy "$g"
+}
+
+# The smallest memory=maxmem= that boots and answers a checkpoint (once per guest).
+min_boot() {
+    g=$1 best=
+    for m in $BOOT_SIZES; do
+        if ! boot "$g" "memory=$m" "maxmem=$m"; then
+            log "$g min-boot: memory=$m not ready: $(_console_since_mark "$g" | tail -n 2 | _oneline)"
+            destroy "$g"; break
+        fi
+        if ! checkpoint "$g" 30; then log "$g min-boot: xl save -c at memory=$m failed: $XL_OUT"; destroy "$g"; break; fi
+        if ! answer "$g" 15; then log "$g min-boot: no answer at memory=$m"; destroy "$g"; break; fi
+        destroy "$g"
+        best=$m
+    done
+    emit "$g" min_boot_mib "$best" "${best:-did not boot with memory=$(echo $BOOT_SIZES | cut -d" " -f1)}"
+}
+
+# ---------------------------------------------------------------- main
+log "runs=$RUNS ladder=[$LADDER] boot sizes=[$BOOT_SIZES]; $(df -k "$IMGDIR" | awk 'NR == 2 { printf "image tmpfs %d MiB free", $4 / 1024 }'); $(free -m | awk '/^Mem:/ { printf "dom0 free %s MiB", $4 }')"
+T_START=$(now_ms)
+RUN=1
+while [ $RUN -le "$RUNS" ]; do
+    if [ $((RUN % 2)) -eq 1 ]; then order="ballast linux-guest"; else order="linux-guest ballast"; fi
+    for g in $order; do
+        _t=$(now_ms)
+        if run_guest "$g"; then pass "run$RUN-$g" "run $RUN of $g completed in $(( $(now_ms) - _t )) ms"
+        else pass "run$RUN-$g" "run $RUN of $g stopped early after $(( $(now_ms) - _t )) ms (figures after the failing step are missing)"; fi
+    done
+    RUN=$((RUN + 1))
+done
+RUN=0
+for g in ballast linux-guest; do
+    _t=$(now_ms)
+    min_boot "$g"
+    pass "min-boot-$g" "memory search for $g took $(( $(now_ms) - _t )) ms"
+done
+log "{\"total_ms\":$(( $(now_ms) - T_START )),\"runs\":$RUNS}"

@@ -1,0 +1,237 @@
+#!/usr/bin/env python3
+"""Aggregate the figures of tests/bench/bench.sh into a table, JSON and an SVG chart.
+
+    python3 tests/bench/report.py [--log build/lab/bench.log] [--json build/bench.json]
+                                  [--svg build/bench.svg]
+
+Reads the `@@LAB bench: {"guest":..,"metric":..,"value":..,"run":..}` lines of the lab's serial
+log (run.py writes it to build/lab/<scenario>.log), prints per metric the median and the spread
+(min-max) of each guest and a ratio oriented so that >1 means ballast did better. Standard
+library only. Exit status 1 if the log holds no figure at all.
+"""
+import argparse
+import datetime
+import json
+import math
+import os
+import re
+import statistics
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+GUESTS = ("ballast", "linux-guest")
+
+# metric -> (label, unit, better): "lower" means less is better (ratio linux/ballast),
+# "higher" means more is better (ratio ballast/linux). Order = table order.
+METRICS = [
+    ("boot_first_line_ms", "boot: xl create -> first console line", "ms", "lower"),
+    ("boot_ready_ms", "boot: xl create -> ready", "ms", "lower"),
+    ("console_rtt_ms", "console round trip (idle)", "ms", "lower"),
+    ("save_256_ms", "xl save @256 MiB", "ms", "lower"),
+    ("image_256_mib", "save image @256 MiB", "MiB", "lower"),
+    ("restore_256_ms", "xl restore @256 MiB", "ms", "lower"),
+    ("restore_256_answer_ms", "restore @256 -> answering", "ms", "lower"),
+    ("guest_suspend_resume_ms", "guest-side suspend+resume", "ms", "lower"),
+    ("ckpt_ms", "xl save -c @256 MiB", "ms", "lower"),
+    ("ckpt_answer_ms", "save -c -> answering again", "ms", "lower"),
+    ("balloon_down_mibps", "balloon 256->64 MiB", "MiB/s", "higher"),
+    ("balloon_64_reached_mib", "mem-set 64m: size reached", "MiB", "lower"),
+    ("save_64_ms", "xl save after mem-set 64m", "ms", "lower"),
+    ("image_64_mib", "save image after mem-set 64m", "MiB", "lower"),
+    ("restore_64_ms", "xl restore after mem-set 64m", "ms", "lower"),
+    ("restore_64_answer_ms", "restore (64m) -> answering", "ms", "lower"),
+    ("balloon_up_mibps", "balloon 64->256 MiB", "MiB/s", "higher"),
+    ("min_target_mib", "smallest mem-set target + save -c", "MiB", "lower"),
+    ("min_boot_mib", "smallest memory= that boots + save -c", "MiB", "lower"),
+    ("balloon_64_guest_ms", "balloon 256->64, guest's own time", "ms", "lower"),
+]
+LINE = re.compile(r"@@LAB bench: (\{.*\})\s*$")
+
+
+def parse(path):
+    figures, total = [], None
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            m = LINE.search(line)
+            if not m:
+                continue
+            try:
+                d = json.loads(m.group(1))
+            except ValueError:
+                continue
+            if "metric" in d and "guest" in d:
+                figures.append(d)
+            elif "total_ms" in d:
+                total = d
+    return figures, total
+
+
+def fmt(v):
+    if v is None:
+        return "-"
+    if abs(v) >= 100 or float(v).is_integer():
+        return "%d" % round(v)
+    return "%.1f" % v
+
+
+def summarize(values):
+    if not values:
+        return None
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def git(*args):
+    try:
+        return subprocess.run(["git", "--no-optional-locks"] + list(args), cwd=REPO, capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def ratio_of(better, b, l):
+    if not b or not l:
+        return None
+    bm, lm = b["median"], l["median"]
+    if better == "lower":
+        return lm / bm if bm > 0 else None
+    return bm / lm if lm > 0 else None
+
+
+def svg_chart(rows, title):
+    """Horizontal bars of log(ratio) around 1: right/green = ballast better, left/red = worse."""
+    rows = [r for r in rows if r["ratio"] is not None]
+    lw, bw, rh, top = 300, 460, 22, 56
+    w, h = lw + bw + 90, top + rh * max(len(rows), 1) + 50
+    lim = max([1.0] + [abs(math.log10(r["ratio"])) for r in rows])
+    lim = math.ceil(lim * 2) / 2 or 0.5
+    x1 = lw + bw / 2
+
+    def x(ratio):
+        return x1 + (math.log10(ratio) / lim) * (bw / 2)
+
+    esc = lambda s: s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    out = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" '
+           'font-size="12">' % (w, h),
+           '<rect width="100%" height="100%" fill="white"/>',
+           '<text x="%d" y="20" font-size="14" font-weight="bold">%s</text>' % (10, esc(title)),
+           '<text x="%d" y="38" fill="#555">ratio, log scale; &gt;1 (right, green) = ballast better, '
+           '&lt;1 (left, red) = Linux better</text>' % 10]
+    # grid at powers of ten and halves
+    k = -lim
+    while k <= lim + 1e-9:
+        gx = x(10 ** k)
+        out.append('<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="%s"/>' % (
+            gx, top - 4, gx, h - 40, "#333" if abs(k) < 1e-9 else "#ddd"))
+        out.append('<text x="%.1f" y="%d" text-anchor="middle" fill="#555">%s</text>' % (
+            gx, h - 24, fmt(10 ** k) if 10 ** k >= 1 else "%.2g" % 10 ** k))
+        k += 0.5
+    for i, r in enumerate(rows):
+        y = top + i * rh
+        xr = x(r["ratio"])
+        x0, x2 = min(x1, xr), max(x1, xr)
+        color = "#2e8b57" if r["ratio"] >= 1 else "#c0392b"
+        out.append('<text x="%d" y="%d" text-anchor="end">%s</text>' % (lw - 8, y + 14, esc(r["label"])))
+        out.append('<rect x="%.1f" y="%d" width="%.1f" height="%d" fill="%s"/>' % (
+            x0, y + 3, max(x2 - x0, 1), rh - 6, color))
+        tx, anchor = (x2 + 4, "start") if r["ratio"] >= 1 else (x0 - 4, "end")
+        out.append('<text x="%.1f" y="%d" text-anchor="%s">%s</text>' % (tx, y + 14, anchor,
+                                                                          "%.2f" % r["ratio"]))
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--log", default=os.path.join(REPO, "build", "lab", "bench.log"))
+    ap.add_argument("--json", default=os.path.join(REPO, "build", "bench.json"))
+    ap.add_argument("--svg", default=os.path.join(REPO, "build", "bench.svg"))
+    args = ap.parse_args()
+    if not os.path.isfile(args.log):
+        sys.exit("report.py: %s missing; run `make bench`" % args.log)
+    figures, total = parse(args.log)
+    if not figures:
+        sys.exit("report.py: no bench figures in %s" % args.log)
+
+    known = [m[0] for m in METRICS]
+    defs = {m[0]: m for m in METRICS}
+    for f in figures:  # metrics bench.sh emits that this table does not know yet
+        if f["metric"] not in defs:
+            defs[f["metric"]] = (f["metric"], f["metric"], "", "lower")
+            known.append(f["metric"])
+    raw = {g: {} for g in GUESTS}
+    notes = []
+    for f in figures:
+        g = f["guest"]
+        raw.setdefault(g, {}).setdefault(f["metric"], []).append({"run": f.get("run"), "value": f.get("value")})
+        if f.get("value") is None:
+            notes.append("%s %s (run %s): %s" % (g, f["metric"], f.get("run"), f.get("note", "no value")))
+
+    rows = []
+    for name in known:
+        _, label, unit, better = defs[name]
+        if not any(name in raw.get(g, {}) for g in GUESTS):
+            continue
+        s = {}
+        for g in GUESTS:
+            vals = [e["value"] for e in raw.get(g, {}).get(name, []) if isinstance(e["value"], (int, float))]
+            s[g] = summarize(vals)
+        r = ratio_of(better, s["ballast"], s["linux-guest"])
+        rows.append({"metric": name, "label": label, "unit": unit, "better": better,
+                     "ballast": s["ballast"], "linux": s["linux-guest"], "ratio": r,
+                     "ratio_is": "linux/ballast" if better == "lower" else "ballast/linux",
+                     "attempts": {g: len(raw.get(g, {}).get(name, [])) for g in GUESTS}})
+
+    def cell(s, attempts):
+        if not s:
+            return "failed" if attempts else "-"
+        txt = "%s [%s-%s]" % (fmt(s["median"]), fmt(s["min"]), fmt(s["max"]))
+        if s["n"] < attempts:
+            txt += " (%d/%d)" % (s["n"], attempts)
+        return txt
+
+    head = ("metric", "unit", "ballast median [min-max]", "linux median [min-max]", "ratio", "ratio is")
+    table = [head]
+    for r in rows:
+        table.append((r["label"], r["unit"], cell(r["ballast"], r["attempts"]["ballast"]),
+                      cell(r["linux"], r["attempts"]["linux-guest"]),
+                      "-" if r["ratio"] is None else "%.2f" % r["ratio"],
+                      r["ratio_is"] + (" (lower is better)" if r["better"] == "lower" else " (higher is better)")))
+    widths = [max(len(t[i]) for t in table) for i in range(len(head))]
+    lines = []
+    for i, t in enumerate(table):
+        lines.append("  ".join(c.ljust(widths[j]) if j in (0, 1, 5) else c.rjust(widths[j])
+                               for j, c in enumerate(t)).rstrip())
+        if i == 0:
+            lines.append("  ".join("-" * wd for wd in widths))
+    runs = max([f.get("run") or 0 for f in figures] + [0])
+    commit = git("rev-parse", "HEAD")
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    date = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+    print("bench: %d run(s), ratio > 1 = ballast better; commit %s%s; log %s" % (
+        runs, commit[:12] or "?", " (dirty tree)" if dirty else "", os.path.relpath(args.log)))
+    print("\n".join(lines))
+    if notes:
+        print("missing figures:")
+        for n in notes:
+            print("  " + n)
+    if total:
+        print("bench time in dom0: %.1f s" % (total["total_ms"] / 1000.0))
+
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    doc = {"date": date, "commit": commit, "dirty": dirty, "runs": runs, "log": os.path.relpath(args.log, REPO),
+           "dom0_total_ms": total["total_ms"] if total else None,
+           "ratio_meaning": "> 1 means ballast did better (lower time/size, higher rate)",
+           "metrics": rows, "raw": raw, "missing": notes}
+    with open(args.json, "w") as f:
+        json.dump(doc, f, indent=1, sort_keys=False)
+        f.write("\n")
+    with open(args.svg, "w") as f:
+        f.write(svg_chart(rows, "ballast vs Linux PV guest, %s, %d run(s), commit %s" % (
+            date[:10], runs, commit[:12] or "?")))
+    print("wrote %s and %s" % (os.path.relpath(args.json), os.path.relpath(args.svg)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,77 @@
+#!/bin/sh
+# A refused suspend: with ballast.stubborn=1 a task stays out of safe points until one suspend is
+# refused. xl save must fail (libxl times out waiting for the guest to suspend), the guest must say
+# why, thaw and run on unharmed (data/suspend/refused = 1, pattern intact), and the next
+# xl save + xl restore must succeed.
+# needs: ballast
+# timeout: 330
+. /lab/lib.sh
+
+OURS=ballast       # domains this scenario may create: all destroyed at exit
+IMAGES=            # save images to delete at exit
+trap _scenario_exit EXIT
+IMG=/tmp/refuse.img
+IMAGES=$IMG
+
+expect_xl create create /lab/ballast.cfg 'memory=64' 'maxmem=64' 'extra="ballast.stubborn=1"' || exit 1
+ID1=$(domid ballast)
+expect_console ready ballast 'control: watching control/shutdown' 40 || exit 1
+expect_console stubborn-running ballast 'stubborn: running outside any safe point' 10
+pattern_ok pattern-before ballast 30
+
+# ---- the refused save
+console_mark ballast
+if timed_xl 200 save ballast "$IMG"; then
+    fail save-refused "xl save succeeded in $XL_MS ms although the guest should refuse: $XL_OUT"
+else
+    pass save-refused "xl save exit status $_xrc after $XL_MS ms: $(printf '%s\n' "$XL_OUT" | tail -n 3)"
+fi
+log "refused xl save: exit status $_xrc, wall $XL_MS ms (libxl's own timeout)"
+rm -f "$IMG"
+expect_console refused-line ballast 'suspend: refused: task stubborn \([0-9]+\) did not freeze within 2000 ms; all tasks thawed, guest runs on' 5
+expect_console gives-in ballast 'stubborn: a suspend was refused; giving in' 5
+if [ "$(domid ballast)" = "$ID1" ]; then pass same-domain "ballast still domid $ID1"
+else fail same-domain "ballast domid '$(domid ballast)', was $ID1; $(xl list 2>&1 | tr '\n' ' ')"; fi
+running runs-on ballast
+v=$(xs_wait_eq "$ID1" data/suspend/refused 1 10) && pass refused-count "data/suspend/refused = $v" ||
+    fail refused-count "data/suspend/refused '$v', expected 1"
+console_mark ballast
+pattern_ok pattern-after-refusal ballast 40
+uptime_grows uptime-grows "$ID1"
+
+# ---- the next save and restore work
+console_mark ballast
+if timed_xl 120 save ballast "$IMG"; then
+    pass next-save "xl save in $XL_MS ms, image $(file_size "$IMG") bytes"
+    log "second xl save wall $XL_MS ms, image $(file_size "$IMG") bytes"
+else
+    fail next-save "xl save rc=$_xrc after $XL_MS ms: $XL_OUT"; exit 1
+fi
+wait_gone ballast 10 || fail saved-gone "still listed after xl save: $(xl list 2>&1 | tr '\n' ' ')"
+console_mark ballast
+if timed_xl 120 restore "$IMG"; then
+    pass next-restore "xl restore in $XL_MS ms"
+    log "xl restore wall $XL_MS ms"
+else
+    fail next-restore "xl restore rc=$_xrc after $XL_MS ms: $XL_OUT"; exit 1
+fi
+rm -f "$IMG"
+ID2=$(domid ballast)
+if l=$(wait_console ballast 'suspend: done: Resumed' 30); then
+    pass done-resumed "$l"
+    log "guest side: $(printf '%s\n' "$l" | done_figures)"
+else
+    fail done-resumed "no 'suspend: done: Resumed'; tail: $(console_text ballast | tail -n 5 | tr '\n' ' ')"
+fi
+console_mark ballast
+pattern_ok pattern-after-restore ballast 40
+v=$(xs_wait_eq "$ID2" data/suspend/count 1 10) && pass suspend-count "data/suspend/count = $v (the refused one not counted)" ||
+    fail suspend-count "data/suspend/count '$v', expected 1"
+v=$(xs_read "$ID2" data/suspend/refused)
+[ "$v" = 1 ] && pass refused-still-1 "data/suspend/refused = 1 after the restore" ||
+    fail refused-still-1 "data/suspend/refused '$v' after the restore, expected 1"
+no_damage no-damage ballast
+
+expect_xl destroy destroy ballast
+if wait_gone ballast 15; then pass gone "ballast absent from xl list"
+else fail gone "still listed: $(xl list 2>&1 | tr '\n' ' ')"; fi
