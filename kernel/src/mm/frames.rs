@@ -102,6 +102,27 @@ impl FrameAllocator {
         }
     }
 
+    /// Extends the allocator to `new_nr_pfns` over a larger `storage` (the
+    /// old bitmap is copied over). The new pfns are not backed by Xen yet:
+    /// they count as ballooned out until `give_back`. Used when the guest's
+    /// pfn space grows toward static-max.
+    ///
+    /// Panics if `storage` is too short, as `new` does.
+    pub fn grow(&mut self, storage: &'static mut [u64], new_nr_pfns: u64) {
+        if new_nr_pfns <= self.nr_pfns {
+            return;
+        }
+        let words = Self::words_needed(new_nr_pfns);
+        assert!(storage.len() >= words, "frame bitmap: {} words given, {} needed", storage.len(), words);
+        let old_words = self.free_bitmap.len();
+        storage[..old_words].copy_from_slice(self.free_bitmap);
+        storage[old_words..words].fill(0);
+        self.free_bitmap = &mut storage[..words];
+        self.ballooned_frames += new_nr_pfns - self.nr_pfns;
+        self.nr_pfns = new_nr_pfns;
+        self.nr_regions = words / WORDS_PER_REGION;
+    }
+
     /// Number of pfns the allocator covers.
     pub fn total_pfns(&self) -> u64 {
         self.nr_pfns
@@ -758,5 +779,24 @@ mod tests {
             let runs: u64 = frames.iter_free_runs().map(|r| r.end - r.start).sum();
             assert_eq!(runs, count(Model::Free));
         }
+    }
+
+    #[test]
+    fn growing_adds_ballooned_pfns_and_keeps_state() {
+        let storage: &'static mut [u64] = Box::leak(vec![0u64; FrameAllocator::words_needed(1000)].into_boxed_slice());
+        let mut f = FrameAllocator::new(storage, 1000);
+        f.add_free_range(10, 990).unwrap();
+        let a = f.alloc(0).unwrap();
+        let bigger: &'static mut [u64] = Box::leak(vec![0u64; FrameAllocator::words_needed(3000)].into_boxed_slice());
+        f.grow(bigger, 3000);
+        assert_eq!(f.total_pfns(), 3000);
+        assert_eq!(f.ballooned_count(), 2000);
+        assert_eq!(f.free_count(), 989);
+        assert!(!f.is_free(a) && !f.is_free(2500));
+        // A grown pfn comes into use once Xen backs it.
+        f.give_back(2048, 9).unwrap();
+        assert_eq!(f.free_count(), 989 + 512);
+        assert_eq!(f.ballooned_count(), 2000 - 512);
+        assert_eq!(f.free_extents_2m(), 1); // only the grown region is wholly free
     }
 }

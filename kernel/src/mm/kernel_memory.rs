@@ -98,3 +98,23 @@ pub fn init() {
         free / 256
     );
 }
+
+/// Grows the guest's pfn space to `pages` (static-max, read by the balloon
+/// once xenstore is up): a longer p2m, republished frame lists, and a
+/// larger frame bitmap whose new pfns count as ballooned out until the
+/// balloon populates them. Returns the pfn space now in effect.
+pub fn grow_pfn_space(pages: u64) -> Result<u64, &'static str> {
+    let old = physmap::max_pfn() as u64;
+    if pages <= old {
+        return Ok(old);
+    }
+    let new = physmap::grow(pages, &mut || with_frames(|f| f.alloc(0)))?;
+    let words = FrameAllocator::words_needed(new);
+    let mut storage = alloc::vec::Vec::new();
+    storage.try_reserve_exact(words).map_err(|_| "no memory for a larger frame bitmap")?;
+    storage.resize(words, 0u64);
+    let storage: &'static mut [u64] = alloc::boxed::Box::leak(storage.into_boxed_slice());
+    with_frames(|f| f.grow(storage, new));
+    log::info!("mm: pfn space grown from {} to {} pages ({} MiB)", old, new, new / 256);
+    Ok(new)
+}

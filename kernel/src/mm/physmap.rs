@@ -26,8 +26,20 @@ static FRAME_LIST_LIST_PFN: AtomicU64 = AtomicU64::new(0);
 static FRAME_LIST_FIRST_PFN: AtomicU64 = AtomicU64::new(0);
 
 /// The highest pfn the kernel mapping can reach: KERNEL_BASE + 2 GiB ends
-/// the address space; keep the last 64 MiB clear.
+/// the address space; the last 64 MiB hold the p2m.
 pub const MAX_SUPPORTED_PFN: usize = (2048 - 64) * 256;
+
+/// The p2m lives in a virtual region of its own, right after the pfn
+/// mapping, so that it can grow page by page (toward static-max) while
+/// staying one array. Its pages are ordinary frames; `P2M_PAGES` names them.
+const P2M_VA_SLOT: u64 = MAX_SUPPORTED_PFN as u64;
+const MAX_P2M_PAGES: usize = MAX_SUPPORTED_PFN * 8 / 4096;
+/// Frame-list pages kept for the largest p2m (512 p2m pages per list page).
+const FRAME_LIST_PAGES: u64 = MAX_P2M_PAGES.div_ceil(512) as u64;
+
+/// The pfn of each p2m page, for the frame lists. Written at boot and when
+/// the p2m grows (serialised by `P2M_LOCK`).
+static P2M_PAGES: Mutex<[u64; MAX_P2M_PAGES]> = Mutex::new([0; MAX_P2M_PAGES]);
 
 /// A bump allocator for boot-time frames, used before the frame allocator
 /// exists. Only pfns inside the current kernel mapping are handed out.
@@ -275,26 +287,22 @@ pub fn init(max_pages: u64) -> PhysmapInfo {
     let newly_mapped = map_all(nr_pages, &mut boot);
     boot.mapped_end = nr_pages;
 
-    // Our own p2m, big enough to grow into.
-    let p2m_pages = (max_pfn as usize * 8).div_ceil(4096) as u64;
-    let p2m_first = boot.next;
-    for _ in 0..p2m_pages {
-        boot.take();
+    // Our own p2m, in its own region, for max_pfn entries.
+    let p2m_pages = (max_pfn as usize * 8).div_ceil(4096);
+    for i in 0..p2m_pages {
+        let page = boot.take();
+        add_p2m_page(i, page, &mut || Some(boot_take(&mut boot))).expect("mapping the p2m");
     }
-    let p2m = pfn_to_va(p2m_first) as *mut u64;
-    for pfn in 0..max_pfn {
-        let mfn = if pfn < nr_pages { pfn_to_mfn(pfn) } else { INVALID_MFN };
-        // SAFETY: the p2m pages are contiguous, mapped and ours.
-        unsafe { p2m.add(pfn as usize).write(mfn) };
+    let p2m = pfn_to_va(P2M_VA_SLOT) as *mut u64;
+    for pfn in 0..nr_pages {
+        // SAFETY: the p2m region is mapped for max_pfn >= nr_pages entries.
+        unsafe { p2m.add(pfn as usize).write(pfn_to_mfn(pfn)) };
     }
     P2M_BASE.store(p2m as u64, Ordering::Release);
     MAX_PFN.store(max_pfn as usize, Ordering::Release);
 
-    // Frame lists: one u64 per p2m page, 512 per list page.
-    let list_pages = p2m_pages.div_ceil(512);
-    assert!(list_pages <= 512, "p2m too large for one frame-list-list page");
     FRAME_LIST_FIRST_PFN.store(boot.next, Ordering::Release);
-    for _ in 0..list_pages {
+    for _ in 0..FRAME_LIST_PAGES {
         boot.take();
     }
     FRAME_LIST_LIST_PFN.store(boot.take(), Ordering::Release);
@@ -303,11 +311,50 @@ pub fn init(max_pages: u64) -> PhysmapInfo {
     PhysmapInfo { nr_pages, max_pfn, newly_mapped, boot }
 }
 
+fn boot_take(boot: &mut BootFrames) -> u64 {
+    boot.take()
+}
+
+/// Makes `page` (a free frame) p2m page `index`: every entry invalid, then
+/// mapped at its place in the p2m region (adding page tables with
+/// `take_frame` as needed).
+fn add_p2m_page(index: usize, page: u64, take_frame: &mut dyn FnMut() -> Option<u64>) -> Option<()> {
+    assert!(index < MAX_P2M_PAGES);
+    // SAFETY: `page` is a free frame handed over by the caller, mapped writable.
+    unsafe { core::slice::from_raw_parts_mut(pfn_to_va(page) as *mut u64, 512).fill(INVALID_MFN) };
+    let slot = P2M_VA_SLOT + index as u64;
+    ensure_l1(slot, take_frame)?;
+    hv::update_va_mapping(pfn_to_va(slot), data_entry(pfn_to_mfn(page), true), mmu::UVMF_INVLPG).ok()?;
+    P2M_PAGES.lock()[index] = page;
+    Some(())
+}
+
+/// Grows the p2m to `new_max_pfn` entries (new entries invalid) with frames
+/// from `take_frame`, and republishes the frame lists. Returns the new size.
+pub fn grow(new_max_pfn: u64, take_frame: &mut dyn FnMut() -> Option<u64>) -> Result<u64, &'static str> {
+    let _g = P2M_LOCK.lock();
+    let new_max_pfn = new_max_pfn.min(MAX_SUPPORTED_PFN as u64);
+    let old = max_pfn() as u64;
+    if new_max_pfn <= old {
+        return Ok(old);
+    }
+    let have = (old * 8).div_ceil(4096) as usize;
+    let want = (new_max_pfn * 8).div_ceil(4096) as usize;
+    for i in have..want {
+        let page = take_frame().ok_or("no free frame for the p2m")?;
+        add_p2m_page(i, page, take_frame).ok_or("mapping a new p2m page failed")?;
+    }
+    MAX_PFN.store(new_max_pfn as usize, Ordering::Release);
+    publish_frame_lists();
+    Ok(new_max_pfn)
+}
+
 /// (Re)writes the frame lists from the p2m pages' current mfns and points
-/// shared_info at them. Needed at boot and after every restore.
+/// shared_info at them. Needed at boot, when the p2m grows, and after every
+/// restore.
 pub fn publish_frame_lists() {
     let max_pfn = max_pfn() as u64;
-    let p2m_first = platform::va_to_pfn(p2m_ptr() as u64);
+    let pages = *P2M_PAGES.lock();
     let p2m_pages = (max_pfn * 8).div_ceil(4096);
     let list_first = FRAME_LIST_FIRST_PFN.load(Ordering::Acquire);
     let list_pages = p2m_pages.div_ceil(512);
@@ -316,7 +363,7 @@ pub fn publish_frame_lists() {
     unsafe {
         for i in 0..p2m_pages {
             let page = pfn_to_va(list_first + i / 512) as *mut u64;
-            page.add((i % 512) as usize).write_volatile(pfn_to_mfn(p2m_first + i));
+            page.add((i % 512) as usize).write_volatile(pfn_to_mfn(pages[i as usize]));
         }
         for j in 0..list_pages {
             (pfn_to_va(lol) as *mut u64).add(j as usize).write_volatile(pfn_to_mfn(list_first + j));
