@@ -20,6 +20,7 @@ pub fn start(_opts: &kernel::cmdline::Options) {
     kernel::pm::register(&kernel::console::ConsoleDevice);
     kernel::pm::register(&kernel::xenstore::XenstoreDevice);
     kernel::pm::register(&balloon::BalloonDevice);
+    kernel::pm::register(&kernel::grant::GrantDevice);
     control::spawn();
     balloon::spawn();
     console_input::spawn();

@@ -21,6 +21,8 @@ pub mod events;
 #[cfg(target_os = "none")]
 pub mod events_mask;
 #[cfg(target_os = "none")]
+pub mod grant;
+#[cfg(target_os = "none")]
 pub mod panic;
 #[cfg(target_os = "none")]
 pub mod platform;

@@ -239,3 +239,31 @@ pub fn spawn_stubborn() {
         log::info!("stubborn: a suspend was refused; giving in");
     });
 }
+
+#[cfg(target_os = "none")]
+/// Grants one page to dom0 (read-only) and checks every 5 s that the entry
+/// still names the page's current machine frame: after a resume in a new
+/// domain the frame is new and the table must have been set up again.
+pub fn spawn_grant_check() {
+    use crate::grant;
+    use crate::mm::{kernel_memory::with_frames, physmap::pfn_to_mfn};
+    sched::spawn("grant-check", || {
+        let Some(pfn) = with_frames(|f| f.alloc(0)) else { return };
+        let Some(gref) = grant::grant_access(0, pfn, true) else {
+            log::error!("grant: cannot grant a page to dom0");
+            return;
+        };
+        let mut last_frame = 0u32;
+        loop {
+            let (flags, domid, frame) = grant::entry(gref);
+            let want = pfn_to_mfn(pfn) as u32;
+            if frame != want || domid != 0 || flags & 1 == 0 {
+                log::error!("grant: STALE entry: ref {} names frame {:#x} (flags {:#x}, dom {}), page is at {:#x}", gref, frame, flags, domid, want);
+            } else if frame != last_frame {
+                log::info!("grant: ref {} verified: pfn {:#x} at frame {:#x}, read-only for dom0", gref, pfn, frame);
+                last_frame = frame;
+            }
+            sched::sleep_ms(5000);
+        }
+    });
+}

@@ -50,7 +50,11 @@ pub unsafe fn kmain(si: *mut start_info) -> cmdline::Options {
     if let Some(port) = console::port() {
         events::attach(port, "console", console::on_event);
     }
+    crate::grant::init();
+    let (secs, _) = time::wall_clock();
+    log::info!("time: wall clock {} s since the epoch", secs);
     selftest::spawn_pattern(opts.pattern_mib);
+    selftest::spawn_grant_check();
     selftest::spawn_sleepers(opts.sleepers);
     selftest::spawn_aspace(opts.aspace_pages);
     if opts.stubborn_task {

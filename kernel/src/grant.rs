@@ -1,0 +1,193 @@
+//! The grant table (v1): how the guest lets another domain (a backend in
+//! dom0) map one of its pages. Xen owns the table's frames; the guest maps
+//! them and writes entries {flags, domid, frame}.
+//!
+//! Like shared_info, the table's frames belong to Xen, so a mapping of them
+//! must not be in the page tables when the domain is saved: the suspend
+//! callback unmaps them. In a new domain `GNTTABOP_setup_table` hands out
+//! new frames and every earlier grant is gone, so resume maps the new
+//! frames and writes every live grant again (with the pages' new machine
+//! frames); a cancelled suspend maps the same frames again.
+
+use crate::mm::kernel_memory::with_frames;
+use crate::mm::pagetable::data_entry;
+use crate::mm::physmap::{self, pfn_to_mfn};
+use crate::platform::pfn_to_va;
+use alloc::vec::Vec;
+use core::sync::atomic::{fence, Ordering};
+use spin::Mutex;
+use xen::abi::{hc, mmu};
+use xen::hv;
+
+const GNTTABOP_SETUP_TABLE: u64 = 2;
+const GNTTABOP_QUERY_SIZE: u64 = 6;
+const GTF_PERMIT_ACCESS: u16 = 1;
+const GTF_READONLY: u16 = 1 << 2;
+/// Frames ballast asks for: 512 entries each.
+const FRAMES: usize = 1;
+const ENTRIES_PER_FRAME: usize = 512;
+/// The first refs are reserved for the toolstack (console, xenstore).
+const FIRST_FREE_REF: u32 = 8;
+/// Virtual slot (as a pfn-sized index past the p2m region) for the table.
+const TABLE_SLOT: u64 = physmap::MAX_SUPPORTED_PFN as u64 + 8 * 1024;
+
+#[repr(C)]
+struct SetupTable {
+    dom: u16,
+    nr_frames: u32,
+    status: i16,
+    frame_list: *mut u64,
+}
+
+#[repr(C)]
+struct QuerySize {
+    dom: u16,
+    nr_frames: u32,
+    max_nr_frames: u32,
+    status: i16,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Entry {
+    flags: u16,
+    domid: u16,
+    frame: u32,
+}
+
+#[derive(Clone, Copy)]
+struct Grant {
+    gref: u32,
+    domid: u16,
+    pfn: u64,
+    readonly: bool,
+}
+
+struct Table {
+    mfns: [u64; FRAMES],
+    grants: Vec<Grant>,
+    next_ref: u32,
+    max_frames: u32,
+}
+
+/// The table's state; taken by tasks only (never from the upcall).
+static TABLE: Mutex<Option<Table>> = Mutex::new(None);
+
+fn setup() -> Result<[u64; FRAMES], i64> {
+    let mut frames = [0u64; FRAMES];
+    let mut arg = SetupTable { dom: mmu::DOMID_SELF, nr_frames: FRAMES as u32, status: 0, frame_list: frames.as_mut_ptr() };
+    // SAFETY: `arg` and `frames` are live for the call; one op.
+    let rc = unsafe { xen::hypercall::hypercall3(hc::GRANT_TABLE_OP, GNTTABOP_SETUP_TABLE, &mut arg as *mut _ as u64, 1) };
+    if rc < 0 || arg.status != 0 {
+        return Err(if rc < 0 { rc } else { arg.status as i64 });
+    }
+    Ok(frames)
+}
+
+fn map(mfns: &[u64; FRAMES]) -> Result<(), &'static str> {
+    for (i, &mfn) in mfns.iter().enumerate() {
+        let slot = TABLE_SLOT + i as u64;
+        physmap::ensure_l1(slot, || with_frames(|f| f.alloc(0))).ok_or("no page table for the grant frames")?;
+        hv::update_va_mapping(pfn_to_va(slot), data_entry(mfn, true), mmu::UVMF_INVLPG)
+            .map_err(|_| "Xen refused to map a grant frame")?;
+    }
+    Ok(())
+}
+
+fn unmap() {
+    for i in 0..FRAMES as u64 {
+        let _ = hv::update_va_mapping(pfn_to_va(TABLE_SLOT + i), 0, mmu::UVMF_INVLPG);
+    }
+}
+
+fn entry_ptr(gref: u32) -> *mut Entry {
+    (pfn_to_va(TABLE_SLOT) as *mut Entry).wrapping_add(gref as usize)
+}
+
+fn write_entry(g: &Grant) {
+    let e = entry_ptr(g.gref);
+    // SAFETY: the table frames are mapped writable at TABLE_SLOT and `gref`
+    // is below FRAMES * ENTRIES_PER_FRAME. The frame and domid must be
+    // visible before the flags that publish the entry.
+    unsafe {
+        core::ptr::addr_of_mut!((*e).domid).write_volatile(g.domid);
+        core::ptr::addr_of_mut!((*e).frame).write_volatile(pfn_to_mfn(g.pfn) as u32);
+        fence(Ordering::Release);
+        let flags = GTF_PERMIT_ACCESS | if g.readonly { GTF_READONLY } else { 0 };
+        core::ptr::addr_of_mut!((*e).flags).write_volatile(flags);
+    }
+}
+
+/// Sets the table up at boot.
+pub fn init() {
+    let mut q = QuerySize { dom: mmu::DOMID_SELF, nr_frames: 0, max_nr_frames: 0, status: 0 };
+    // SAFETY: `q` is live for the call; one op.
+    unsafe { xen::hypercall::hypercall3(hc::GRANT_TABLE_OP, GNTTABOP_QUERY_SIZE, &mut q as *mut _ as u64, 1) };
+    match setup().map_err(|_| "setup_table refused").and_then(|mfns| map(&mfns).map(|_| mfns)) {
+        Ok(mfns) => {
+            *TABLE.lock() = Some(Table { mfns, grants: Vec::new(), next_ref: FIRST_FREE_REF, max_frames: q.max_nr_frames });
+            log::info!("grant: table of {} frame(s) mapped (Xen allows {})", FRAMES, q.max_nr_frames);
+        }
+        Err(e) => log::error!("grant: no grant table: {}", e),
+    }
+}
+
+/// Lets `domid` map `pfn` (read-only if asked); returns the grant ref.
+pub fn grant_access(domid: u16, pfn: u64, readonly: bool) -> Option<u32> {
+    let mut t = TABLE.lock();
+    let t = t.as_mut()?;
+    if t.next_ref as usize >= FRAMES * ENTRIES_PER_FRAME {
+        return None;
+    }
+    let g = Grant { gref: t.next_ref, domid, pfn, readonly };
+    t.next_ref += 1;
+    write_entry(&g);
+    t.grants.push(g);
+    Some(g.gref)
+}
+
+/// The entry of `gref` as Xen sees it: (flags, domid, frame).
+pub fn entry(gref: u32) -> (u16, u16, u32) {
+    let e = entry_ptr(gref);
+    // SAFETY: as in `write_entry`; a plain read.
+    unsafe { ((*e).flags, (*e).domid, (*e).frame) }
+}
+
+/// Live grants, for the log.
+pub fn count() -> usize {
+    TABLE.lock().as_ref().map_or(0, |t| t.grants.len())
+}
+
+/// The grant table as a suspend-aware device.
+pub struct GrantDevice;
+
+impl crate::pm::Device for GrantDevice {
+    fn name(&self) -> &'static str {
+        "grant-table"
+    }
+    fn suspend(&self) -> Result<(), &'static str> {
+        unmap();
+        Ok(())
+    }
+    fn resume(&self) {
+        let mut guard = TABLE.lock();
+        let Some(t) = guard.as_mut() else { return };
+        match setup().map_err(|_| "setup_table refused").and_then(|m| map(&m).map(|_| m)) {
+            Ok(mfns) => {
+                t.mfns = mfns;
+                for g in &t.grants {
+                    write_entry(g);
+                }
+                log::info!("grant: table set up again ({} frame(s), max {}), {} grants rewritten", FRAMES, t.max_frames, t.grants.len());
+            }
+            Err(e) => log::error!("grant: after resume: {}", e),
+        }
+    }
+    fn cancel(&self) {
+        if let Some(t) = TABLE.lock().as_ref() {
+            if let Err(e) = map(&t.mfns) {
+                log::error!("grant: remapping after a cancelled suspend: {}", e);
+            }
+        }
+    }
+}
