@@ -62,6 +62,10 @@ z3000=$(printf '%3000s' '' | tr ' ' z)
 expect_xl create create /lab/ballast.cfg || exit 1
 DOMID=$(domid ballast)
 expect_console ready ballast 'control: watching control/shutdown' 30 || exit 1
+# The balloon starts its watcher task once it has read static-max; count
+# tasks after that and after the next 1 s publish.
+wait_console ballast 'balloon: static-max' 30 >/dev/null
+sleep 2
 tasks0=$(xs_wait_uint data/tasks 10)
 up0=$(xs_wait_uint data/uptime 10)
 
