@@ -16,11 +16,11 @@ use crate::platform::pfn_to_va;
 use alloc::vec::Vec;
 use core::sync::atomic::{fence, Ordering};
 use spin::Mutex;
-use xen::abi::{hc, mmu};
+use xen::abi::mmu;
 use xen::hv;
 
-const GNTTABOP_SETUP_TABLE: u64 = 2;
-const GNTTABOP_QUERY_SIZE: u64 = 6;
+const GNTTABOP_SETUP_TABLE: u32 = 2;
+const GNTTABOP_QUERY_SIZE: u32 = 6;
 const GTF_PERMIT_ACCESS: u16 = 1;
 const GTF_READONLY: u16 = 1 << 2;
 /// Frames ballast asks for: 512 entries each.
@@ -76,10 +76,10 @@ static TABLE: Mutex<Option<Table>> = Mutex::new(None);
 fn setup() -> Result<[u64; FRAMES], i64> {
     let mut frames = [0u64; FRAMES];
     let mut arg = SetupTable { dom: mmu::DOMID_SELF, nr_frames: FRAMES as u32, status: 0, frame_list: frames.as_mut_ptr() };
-    // SAFETY: `arg` and `frames` are live for the call; one op.
-    let rc = unsafe { xen::hypercall::hypercall3(hc::GRANT_TABLE_OP, GNTTABOP_SETUP_TABLE, &mut arg as *mut _ as u64, 1) };
-    if rc < 0 || arg.status != 0 {
-        return Err(if rc < 0 { rc } else { arg.status as i64 });
+    // SAFETY: `arg` matches gnttab_setup_table and `frames` outlives the call.
+    unsafe { hv::grant_table_op(GNTTABOP_SETUP_TABLE, &mut arg) }.map_err(|e| e.0)?;
+    if arg.status != 0 {
+        return Err(arg.status as i64);
     }
     Ok(frames)
 }
@@ -121,8 +121,8 @@ fn write_entry(g: &Grant) {
 /// Sets the table up at boot.
 pub fn init() {
     let mut q = QuerySize { dom: mmu::DOMID_SELF, nr_frames: 0, max_nr_frames: 0, status: 0 };
-    // SAFETY: `q` is live for the call; one op.
-    unsafe { xen::hypercall::hypercall3(hc::GRANT_TABLE_OP, GNTTABOP_QUERY_SIZE, &mut q as *mut _ as u64, 1) };
+    // SAFETY: `q` matches gnttab_query_size.
+    let _ = unsafe { hv::grant_table_op(GNTTABOP_QUERY_SIZE, &mut q) };
     match setup().map_err(|_| "setup_table refused").and_then(|mfns| map(&mfns).map(|_| mfns)) {
         Ok(mfns) => {
             *TABLE.lock() = Some(Table { mfns, grants: Vec::new(), next_ref: FIRST_FREE_REF, max_frames: q.max_nr_frames });

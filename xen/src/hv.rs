@@ -201,3 +201,13 @@ pub fn vm_assist(cmd: u32, kind: u32) -> Result<(), XenError> {
 pub fn force_event_delivery() {
     let _ = version();
 }
+
+/// `grant_table_op(cmd, arg, 1)`: one grant-table operation.
+///
+/// # Safety
+/// `arg` must point to the structure `cmd` expects, with any guest handles
+/// in it naming live memory.
+pub unsafe fn grant_table_op<T>(cmd: u32, arg: &mut T) -> Result<(), XenError> {
+    // SAFETY: forwarded contract; a count of one operation.
+    check(unsafe { hypercall3(hc::GRANT_TABLE_OP, cmd as u64, arg as *mut T as u64, 1) }).map(|_| ())
+}
