@@ -19,7 +19,7 @@
 RUNS=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^bench_runs=\([0-9][0-9]*\)$/\1/p' | tail -n 1)
 case $RUNS in '' | 0) RUNS=3 ;; esac
 LADDER="128 96 80 64 48 32 24 16 12 8"   # mem-set targets (MiB), descending
-BOOT_SIZES="64 32 16 12 8"               # memory=maxmem= sizes (MiB), descending
+BOOT_SIZES="128 96 80 64 48 32 24 16 12 8 6 4"   # memory=maxmem= sizes (MiB), descending
 
 # Save images live on their own tmpfs: dom0's rootfs (half of dom0's RAM, already holding the
 # initramfs) cannot take a 256 MiB image. One image at a time, deleted right after use.
@@ -71,30 +71,33 @@ bxl() {
     return $_xrc
 }
 
-# answer GUEST SECS: time (ANSWER_MS) from now until the guest answers on its console.
-# ballast logs what its console reader got; Linux's shell evaluates $((40+2)), which the tty's
-# own echo of the input cannot produce. The probe is resent every 2 s (a fresh tty after restore).
+# answer GUEST SECS: time (ANSWER_MS) from sending a probe on the guest's console until the guest
+# answers. ballast logs what its console reader got; Linux's shell evaluates $((40+2)), which the
+# tty's own echo of the input cannot produce. The console pty is looked up (xl domid, xenstore)
+# before the clock starts; the probe is resent every 2 s.
 PROBE=0
 answer() {
     PROBE=$((PROBE + 1))
-    _at=$(now_ms); _aend=$((_at + $2 * 1000)); _anext=$_at; _ak=0
+    _aend=$(( $(now_ms) + $2 * 1000 )); _ak=0
     _atag="r${RUN}p${PROBE}"
     if [ "$1" = ballast ]; then _are="console: read [0-9]+ bytes: \"bench-$_atag-"
     else _are="bench-42-$_atag-"; fi
+    while :; do
+        _aid=$(domid "$1")
+        _atty=$(xenstore-read "/local/domain/$_aid/console/tty" 2>/dev/null)
+        [ -n "$_aid" ] && [ -c "$_atty" ] && break
+        [ "$(now_ms)" -ge "$_aend" ] && { ANSWER_MS=; return 1; }
+        sleep 0.2
+    done
     console_mark "$1"
+    _at=$(now_ms); _anext=$_at
     while :; do
         _an=$(now_ms)
         if [ "$_an" -ge "$_anext" ]; then
-            _aid=$(domid "$1")
-            _atty=$(xenstore-read "/local/domain/$_aid/console/tty" 2>/dev/null)
-            if [ -n "$_aid" ] && [ -c "$_atty" ]; then
-                _ak=$((_ak + 1))
-                if [ "$1" = ballast ]; then printf 'bench-%s-%d\r' "$_atag" "$_ak" >"$_atty"
-                else printf 'echo bench-$((40+2))-%s-%d\r' "$_atag" "$_ak" >"$_atty"; fi
-                _anext=$((_an + 2000))
-            else
-                _anext=$((_an + 200))
-            fi
+            _ak=$((_ak + 1))
+            if [ "$1" = ballast ]; then printf 'bench-%s-%d\r' "$_atag" "$_ak" >"$_atty"
+            else printf 'echo bench-$((40+2))-%s-%d\r' "$_atag" "$_ak" >"$_atty"; fi
+            _anext=$((_an + 2000))
         fi
         if _console_since_mark "$1" | grep -Eq -e "$_are"; then
             ANSWER_MS=$(( $(now_ms) - _at )); return 0
@@ -194,6 +197,8 @@ save_restore() {
     else
         emit "$_g" "save_${_tag}_ms" null "xl save exit $_xrc after $XL_MS ms: $XL_OUT"
         emit "$_g" "image_${_tag}_mib" null "save failed"
+        emit "$_g" "restore_${_tag}_ms" null "save failed"
+        emit "$_g" "restore_${_tag}_answer_ms" null "save failed"
         rm -f "$IMG"
         return 1
     fi
@@ -203,7 +208,8 @@ save_restore() {
         emit "$_g" "restore_${_tag}_ms" "$XL_MS"
     else
         rm -f "$IMG"
-        emit "$_g" "restore_${_tag}_ms" null "xl restore exit $_xrc: $XL_OUT"
+        emit "$_g" "restore_${_tag}_ms" null "xl restore exit $_xrc: $(printf '%s' "$XL_OUT" | grep -o 'xc: error: [^:]*' | head -n 1)"
+        emit "$_g" "restore_${_tag}_answer_ms" null "restore failed"
         return 1
     fi
     if answer "$_g" 30; then emit "$_g" "restore_${_tag}_answer_ms" "$ANSWER_MS"
@@ -212,7 +218,7 @@ save_restore() {
         cp "$LAB_TMP/marks/$_g.save" "$LAB_TMP/marks/$_g"
         [ "$_g" = ballast ] && wait_console ballast 'suspend: done: Resumed' 10 >/dev/null
         _v=$(guest_suspend "$_g")
-        emit "$_g" guest_suspend_resume_ms "$_v" "${_v:-no suspend/resume lines on the console}"
+        emit "$_g" guest_suspend_resume_ms "$_v" "$([ -z "$_v" ] && echo no suspend/resume lines on the console)"
     fi
     return 0
 }
@@ -279,11 +285,22 @@ run_guest() {
                sed -n 's/.* in \([0-9]*\) ms.*/\1/p' | tail -n 1)
         emit ballast balloon_64_guest_ms "$_gms"
     fi
-    sleep 1
-    if ! save_restore "$g" 64; then destroy "$g"; return 1; fi
     _from=$(mem_of "$g")
     memset "$g" "${_from:-64}" 256
     emit "$g" balloon_up_mibps "$MIBPS" "from $_from MiB: reached $CONV_MIB MiB in $CONV_MS ms"
+
+    # Save + restore after `xl mem-set 64m` (not timed again). If that loses the guest (Linux: the
+    # restore sizes the new domain to the 64 MiB target while Linux stalled above it), a fresh,
+    # untimed boot carries on with the ladder.
+    memset "$g" 256 64 || log "$g: mem-set 64m again: at $CONV_MIB MiB"
+    sleep 1
+    if ! save_restore "$g" 64; then
+        destroy "$g"
+        if ! boot "$g"; then
+            emit "$g" min_target_mib null "fresh boot for the ladder failed"; destroy "$g"; return 1
+        fi
+        log "$g: booted afresh for the ladder"
+    fi
 
     # The descending ladder: the last target reached (within 1 MiB) that still answers a
     # checkpoint and then the console.
@@ -298,7 +315,8 @@ run_guest() {
         if ! answer "$g" 15; then log "$g ladder: no answer after checkpoint at $t MiB"; break; fi
         best=$t
     done
-    emit "$g" min_target_mib "$best" "${best:-not even the first target $(echo $LADDER | cut -d" " -f1) MiB}"
+    [ -n "$best" ] && emit "$g" min_target_mib "$best" ||
+        emit "$g" min_target_mib null "not even the first target $(echo $LADDER | cut -d' ' -f1) MiB"
     destroy "$g"
 }
 
@@ -315,7 +333,8 @@ min_boot() {
         destroy "$g"
         best=$m
     done
-    emit "$g" min_boot_mib "$best" "${best:-did not boot with memory=$(echo $BOOT_SIZES | cut -d" " -f1)}"
+    [ -n "$best" ] && emit "$g" min_boot_mib "$best" ||
+        emit "$g" min_boot_mib null "did not boot and checkpoint with memory=$(echo $BOOT_SIZES | cut -d' ' -f1)"
 }
 
 # ---------------------------------------------------------------- main
@@ -325,16 +344,16 @@ RUN=1
 while [ $RUN -le "$RUNS" ]; do
     if [ $((RUN % 2)) -eq 1 ]; then order="ballast linux-guest"; else order="linux-guest ballast"; fi
     for g in $order; do
-        _t=$(now_ms)
-        if run_guest "$g"; then pass "run$RUN-$g" "run $RUN of $g completed in $(( $(now_ms) - _t )) ms"
-        else pass "run$RUN-$g" "run $RUN of $g stopped early after $(( $(now_ms) - _t )) ms (figures after the failing step are missing)"; fi
+        T_G=$(now_ms)
+        if run_guest "$g"; then pass "run$RUN-$g" "run $RUN of $g completed in $(( $(now_ms) - T_G )) ms"
+        else pass "run$RUN-$g" "run $RUN of $g stopped early after $(( $(now_ms) - T_G )) ms (figures after the failing step are missing)"; fi
     done
     RUN=$((RUN + 1))
 done
 RUN=0
 for g in ballast linux-guest; do
-    _t=$(now_ms)
+    T_G=$(now_ms)
     min_boot "$g"
-    pass "min-boot-$g" "memory search for $g took $(( $(now_ms) - _t )) ms"
+    pass "min-boot-$g" "memory search for $g took $(( $(now_ms) - T_G )) ms"
 done
 log "{\"total_ms\":$(( $(now_ms) - T_START )),\"runs\":$RUNS}"

@@ -117,15 +117,14 @@ def svg_chart(rows, title):
            '<text x="%d" y="20" font-size="14" font-weight="bold">%s</text>' % (10, esc(title)),
            '<text x="%d" y="38" fill="#555">ratio, log scale; &gt;1 (right, green) = ballast better, '
            '&lt;1 (left, red) = Linux better</text>' % 10]
-    # grid at powers of ten and halves
-    k = -lim
-    while k <= lim + 1e-9:
-        gx = x(10 ** k)
+    # grid at 1, 2 and 5 times the powers of ten inside the range
+    ticks = sorted({m * 10 ** e for e in range(-int(lim) - 1, int(lim) + 2) for m in (1, 2, 5)
+                    if abs(math.log10(m * 10 ** e)) <= lim + 1e-9})
+    for t in ticks:
+        gx = x(t)
         out.append('<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="%s"/>' % (
-            gx, top - 4, gx, h - 40, "#333" if abs(k) < 1e-9 else "#ddd"))
-        out.append('<text x="%.1f" y="%d" text-anchor="middle" fill="#555">%s</text>' % (
-            gx, h - 24, fmt(10 ** k) if 10 ** k >= 1 else "%.2g" % 10 ** k))
-        k += 0.5
+            gx, top - 4, gx, h - 40, "#333" if t == 1 else "#ddd"))
+        out.append('<text x="%.1f" y="%d" text-anchor="middle" fill="#555">%g</text>' % (gx, h - 24, t))
     for i, r in enumerate(rows):
         y = top + i * rh
         xr = x(r["ratio"])
