@@ -7,34 +7,13 @@
 # timeout: 170
 . /lab/lib.sh
 
-# ---- local helpers (kept here: lib.sh is owned elsewhere)
-# xl_bounded SECS ARGS...: `xl ARGS` under `timeout SECS`, output echoed like xlc; status of xl
-# (124 or 143 when the bound hit).
-xl_bounded() {
-    _s=$1; shift
-    echo "[xl] \$ xl $* (bounded to $_s s)"
-    XL_OUT=$(timeout "$_s" xl "$@" 2>&1)
-    _xrc=$?
-    [ -n "$XL_OUT" ] && printf '%s\n' "$XL_OUT" | sed 's/^/[xl] /'
-    [ $_xrc -ne 0 ] && echo "[xl] (exit status $_xrc)"
-    return $_xrc
-}
-# Whatever happens, leave no ballast behind; then lib.sh's exit (console dump, status).
-_scenario_exit() {
-    _rc=$?
-    if xl domid ballast >/dev/null 2>&1; then
-        log "cleanup: destroying ballast (domid $(domid ballast)) left at exit"
-        xl destroy ballast 2>&1 | sed 's/^/[xl] /'
-        wait_gone ballast 20 || log "cleanup: ballast still listed: $(xl list 2>&1 | tr '\n' ' ')"
-    fi
-    (exit $_rc)
-    _lab_exit
-}
+# ---- local helpers: xs_* here take a path under this guest's own subtree ($DOMID)
+OURS=ballast       # destroyed at exit by lib.sh's _scenario_exit
+IMAGES=
 trap _scenario_exit EXIT
 # xs_read PATH / xs_write PATH VALUE: ballast's own xenstore subtree (/local/domain/$DOMID/...)
 xs_read() { xenstore-read "/local/domain/$DOMID/$1" 2>&1; }
 xs_write() { xenstore-write "/local/domain/$DOMID/$1" "$2" 2>&1; }
-is_uint() { case $1 in '' | *[!0-9]*) return 1 ;; esac; return 0; }
 # xs_wait_uint PATH SECS: wait until PATH holds a decimal number; prints it (or the last read)
 xs_wait_uint() {
     _end=$(( $(now_ms) + $2 * 1000 ))
