@@ -11,7 +11,8 @@
 # Per run and guest (the two guests alternate which goes first): boot, console round trip,
 # save + restore at 256 MiB, checkpoint, balloon to 64 MiB, save + restore there, balloon back to
 # 256 MiB, then the descending mem-set ladder. After the last run, once per guest: the smallest
-# memory= that boots and answers a checkpoint.
+# memory= that boots and answers a checkpoint. After each guest's run: the small-save-image
+# figures (see si_ballast / si_linux below).
 # needs: linux-guest ballast
 # timeout: 3600
 . /lab/lib.sh
@@ -337,6 +338,171 @@ min_boot() {
         emit "$g" min_boot_mib null "did not boot and checkpoint with memory=$(echo $BOOT_SIZES | cut -d' ' -f1)"
 }
 
+# ---------------------------------------------------------------- small save images
+# Per run and guest: xl save, image size, xl restore and restore-to-target (from the start of
+# xl restore until `xl list` shows 256 MiB again, within 1 MiB, and the console answers) at
+# 256 MiB, idle and with SI_USED_MIB in use. ballast: idle is the default 16 MiB self-test
+# pattern, in use is `ballast.pattern=SI_USED_MIB`; release off, then on (see si_ballast).
+# Linux: one boot, idle first, then a tmpfs file of SI_USED_MIB written from its shell.
+# Metrics si_<load>[_off]_<what>, load idle|used; ballast's own release/repopulate times too.
+SI_USED_MIB=128
+SI_WHAT="save_ms image_mib restore_ms target_ms"
+
+si_missing() { # GUEST KEY NOTE
+    for _m in $SI_WHAT; do emit "$1" "si_${2}_$_m" null "$3"; done
+}
+
+# si_target GUEST T0 SECS: restore-to-target after an `xl restore` started at T0. One loop polls
+# `xl list` (domain id and Mem) until Mem is within 1 MiB of 256 and, as soon as the console pty
+# is known, probes the console as answer() does, so neither wait adds to the other. Sets
+# SI_MEM_MS (midpoint of the first poll at 256) and SI_ANS_MS (answer seen), both from T0, and
+# SI_MIB (last Mem seen). Gives up after SECS, or when Mem has not moved for 8 s below target.
+si_target() {
+    PROBE=$((PROBE + 1))
+    _stag="r${RUN}p${PROBE}"
+    if [ "$1" = ballast ]; then _sre="console: read [0-9]+ bytes: \"bench-$_stag-"
+    else _sre="bench-42-$_stag-"; fi
+    SI_MEM_MS= SI_ANS_MS= SI_MIB=
+    _sid= _stty= _sk=0 _snext=0 _slastch=$2 _send=$(( $2 + $3 * 1000 ))
+    while :; do
+        if [ -z "$SI_MEM_MS" ]; then
+            _sa=$(now_ms)
+            _sl=$(xl list "$1" 2>/dev/null | awk -v d="$1" '$1 == d { print $2 " " $3 }')
+            _sb=$(now_ms)
+            _sid=${_sl% *}
+            if is_uint "${_sl#* }"; then
+                [ "${_sl#* }" != "$SI_MIB" ] && _slastch=$_sb
+                SI_MIB=${_sl#* }
+                _sd=$((SI_MIB - 256)); [ $_sd -lt 0 ] && _sd=$((-_sd))
+                [ $_sd -le 1 ] && SI_MEM_MS=$(( (_sa + _sb) / 2 - $2 ))
+            fi
+        fi
+        if [ -z "$_stty" ] && is_uint "$_sid"; then
+            _stty=$(xenstore-read "/local/domain/$_sid/console/tty" 2>/dev/null)
+            if [ -c "$_stty" ]; then console_mark "$1"; else _stty=; fi
+        fi
+        if [ -n "$_stty" ] && [ -z "$SI_ANS_MS" ]; then
+            _sn=$(now_ms)
+            if [ "$_sn" -ge "$_snext" ]; then
+                _sk=$((_sk + 1))
+                if [ "$1" = ballast ]; then printf 'bench-%s-%d\r' "$_stag" "$_sk" >"$_stty"
+                else printf 'echo bench-$((40+2))-%s-%d\r' "$_stag" "$_sk" >"$_stty"; fi
+                _snext=$((_sn + 2000))
+            fi
+            _console_since_mark "$1" | grep -Eq -e "$_sre" && SI_ANS_MS=$(( $(now_ms) - $2 ))
+        fi
+        [ -n "$SI_MEM_MS" ] && [ -n "$SI_ANS_MS" ] && return 0
+        _sn=$(now_ms)
+        [ "$_sn" -ge "$_send" ] && return 1
+        [ -z "$SI_MEM_MS" ] && [ -n "$SI_ANS_MS" ] && [ $((_sn - _slastch)) -ge 8000 ] && return 1
+        sleep 0.1
+    done
+}
+
+# si_cycle GUEST KEY: one save + restore of a running guest; emits si_KEY_*.
+si_cycle() {
+    si_g=$1 si_k=$2
+    console_mark "$si_g"
+    cp "$LAB_TMP/marks/$si_g" "$LAB_TMP/marks/$si_g.si"
+    if ! bxl 120 save "$si_g" "$IMG"; then
+        rm -f "$IMG"; si_missing "$si_g" "$si_k" "xl save exit $_xrc after $XL_MS ms: $XL_OUT"; return 1
+    fi
+    emit "$si_g" "si_${si_k}_save_ms" "$XL_MS"
+    emit "$si_g" "si_${si_k}_image_mib" "$(to_mib "$(size_of "$IMG")")"
+    wait_gone "$si_g" 10 || log "$si_g still listed after xl save"
+    si_t0=$(now_ms)
+    if ! bxl 120 restore "$IMG"; then
+        rm -f "$IMG"
+        emit "$si_g" "si_${si_k}_restore_ms" null "xl restore exit $_xrc: $(printf '%s' "$XL_OUT" | grep -o 'xc: error: [^:]*' | head -n 1)"
+        emit "$si_g" "si_${si_k}_target_ms" null "restore failed"
+        return 1
+    fi
+    rm -f "$IMG"
+    emit "$si_g" "si_${si_k}_restore_ms" "$XL_MS"
+    if ! si_target "$si_g" "$si_t0" 60; then
+        emit "$si_g" "si_${si_k}_target_ms" null "Mem ${SI_MIB:-?} MiB (at 256 after ${SI_MEM_MS:-never} ms), answer after ${SI_ANS_MS:-never} ms"
+        return 1
+    fi
+    _tt=$SI_MEM_MS; [ "$SI_ANS_MS" -gt "$_tt" ] && _tt=$SI_ANS_MS
+    emit "$si_g" "si_${si_k}_target_ms" "$_tt" "from the start of xl restore: Mem at 256 after $SI_MEM_MS ms, answer after $SI_ANS_MS ms"
+    if [ "$si_g" = ballast ] && [ "${si_k%_off}" = "$si_k" ]; then
+        cp "$LAB_TMP/marks/ballast.si" "$LAB_TMP/marks/ballast"
+        wait_console ballast 'suspend: repopulated' 3 >/dev/null
+        _rel=$(_console_since_mark ballast | sed -n 's/.*suspend: released [0-9]* free pages ([0-9]* MiB) to Xen (\([0-9]*\) us).*/\1/p' | tail -n 1)
+        _rep=$(_console_since_mark ballast | sed -n 's/.*suspend: repopulated [0-9]* of [0-9]* pages (\([0-9]*\) us).*/\1/p' | tail -n 1)
+        emit ballast "si_${si_k}_release_ms" "$(echo "$_rel" | awk 'NF { printf "%.1f\n", $1 / 1000 }')" \
+            "$([ -z "$_rel" ] && echo no suspend: released line)"
+        emit ballast "si_${si_k}_repop_ms" "$(echo "$_rep" | awk 'NF { printf "%.1f\n", $1 / 1000 }')" \
+            "$([ -z "$_rep" ] && echo no suspend: repopulated line)"
+    fi
+    return 0
+}
+
+# si_fill_linux: from the Linux guest's shell, write SI_USED_MIB to a file on a fresh tmpfs;
+# waits for the shell's answer (Shmem from /proc/meminfo), sets SI_SHMEM_MIB.
+si_fill_linux() {
+    SI_SHMEM_MIB=
+    _id=$(domid linux-guest)
+    _tty=$(xenstore-read "/local/domain/$_id/console/tty" 2>/dev/null)
+    [ -c "$_tty" ] || return 1
+    console_mark linux-guest
+    printf 'mkdir -p /hold; mount -t tmpfs -o size=%dm tmpfs /hold; dd if=/dev/zero of=/hold/fill bs=1M count=%d 2>/dev/null; echo si-hold-$((40+2))-r%d $(grep Shmem: /proc/meminfo)\r' \
+        $((SI_USED_MIB + 64)) "$SI_USED_MIB" "$RUN" >"$_tty"
+    _l=$(wait_console linux-guest "si-hold-42-r$RUN Shmem: *[0-9]+ kB" 90) || return 1
+    SI_SHMEM_MIB=$(printf '%s\n' "$_l" | sed -n 's/.*Shmem: *\([0-9]*\) kB.*/\1/p' | awk 'NF { printf "%d\n", $1 / 1024 }')
+    is_uint "$SI_SHMEM_MIB" && [ "$SI_SHMEM_MIB" -ge "$SI_USED_MIB" ]
+}
+
+# ballast: per load one boot with `ballast.release=0` on the command line: the save + restore with
+# the switch off first, then dom0 writes data/suspend/release = 1 (read at the next suspend,
+# same switch) and the save + restore with it on.
+si_ballast() {
+    for si_load in idle used; do
+        si_extra="ballast.release=0"
+        [ "$si_load" = used ] && si_extra="ballast.pattern=$SI_USED_MIB $si_extra"
+        if ! boot ballast "extra=\"$si_extra\""; then
+            si_missing ballast "${si_load}_off" "boot ($si_extra) not ready"
+            si_missing ballast "$si_load" "boot ($si_extra) not ready"; destroy ballast; continue
+        fi
+        if [ "$si_load" = used ] && ! wait_console ballast "selftest: pattern of $SI_USED_MIB MiB written" 60 >/dev/null; then
+            si_missing ballast "${si_load}_off" "no 'pattern of $SI_USED_MIB MiB written' line"
+            si_missing ballast "$si_load" "no 'pattern of $SI_USED_MIB MiB written' line"; destroy ballast; continue
+        fi
+        sleep 1
+        if ! si_cycle ballast "${si_load}_off"; then
+            destroy ballast
+            si_missing ballast "$si_load" "the release=0 save/restore before it failed"; continue
+        fi
+        sleep 1
+        if xenstore-write "/local/domain/$(domid ballast)/data/suspend/release" 1; then
+            si_cycle ballast "$si_load"
+        else
+            si_missing ballast "$si_load" "xenstore-write data/suspend/release failed"
+        fi
+        destroy ballast
+    done
+}
+
+si_linux() {
+    if ! boot linux-guest; then
+        si_missing linux-guest idle "boot not ready"; si_missing linux-guest used "boot not ready"
+        destroy linux-guest; return 1
+    fi
+    sleep 2
+    if ! si_cycle linux-guest idle; then
+        destroy linux-guest
+        boot linux-guest || { si_missing linux-guest used "fresh boot not ready"; destroy linux-guest; return 1; }
+    fi
+    if si_fill_linux; then
+        log "linux-guest: $SI_USED_MIB MiB written to a tmpfs file, Shmem $SI_SHMEM_MIB MiB"
+        sleep 1
+        si_cycle linux-guest used
+    else
+        si_missing linux-guest used "writing $SI_USED_MIB MiB to tmpfs failed (Shmem ${SI_SHMEM_MIB:-?} MiB)"
+    fi
+    destroy linux-guest
+}
+
 # ---------------------------------------------------------------- main
 log "runs=$RUNS ladder=[$LADDER] boot sizes=[$BOOT_SIZES]; $(df -k "$IMGDIR" | awk 'NR == 2 { printf "image tmpfs %d MiB free", $4 / 1024 }'); $(free -m | awk '/^Mem:/ { printf "dom0 free %s MiB", $4 }')"
 T_START=$(now_ms)
@@ -347,6 +513,9 @@ while [ $RUN -le "$RUNS" ]; do
         T_G=$(now_ms)
         if run_guest "$g"; then pass "run$RUN-$g" "run $RUN of $g completed in $(( $(now_ms) - T_G )) ms"
         else pass "run$RUN-$g" "run $RUN of $g stopped early after $(( $(now_ms) - T_G )) ms (figures after the failing step are missing)"; fi
+        T_G=$(now_ms)
+        if [ "$g" = ballast ]; then si_ballast; else si_linux; fi
+        pass "run$RUN-$g-small-images" "small-image figures of $g (run $RUN) took $(( $(now_ms) - T_G )) ms"
     done
     RUN=$((RUN + 1))
 done

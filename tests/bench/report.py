@@ -46,6 +46,26 @@ METRICS = [
     ("min_boot_mib", "smallest memory= that boots + save -c", "MiB", "lower"),
     ("balloon_64_guest_ms", "balloon 256->64, guest's own time", "ms", "lower"),
 ]
+# Small save images (bench.sh si_*): 256 MiB idle and with 128 MiB in use, ballast with the
+# release switch on (default) and off (ballast.release=0), each against the same Linux figure.
+# A fifth element names the Linux metric a row compares with, a sixth the ballast metric
+# (default: the row's own name).
+SMALL_IMAGE_WHAT = [
+    ("image_mib", "save image", "MiB"),
+    ("save_ms", "xl save", "ms"),
+    ("restore_ms", "xl restore", "ms"),
+    ("target_ms", "restore-to-target", "ms"),
+]
+for _load, _desc in (("idle", "256 MiB idle"), ("used", "256 MiB, 128 used")):
+    for _what, _label, _unit in SMALL_IMAGE_WHAT:
+        METRICS.append(("si_%s_%s" % (_load, _what), "%s: %s, release on" % (_desc, _label), _unit, "lower"))
+        METRICS.append(("si_%s_off_%s" % (_load, _what), "%s: %s, release=0" % (_desc, _label), _unit, "lower",
+                        "si_%s_%s" % (_load, _what)))
+    # the comparison: ballast's restore-to-target against Linux's plain xl restore
+    METRICS.append(("si_%s_target_vs_restore" % _load, "%s: restore-to-target vs linux xl restore" % _desc, "ms",
+                    "lower", "si_%s_restore_ms" % _load, "si_%s_target_ms" % _load))
+    METRICS.append(("si_%s_release_ms" % _load, "%s: ballast's own release time" % _desc, "ms", "lower"))
+    METRICS.append(("si_%s_repop_ms" % _load, "%s: ballast's own repopulate time" % _desc, "ms", "lower"))
 LINE = re.compile(r"@@LAB bench: (\{.*\})\s*$")
 
 
@@ -158,6 +178,10 @@ def main():
         if f["metric"] not in defs:
             defs[f["metric"]] = (f["metric"], f["metric"], "", "lower")
             known.append(f["metric"])
+    # the metric each row takes from each guest (a row may compare with another Linux metric)
+    source = {name: {"ballast": defs[name][5] if len(defs[name]) > 5 else name,
+                     "linux-guest": defs[name][4] if len(defs[name]) > 4 else name}
+              for name in known}
     raw = {g: {} for g in GUESTS}
     notes = []
     for f in figures:
@@ -168,18 +192,24 @@ def main():
 
     rows = []
     for name in known:
-        _, label, unit, better = defs[name]
-        if not any(name in raw.get(g, {}) for g in GUESTS):
+        label, unit, better = defs[name][1:4]
+        src = source[name]
+        if not any(src[g] in raw.get(g, {}) for g in GUESTS):
             continue
         s = {}
         for g in GUESTS:
-            vals = [e["value"] for e in raw.get(g, {}).get(name, []) if isinstance(e["value"], (int, float))]
+            vals = [e["value"] for e in raw.get(g, {}).get(src[g], []) if isinstance(e["value"], (int, float))]
             s[g] = summarize(vals)
         r = ratio_of(better, s["ballast"], s["linux-guest"])
-        rows.append({"metric": name, "label": label, "unit": unit, "better": better,
-                     "ballast": s["ballast"], "linux": s["linux-guest"], "ratio": r,
-                     "ratio_is": "linux/ballast" if better == "lower" else "ballast/linux",
-                     "attempts": {g: len(raw.get(g, {}).get(name, [])) for g in GUESTS}})
+        row = {"metric": name, "label": label, "unit": unit, "better": better,
+               "ballast": s["ballast"], "linux": s["linux-guest"], "ratio": r,
+               "ratio_is": "linux/ballast" if better == "lower" else "ballast/linux",
+               "attempts": {g: len(raw.get(g, {}).get(src[g], [])) for g in GUESTS}}
+        if src["linux-guest"] != name:
+            row["linux_metric"] = src["linux-guest"]
+        if src["ballast"] != name:
+            row["ballast_metric"] = src["ballast"]
+        rows.append(row)
 
     def cell(s, attempts):
         if not s:
