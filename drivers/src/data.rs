@@ -61,9 +61,9 @@ mod task {
             };
             loop {
                 watch.next();
-                match xenstore::read("data/echo") {
-                    Ok(v) => log::info!("echo: {}", v.chars().take(200).collect::<alloc::string::String>()),
-                    Err(_) => {} // not there (yet): the watch fires once at registration
+                // Not there (yet) is fine: the watch fires once at registration.
+                if let Ok(v) = xenstore::read("data/echo") {
+                    log::info!("echo: {}", v.chars().take(200).collect::<alloc::string::String>());
                 }
             }
         });

@@ -272,10 +272,9 @@ fn switch_away() {
             if cur_state == Some(State::Running) {
                 s.task(cur).unwrap().state = State::Runnable;
             }
-            if cur_state == Some(State::Runnable) || cur_state == Some(State::Running) {
-                if cur != 0 {
-                    s.run_queue.push_back(cur);
-                }
+            // The idle task is never queued: it runs when the queue is empty.
+            if matches!(cur_state, Some(State::Runnable | State::Running)) && cur != 0 {
+                s.run_queue.push_back(cur);
             }
             let n = s.task(next).unwrap();
             n.state = State::Running;

@@ -6,7 +6,9 @@
 #[cfg(target_os = "none")]
 use crate::sched;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU64, Ordering};
+#[cfg(target_os = "none")]
+use core::sync::atomic::Ordering;
+use core::sync::atomic::AtomicU64;
 
 /// Figures the data publisher exports.
 pub static PATTERN_PASSES: AtomicU64 = AtomicU64::new(0);
@@ -46,6 +48,7 @@ pub fn verify_at(words: &[u64], seed: u64, base: usize, chunk: usize, limit: usi
 
 /// Words per pattern chunk: the pattern is held in 1 MiB pieces, since the
 /// heap serves at most 2 MiB in one piece.
+#[cfg(target_os = "none")]
 const CHUNK_WORDS: usize = 1 << 17;
 
 #[cfg(target_os = "none")]

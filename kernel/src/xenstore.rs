@@ -97,12 +97,12 @@ impl Conn {
             }
             notify = true;
             let router = &mut self.router;
-            if let Err(e) = self.decoder.feed_all(&buf[..n], |m| match router.on_message(m) {
-                Routed::Unwaited { req_id, result: Err(e) } => {
+            let route = |m| {
+                if let Routed::Unwaited { req_id, result: Err(e) } = router.on_message(m) {
                     log::warn!("xenstore: request {} failed unobserved: {:?}", req_id, e)
                 }
-                _ => {}
-            }) {
+            };
+            if let Err(e) = self.decoder.feed_all(&buf[..n], route) {
                 log::error!("xenstore: byte stream corrupt ({:?}); dropping the rest", e);
                 self.decoder.reset();
             }

@@ -81,8 +81,8 @@ pub fn map(id: SpaceId, va: u64, pfn: u64) -> Result<(), &'static str> {
     }
     let (l4, pinned) = with_registry(|r| r.iter().find(|s| s.id == id).map(|s| (s.l4, s.pinned))).ok_or("no such space")?;
     let mut table = l4;
-    for level in 0..3 {
-        let e = read(table, idx[level]);
+    for &index in &idx[..3] {
+        let e = read(table, index);
         table = if is_present(e) {
             platform::mfn_to_pfn(entry_mfn(e))
         } else {
@@ -90,7 +90,7 @@ pub fn map(id: SpaceId, va: u64, pfn: u64) -> Result<(), &'static str> {
             if pinned {
                 set_writable(t, false).map_err(|_| "map table read-only")?;
             }
-            write_entry(table, idx[level], table_entry(pfn_to_mfn(t)), pinned)?;
+            write_entry(table, index, table_entry(pfn_to_mfn(t)), pinned)?;
             with_registry(|r| r.iter_mut().find(|s| s.id == id).map(|s| s.tables.push(t)));
             t
         };

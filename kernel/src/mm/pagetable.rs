@@ -42,7 +42,7 @@ pub const fn table_entry(mfn: u64) -> u64 {
 /// The `ptr` field of an `mmu_update` that writes entry `index` of the
 /// table in machine frame `table_mfn`.
 pub const fn update_ptr(table_mfn: u64, index: usize) -> u64 {
-    (table_mfn << 12) + (index as u64) * 8 | xen::abi::mmu::NORMAL_PT_UPDATE
+    ((table_mfn << 12) + (index as u64) * 8) | xen::abi::mmu::NORMAL_PT_UPDATE
 }
 
 #[cfg(test)]

@@ -37,11 +37,8 @@ pub fn release_free(reserve: u64) -> Released {
     out.extents.reserve((free / 512) as usize + 1);
     out.frames.reserve(free.saturating_sub(reserve).min(64 * 1024) as usize);
 
-    loop {
-        let Some(pfn) = with_frames(|f| if f.free_count() >= reserve + 512 { f.take_free_extent_2m_from_top() } else { None })
-        else {
-            break;
-        };
+    let take_extent = || with_frames(|f| if f.free_count() >= reserve + 512 { f.take_free_extent_2m_from_top() } else { None });
+    while let Some(pfn) = take_extent() {
         if reservation::release_2m(pfn) {
             out.extents.push(pfn);
         } else {
