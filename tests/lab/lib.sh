@@ -211,6 +211,7 @@ _scenario_exit() {
 }
 is_uint() { case $1 in '' | *[!0-9]*) return 1 ;; esac; return 0; }
 xs_read() { xenstore-read "/local/domain/$1/$2" 2>&1; }       # DOMID PATH
+xs_write() { xenstore-write "/local/domain/$1/$2" "$3" 2>&1; } # DOMID PATH VALUE
 xs_wait_uint() { # DOMID PATH SECS: prints the number (or the last read)
     _end=$(( $(now_ms) + $3 * 1000 ))
     while :; do

@@ -8,27 +8,14 @@
 # timeout: 130
 . /lab/lib.sh
 
-# ---- local helpers: xs_* here take a path under this guest's own subtree ($DOMID)
+# ---- local helpers (xs_read/xs_write/xs_wait_uint come from lib.sh and take $DOMID first)
 OURS=ballast       # destroyed at exit by lib.sh's _scenario_exit
 IMAGES=
 trap _scenario_exit EXIT
-# xs_read PATH / xs_write PATH VALUE: ballast's own xenstore subtree (/local/domain/$DOMID/...)
-xs_read() { xenstore-read "/local/domain/$DOMID/$1" 2>&1; }
-xs_write() { xenstore-write "/local/domain/$DOMID/$1" "$2" 2>&1; }
-# xs_wait_uint PATH SECS: wait until PATH holds a decimal number; prints it (or the last read)
-xs_wait_uint() {
-    _end=$(( $(now_ms) + $2 * 1000 ))
-    while :; do
-        _v=$(xs_read "$1")
-        is_uint "$_v" && { echo "$_v"; return 0; }
-        [ "$(now_ms)" -ge "$_end" ] && { echo "$_v"; return 1; }
-        sleep 0.3
-    done
-}
 # send NAME NODE VALUE ERE: write VALUE to NODE and expect a console line matching ERE
 send() {
     console_mark ballast
-    if _o=$(xs_write "$2" "$3"); then
+    if _o=$(xs_write "$DOMID" "$2" "$3"); then
         expect_console "$1" ballast "$4" 10
     else
         fail "$1" "xenstore-write $2 failed: $_o"
@@ -45,8 +32,8 @@ expect_console ready ballast 'control: watching control/shutdown' 30 || exit 1
 # tasks after that and after the next 1 s publish.
 wait_console ballast 'balloon: static-max' 30 >/dev/null
 sleep 2
-tasks0=$(xs_wait_uint data/tasks 10)
-up0=$(xs_wait_uint data/uptime 10)
+tasks0=$(xs_wait_uint "$DOMID" data/tasks 10)
+up0=$(xs_wait_uint "$DOMID" data/uptime 10)
 
 # ---- control/shutdown: each unknown value is named in a warning and ignored
 send sd-bogus control/shutdown bogus 'control: ignoring unknown shutdown request "bogus"$'
@@ -75,7 +62,7 @@ send sysrq-spaces control/sysrq 't m' "control: sysrq value \"t m\" is not a sin
 # Not UTF-8: the guest cannot decode it. Only survival is required here (next checks); whether
 # it said anything is logged.
 console_mark ballast
-xs_write control/sysrq '\xff' >/dev/null
+xs_write "$DOMID" control/sysrq '\xff' >/dev/null
 if l=$(wait_console ballast 'sysrq|control/sysrq' 3); then
     log "control/sysrq = \\xff produced: $l"
 else
@@ -88,15 +75,15 @@ send echo-long-3000 data/echo "$z3000" 'echo: z{200}$'
 # ---- the guest survived all of it
 st=$(wait_state ballast rb 2) && pass alive-state "xl list: ballast state $st" ||
     fail alive-state "state '$st'; $(xl list 2>&1 | tr '\n' ' ')"
-u1=$(xs_read data/uptime)
+u1=$(xs_read "$DOMID" data/uptime)
 sleep 2
-u2=$(xs_read data/uptime)
+u2=$(xs_read "$DOMID" data/uptime)
 if is_uint "$u1" && is_uint "$u2" && [ "$u2" -gt "$u1" ] && [ "$u1" -gt "$up0" ]; then
     pass alive-uptime "data/uptime $up0 (before the garbage) -> $u1 -> $u2 (2 s later)"
 else
     fail alive-uptime "data/uptime $up0 (before), '$u1', then '$u2' 2 s later"
 fi
-tasks1=$(xs_read data/tasks)
+tasks1=$(xs_read "$DOMID" data/tasks)
 if [ "$tasks1" = "$tasks0" ]; then
     pass alive-tasks "data/tasks still $tasks1"
 else

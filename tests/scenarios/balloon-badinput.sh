@@ -4,10 +4,10 @@
 # needs: ballast
 # timeout: 180
 . /lab/lib.sh
-trap '_rc=$?; xl destroy ballast >/dev/null 2>&1; (exit $_rc); _lab_exit' EXIT
+OURS=ballast
+IMAGES=
+trap _scenario_exit EXIT
 
-xs_guest() { xenstore-read "/local/domain/$(domid ballast)/$1" 2>/dev/null; }
-xl_mem() { xl list ballast 2>/dev/null | awk '$1 == "ballast" { print $3 }'; }
 
 console_mark ballast
 expect_xl create create /lab/ballast.cfg || exit 1
@@ -29,10 +29,10 @@ for v in abc -5 99999999999999999999999 '' 12abc; do
     expect_console "ignored-$i" ballast "balloon: ignoring memory/target \"$v\" " 20
 done
 sleep 1
-cur=$(xs_guest data/balloon/current_kb); tgt=$(xs_guest data/balloon/target_kb)
+cur=$(xs_of ballast data/balloon/current_kb); tgt=$(xs_of ballast data/balloon/target_kb)
 if [ "$cur" = 98304 ] && [ "$tgt" = 98304 ]; then pass stayed "data/balloon current_kb=$cur target_kb=$tgt"
 else fail stayed "data/balloon current_kb='$cur' target_kb='$tgt', expected 98304"; fi
-xm=$(xl_mem)
+xm=$(xl_mem_of ballast)
 if [ "$xm" = 96 ] || [ "$xm" = 95 ]; then pass xl-list "xl list Mem $xm MiB"; else fail xl-list "xl list Mem '$xm' MiB, expected 96"; fi
 if st=$(wait_state ballast rb 5); then pass running "state $st"; else fail running "state '$st'"; fi
 xenstore-write "/local/domain/$dom/data/echo" "still-here"

@@ -5,10 +5,10 @@
 # needs: ballast
 # timeout: 240
 . /lab/lib.sh
-trap '_rc=$?; xl destroy ballast >/dev/null 2>&1; (exit $_rc); _lab_exit' EXIT
+OURS=ballast
+IMAGES=
+trap _scenario_exit EXIT
 
-xs_guest() { xenstore-read "/local/domain/$(domid ballast)/$1" 2>/dev/null; }
-xl_mem() { xl list ballast 2>/dev/null | awk '$1 == "ballast" { print $3 }'; }
 
 console_mark ballast
 expect_xl create create /lab/ballast.cfg || exit 1
@@ -31,7 +31,7 @@ kb=$((last * 1024))
 # Converged: the guest reports the last target reached, and Xen agrees.
 end=$(( $(now_ms) + 90000 ))
 while :; do
-    cur=$(xs_guest data/balloon/current_kb); tgt=$(xs_guest data/balloon/target_kb)
+    cur=$(xs_of ballast data/balloon/current_kb); tgt=$(xs_of ballast data/balloon/target_kb)
     [ "$cur" = "$kb" ] && [ "$tgt" = "$kb" ] && break
     [ "$(now_ms)" -ge "$end" ] && break
     sleep 0.2
@@ -44,12 +44,12 @@ else
 fi
 line=$(wait_console ballast "balloon: target $kb KiB -> current $kb KiB in [0-9]+ ms" 5)
 if [ -n "$line" ]; then pass console "$line"; else fail console "no reconciliation line for $kb KiB"; fi
-xm=$(xl_mem); d=$(( xm - last )); [ $d -lt 0 ] && d=$(( -d ))
+xm=$(xl_mem_of ballast); d=$(( xm - last )); [ $d -lt 0 ] && d=$(( -d ))
 if [ -n "$xm" ] && [ $d -le 1 ]; then pass xl-list "xl list Mem $xm MiB, last target $last MiB"
 else fail xl-list "xl list Mem '$xm' MiB, last target $last MiB"; fi
 
 lines=$(_console_since_mark ballast | grep -c 'balloon: target [0-9]* KiB -> current')
-retries=$(xs_guest data/balloon/retries)
+retries=$(xs_of ballast data/balloon/retries)
 gaveup=$(_console_since_mark ballast | grep -c 'balloon: giving up')
 [ "$gaveup" -eq 0 ] && pass no-give-up "no reconciliation gave up (retries $retries)" || fail no-give-up "$gaveup reconciliations gave up"
 log "$n targets in $t_storm ms; $lines reconciliations finished (the rest were overtaken); retries $retries; settled $settle ms after the storm"
@@ -61,9 +61,9 @@ expect_console pattern-pass ballast 'selftest: pattern [0-9]+ MiB verified|PATTE
 if grep -q 'PATTERN ERROR' "$(console_log ballast)"; then
     fail pattern "$(grep -m3 'PATTERN ERROR' "$(console_log ballast)" | _oneline)"
 else
-    pass pattern "no PATTERN ERROR; data/selftest/pattern_errors=$(xs_guest data/selftest/pattern_errors)"
+    pass pattern "no PATTERN ERROR; data/selftest/pattern_errors=$(xs_of ballast data/selftest/pattern_errors)"
 fi
-[ "$(xs_guest data/selftest/pattern_errors)" = 0 ] || fail pattern-errors "data/selftest/pattern_errors=$(xs_guest data/selftest/pattern_errors)"
+[ "$(xs_of ballast data/selftest/pattern_errors)" = 0 ] || fail pattern-errors "data/selftest/pattern_errors=$(xs_of ballast data/selftest/pattern_errors)"
 
 expect_xl destroy destroy ballast
 if wait_gone ballast 10; then pass gone "ballast absent from xl list"; else fail gone "still listed: $(xl list 2>&1)"; fi

@@ -6,25 +6,15 @@
 # needs: ballast
 # timeout: 360
 . /lab/lib.sh
-# Destroy what we created, however we leave (then the library's exit handler).
-trap '_rc=$?; xl destroy ballast >/dev/null 2>&1; (exit $_rc); _lab_exit' EXIT
-
-xs_guest() { xenstore-read "/local/domain/$(domid ballast)/$1" 2>/dev/null; }
-xl_mem() { xl list ballast 2>/dev/null | awk '$1 == "ballast" { print $3 }'; }
-# wait_xs PATH VALUE SECS: poll a guest node until it reads VALUE.
-wait_xs() {
-    _end=$(( $(now_ms) + $3 * 1000 ))
-    until [ "$(xs_guest "$1")" = "$2" ]; do
-        [ "$(now_ms)" -ge "$_end" ] && return 1
-        sleep 0.2
-    done
-}
+OURS=ballast
+IMAGES=
+trap _scenario_exit EXIT
 
 console_mark ballast
 expect_xl create create /lab/ballast.cfg || exit 1
 expect_console balloon-up ballast 'balloon: target [0-9]+ KiB -> current [0-9]+ KiB' 60 || exit 1
 expect_console pattern-written ballast 'selftest: pattern of [0-9]+ MiB written' 60 || exit 1
-log "boot: $(xl list ballast | tail -n 1); floor $(xs_guest data/balloon/floor_kb) KiB"
+log "boot: $(xl list ballast | tail -n 1); floor $(xs_of ballast data/balloon/floor_kb) KiB"
 
 echo_n=0
 for mib in 32 200 8 256; do
@@ -41,7 +31,7 @@ for mib in 32 200 8 256; do
     ms=$(printf '%s\n' "$line" | sed -E 's/.*-> current ([0-9]+) KiB in ([0-9]+) ms.*/\2/')
     rate=$(printf '%s\n' "$line" | sed -E 's/.* ms \(([0-9]+) pages\/s.*/\1/')
     if [ "$mib" -eq 8 ]; then
-        floor=$(xs_guest data/balloon/floor_kb)
+        floor=$(xs_of ballast data/balloon/floor_kb)
         if wait_console ballast 'below the floor of [0-9]+ KiB' 1 >/dev/null && [ "$cur" -gt "$kb" ]; then
             pass clamp-8 "stopped at $cur KiB (floor published: $floor KiB): $(wait_console ballast 'below the floor' 1)"
         else
@@ -53,10 +43,10 @@ for mib in 32 200 8 256; do
     fi
     if [ "$cur" -eq "$want" ]; then pass "converge-$mib" "$line (xl mem-set to line: $wall ms)"
     else fail "converge-$mib" "current $cur KiB, expected $want: $line"; fi
-    if wait_xs data/balloon/current_kb "$cur" 10; then pass "published-$mib" "data/balloon/current_kb=$cur"
-    else fail "published-$mib" "data/balloon/current_kb=$(xs_guest data/balloon/current_kb), console said $cur"; fi
+    if xs_wait_eq "$(domid ballast)" data/balloon/current_kb "$cur" 10 >/dev/null; then pass "published-$mib" "data/balloon/current_kb=$cur"
+    else fail "published-$mib" "data/balloon/current_kb=$(xs_of ballast data/balloon/current_kb), console said $cur"; fi
     # xl list reports Xen's count in MiB; allow the 1 MiB slack.
-    xm=$(xl_mem); d=$(( xm - cur / 1024 )); [ $d -lt 0 ] && d=$(( -d ))
+    xm=$(xl_mem_of ballast); d=$(( xm - cur / 1024 )); [ $d -lt 0 ] && d=$(( -d ))
     if [ -n "$xm" ] && [ $d -le 1 ]; then pass "xl-list-$mib" "xl list Mem $xm MiB, guest $cur KiB"
     else fail "xl-list-$mib" "xl list Mem '$xm' MiB, guest $cur KiB"; fi
     moved_mib=$(( rate * ms / 1000 / 256 ))
@@ -75,10 +65,10 @@ if grep -q 'PATTERN ERROR' "$(console_log ballast)"; then
 else
     pass pattern "no PATTERN ERROR on the console"
 fi
-pe=$(xs_guest data/selftest/pattern_errors)
-if [ "$pe" = 0 ]; then pass pattern-errors "data/selftest/pattern_errors=0, passes=$(xs_guest data/selftest/pattern_passes)"
+pe=$(xs_of ballast data/selftest/pattern_errors)
+if [ "$pe" = 0 ]; then pass pattern-errors "data/selftest/pattern_errors=0, passes=$(xs_of ballast data/selftest/pattern_passes)"
 else fail pattern-errors "data/selftest/pattern_errors='$pe'"; fi
-log "retries $(xs_guest data/balloon/retries)"
+log "retries $(xs_of ballast data/balloon/retries)"
 
 expect_xl destroy destroy ballast
 if wait_gone ballast 10; then pass gone "ballast absent from xl list"; else fail gone "still listed: $(xl list 2>&1)"; fi
@@ -92,8 +82,8 @@ expect_console grow-space ballast 'mm: pfn space grown from [0-9]+ to 73728 page
 expect_console grow-up ballast 'balloon: static-max 294912 KiB, 73728 pfns' 30
 xlc mem-set ballast 288m
 expect_console grow-288 ballast 'balloon: target 294912 KiB -> current 294912 KiB in [0-9]+ ms' 90
-if wait_mem ballast 288 30; then pass grow-xl-list "xl list Mem $(xl_mem) MiB after growing to static-max"
-else fail grow-xl-list "xl list Mem '$(xl_mem)' MiB, expected 288"; fi
+if wait_mem ballast 288 30; then pass grow-xl-list "xl list Mem $(xl_mem_of ballast) MiB after growing to static-max"
+else fail grow-xl-list "xl list Mem '$(xl_mem_of ballast)' MiB, expected 288"; fi
 console_mark ballast
 if timed_xl 120 save ballast /tmp/grown.img && timed_xl 120 restore /tmp/grown.img; then
     pass grow-save-restore "saved and restored the grown guest (image $(file_size /tmp/grown.img) bytes)"
@@ -102,8 +92,8 @@ else
 fi
 rm -f /tmp/grown.img
 expect_console grow-resumed ballast 'suspend: done: Resumed' 30
-if wait_mem ballast 288 30; then pass grow-restored-size "xl list Mem $(xl_mem) MiB after restore"
-else fail grow-restored-size "xl list Mem '$(xl_mem)' MiB after restore, expected 288"; fi
+if wait_mem ballast 288 30; then pass grow-restored-size "xl list Mem $(xl_mem_of ballast) MiB after restore"
+else fail grow-restored-size "xl list Mem '$(xl_mem_of ballast)' MiB after restore, expected 288"; fi
 xenstore-write "/local/domain/$(domid ballast)/data/echo" "alive-grown"
 expect_console grow-alive ballast 'echo: alive-grown' 20
 expect_pattern_ok grow-pattern ballast

@@ -7,23 +7,10 @@
 # timeout: 170
 . /lab/lib.sh
 
-# ---- local helpers: xs_* here take a path under this guest's own subtree ($DOMID)
+# ---- local helpers (xs_read/xs_write/xs_wait_uint come from lib.sh and take $DOMID first)
 OURS=ballast       # destroyed at exit by lib.sh's _scenario_exit
 IMAGES=
 trap _scenario_exit EXIT
-# xs_read PATH / xs_write PATH VALUE: ballast's own xenstore subtree (/local/domain/$DOMID/...)
-xs_read() { xenstore-read "/local/domain/$DOMID/$1" 2>&1; }
-xs_write() { xenstore-write "/local/domain/$DOMID/$1" "$2" 2>&1; }
-# xs_wait_uint PATH SECS: wait until PATH holds a decimal number; prints it (or the last read)
-xs_wait_uint() {
-    _end=$(( $(now_ms) + $2 * 1000 ))
-    while :; do
-        _v=$(xs_read "$1")
-        is_uint "$_v" && { echo "$_v"; return 0; }
-        [ "$(now_ms)" -ge "$_end" ] && { echo "$_v"; return 1; }
-        sleep 0.3
-    done
-}
 
 # console_count OFFSET ERE: lines of ballast's console after byte OFFSET matching ERE
 console_count() { tail -c +$(($1 + 1)) "$(console_log ballast)" 2>/dev/null | tr -d '\r' | grep -c -E -e "$2"; }

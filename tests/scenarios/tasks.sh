@@ -7,23 +7,10 @@
 # timeout: 130
 . /lab/lib.sh
 
-# ---- local helpers: xs_* here take a path under this guest's own subtree ($DOMID)
+# ---- local helpers (xs_read/xs_write/xs_wait_uint come from lib.sh and take $DOMID first)
 OURS=ballast       # destroyed at exit by lib.sh's _scenario_exit
 IMAGES=
 trap _scenario_exit EXIT
-# xs_read PATH / xs_write PATH VALUE: ballast's own xenstore subtree (/local/domain/$DOMID/...)
-xs_read() { xenstore-read "/local/domain/$DOMID/$1" 2>&1; }
-xs_write() { xenstore-write "/local/domain/$DOMID/$1" "$2" 2>&1; }
-# xs_wait_uint PATH SECS: wait until PATH holds a decimal number; prints it (or the last read)
-xs_wait_uint() {
-    _end=$(( $(now_ms) + $2 * 1000 ))
-    while :; do
-        _v=$(xs_read "$1")
-        is_uint "$_v" && { echo "$_v"; return 0; }
-        [ "$(now_ms)" -ge "$_end" ] && { echo "$_v"; return 1; }
-        sleep 0.3
-    done
-}
 # console_all ERE: every line of ballast's console (whole log) matching ERE
 console_all() { tr -d '\r' <"$(console_log ballast)" 2>/dev/null | grep -E -e "$1"; }
 
@@ -34,11 +21,11 @@ expect_console ready ballast 'control: watching control/shutdown' 30 || exit 1
 expect_console pattern-written ballast 'selftest: pattern of 64 MiB written' 30
 
 # ---- data/selftest/pattern_mib reports the size asked for on the command line
-if mib=$(xs_wait_uint data/selftest/pattern_mib 10) && [ "$mib" = 64 ]; then
+if mib=$(xs_wait_uint "$DOMID" data/selftest/pattern_mib 10) && [ "$mib" = 64 ]; then
     pass pattern-mib "data/selftest/pattern_mib = $mib"
 else
     # the publisher may run before the pattern is written: give it a few more seconds
-    sleep 3; mib=$(xs_read data/selftest/pattern_mib)
+    sleep 3; mib=$(xs_read "$DOMID" data/selftest/pattern_mib)
     [ "$mib" = 64 ] && pass pattern-mib "data/selftest/pattern_mib = $mib" ||
         fail pattern-mib "data/selftest/pattern_mib = '$mib', expected 64"
 fi
@@ -46,11 +33,11 @@ fi
 # ---- let ~30 s of guest time pass
 t0=$(now_ms)
 _end=$(( t0 + 60000 ))
-up=$(xs_read data/uptime)
+up=$(xs_read "$DOMID" data/uptime)
 while ! { is_uint "$up" && [ "$up" -ge 30 ]; }; do
     [ "$(now_ms)" -ge "$_end" ] && break
     sleep 1
-    up=$(xs_read data/uptime)
+    up=$(xs_read "$DOMID" data/uptime)
 done
 if is_uint "$up" && [ "$up" -ge 30 ]; then
     pass uptime-30s "data/uptime = $up after $(( $(now_ms) - t0 )) ms of waiting"
@@ -70,7 +57,7 @@ for s in sleeper-100ms sleeper-250ms sleeper-1s; do
 done
 late=$(console_all 'selftest: sleeper-[0-9a-z]+ woke [0-9]+ ms after')
 [ -n "$late" ] && log "late sleeper wake-ups (reported, not failed): $(printf '%s\n' "$late" | _oneline)"
-w=$(xs_read data/selftest/sleeper_wakeups)
+w=$(xs_read "$DOMID" data/selftest/sleeper_wakeups)
 # 30 s: sleeper-100ms alone wakes ~300 times (allow TCG slack)
 if is_uint "$w" && [ "$w" -ge 150 ]; then
     pass sleeper-wakeups "data/selftest/sleeper_wakeups = $w by uptime >= $up s"
@@ -92,15 +79,15 @@ if [ -z "$bad" ]; then
 else
     fail no-pattern-error "$(printf '%s\n' "$bad" | head -n 3 | _oneline)"
 fi
-e=$(xs_read data/selftest/pattern_errors)
+e=$(xs_read "$DOMID" data/selftest/pattern_errors)
 if [ "$e" = 0 ]; then
     pass pattern-errors-0 "data/selftest/pattern_errors = 0"
 else
     fail pattern-errors-0 "data/selftest/pattern_errors = '$e'"
 fi
-p1=$(xs_read data/selftest/pattern_passes)
+p1=$(xs_read "$DOMID" data/selftest/pattern_passes)
 sleep 4
-p2=$(xs_read data/selftest/pattern_passes)
+p2=$(xs_read "$DOMID" data/selftest/pattern_passes)
 if is_uint "$p1" && is_uint "$p2" && [ "$p1" -gt 0 ] && [ "$p2" -gt "$p1" ]; then
     pass pattern-passes-grow "data/selftest/pattern_passes $p1 -> $p2 over 4 s"
 else
@@ -109,7 +96,7 @@ fi
 
 # ---- sysrq t: one line per task
 console_mark ballast
-if out=$(xs_write control/sysrq t); then
+if out=$(xs_write "$DOMID" control/sysrq t); then
     expect_console sysrq-t-header ballast 'sysrq: [0-9]+ tasks, [0-9]+ context switches' 10
     for t in pattern sleeper-100ms shutdown-control; do
         expect_console "sysrq-t-$t" ballast "sysrq: task +[0-9]+ $t " 5
@@ -120,7 +107,7 @@ fi
 
 # ---- sysrq m: memory figures; the 64 MiB pattern is not free
 console_mark ballast
-if out=$(xs_write control/sysrq m); then
+if out=$(xs_write "$DOMID" control/sysrq m); then
     if l=$(wait_console ballast 'sysrq: memory total=[0-9]+ KiB free=[0-9]+ KiB' 10); then
         total=$(printf '%s' "$l" | sed -n 's/.*total=\([0-9]*\) KiB.*/\1/p')
         free=$(printf '%s' "$l" | sed -n 's/.* free=\([0-9]*\) KiB.*/\1/p')

@@ -6,32 +6,19 @@
 # timeout: 90
 . /lab/lib.sh
 
-# ---- local helpers: xs_* here take a path under this guest's own subtree ($DOMID)
+# ---- local helpers (xs_read/xs_write/xs_wait_uint come from lib.sh and take $DOMID first)
 OURS=ballast       # destroyed at exit by lib.sh's _scenario_exit
 IMAGES=
 trap _scenario_exit EXIT
-# xs_read PATH / xs_write PATH VALUE: ballast's own xenstore subtree (/local/domain/$DOMID/...)
-xs_read() { xenstore-read "/local/domain/$DOMID/$1" 2>&1; }
-xs_write() { xenstore-write "/local/domain/$DOMID/$1" "$2" 2>&1; }
-# xs_wait_uint PATH SECS: wait until PATH holds a decimal number; prints it (or the last read)
-xs_wait_uint() {
-    _end=$(( $(now_ms) + $2 * 1000 ))
-    while :; do
-        _v=$(xs_read "$1")
-        is_uint "$_v" && { echo "$_v"; return 0; }
-        [ "$(now_ms)" -ge "$_end" ] && { echo "$_v"; return 1; }
-        sleep 0.3
-    done
-}
 
 expect_xl create create /lab/ballast.cfg || exit 1
 DOMID=$(domid ballast)
 expect_console ready ballast 'control: watching control/shutdown' 30 || exit 1
 
 # ---- data/uptime grows
-if u1=$(xs_wait_uint data/uptime 10); then
+if u1=$(xs_wait_uint "$DOMID" data/uptime 10); then
     sleep 3
-    u2=$(xs_wait_uint data/uptime 5)
+    u2=$(xs_wait_uint "$DOMID" data/uptime 5)
     if is_uint "$u2" && [ "$u2" -gt "$u1" ]; then
         pass uptime-grows "data/uptime $u1 -> $u2 over a 3 s dom0 sleep"
     else
@@ -42,7 +29,7 @@ else
 fi
 
 # ---- data/free_kb: positive, below the 256 MiB the domain has
-f=$(xs_read data/free_kb)
+f=$(xs_read "$DOMID" data/free_kb)
 if is_uint "$f" && [ "$f" -gt 0 ] && [ "$f" -le 262144 ]; then
     pass free-kb "data/free_kb = $f (0 < x <= 262144)"
 else
@@ -50,7 +37,7 @@ else
 fi
 
 # ---- data/tasks: at least the 6 documented task kinds
-n=$(xs_read data/tasks)
+n=$(xs_read "$DOMID" data/tasks)
 if is_uint "$n" && [ "$n" -ge 6 ]; then
     pass tasks "data/tasks = $n (>= 6)"
 else
@@ -60,7 +47,7 @@ fi
 # ---- data/echo comes back on the console
 val="lab-$$-$(now_ms)"
 console_mark ballast
-if out=$(xs_write data/echo "$val"); then
+if out=$(xs_write "$DOMID" data/echo "$val"); then
     expect_console echo ballast "echo: $val\$" 10
 else
     fail echo "xenstore-write data/echo failed: $out"
@@ -68,7 +55,7 @@ fi
 # a second, different value is echoed too (the watch re-arms)
 val2="second $val with spaces"
 console_mark ballast
-if out=$(xs_write data/echo "$val2"); then
+if out=$(xs_write "$DOMID" data/echo "$val2"); then
     expect_console echo-again ballast "echo: $val2\$" 10
 else
     fail echo-again "xenstore-write data/echo failed: $out"
