@@ -159,18 +159,6 @@ pub fn rebind_all(start_info_port: impl Fn(&str) -> Option<u32>) -> usize {
     count
 }
 
-/// A snapshot of the table: (port, name, binding).
-pub fn bindings(out: &mut [(u32, &'static str, Binding)]) -> usize {
-    let t = crate::events_mask::without_events(|| *TABLE.lock());
-    let mut n = 0;
-    for s in t.iter().flatten() {
-        if n < out.len() {
-            out[n] = (s.port, s.name, s.binding);
-            n += 1;
-        }
-    }
-    n
-}
 
 fn bit_word(port: u32) -> (usize, u64) {
     ((port / 64) as usize, 1u64 << (port % 64))

@@ -153,10 +153,6 @@ pub fn entry(gref: u32) -> (u16, u16, u32) {
     unsafe { ((*e).flags, (*e).domid, (*e).frame) }
 }
 
-/// Live grants, for the log.
-pub fn count() -> usize {
-    TABLE.lock().as_ref().map_or(0, |t| t.grants.len())
-}
 
 /// The grant table as a suspend-aware device.
 pub struct GrantDevice;

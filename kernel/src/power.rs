@@ -32,6 +32,7 @@ pub fn stop(how: Stop) -> ! {
         parked,
         (crate::time::now_ns() - t0) / 1_000_000
     );
-    console::emergency_write(format_args!(""));
+    // Let xenconsoled take the last lines before the domain goes.
+    console::flush(1_000_000_000);
     xen::hv::shutdown(code)
 }

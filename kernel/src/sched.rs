@@ -537,14 +537,6 @@ pub fn thaw() {
     });
 }
 
-/// Marks the current task freezable or not (the suspend coordinator is not
-/// while it runs the suspend).
-pub fn set_freezable(freezable: bool) {
-    with_sched(|s| {
-        let me = s.current;
-        s.task(me).unwrap().freezable = freezable;
-    });
-}
 
 /// One line per task for sysrq and the console.
 pub fn for_each_task(mut f: impl FnMut(TaskId, &'static str, State, Option<u64>, u64)) {

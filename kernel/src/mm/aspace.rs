@@ -11,7 +11,7 @@
 //! why the registry exists.
 
 use super::kernel_memory::with_frames;
-use super::pagetable::{data_entry, entry_mfn, indices, is_present, table_entry, update_ptr, ENTRIES};
+use super::pagetable::{data_entry, entry_mfn, indices, is_present, table_entry, update_ptr};
 use super::physmap::{pfn_to_mfn, set_writable};
 use crate::events_mask;
 use crate::platform::{self, pfn_to_va};
@@ -194,6 +194,3 @@ pub fn unpin_list(ids: &[SpaceId]) {
 pub fn counts() -> (usize, usize) {
     with_registry(|r| (r.len(), r.iter().filter(|s| s.pinned).count()))
 }
-
-/// Entries per table, re-exported for callers sizing their mappings.
-pub const TABLE_ENTRIES: usize = ENTRIES;

@@ -11,7 +11,7 @@ use super::pagetable::{self, data_entry, entry_mfn, indices, is_present, table_e
 use crate::platform::{self, pfn_to_va};
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use spin::Mutex;
-use xen::abi::{self, mmu, mmu_update, INVALID_MFN};
+use xen::abi::{mmu, mmu_update, INVALID_MFN};
 use xen::hv;
 
 /// The p2m array (pfn -> mfn) and its size. Written at boot; afterwards
@@ -125,14 +125,6 @@ fn l1_for(va: u64) -> Option<u64> {
     Some(table)
 }
 
-/// The kernel mapping entry for `pfn` (0 if unmapped).
-pub fn mapping_of(pfn: u64) -> u64 {
-    let va = pfn_to_va(pfn);
-    match l1_for(va) {
-        Some(l1) => read_entry(l1, indices(va)[3]),
-        None => 0,
-    }
-}
 
 /// The L1 table (mfn) that holds `pfn`'s kernel mapping entry, if it exists.
 pub fn l1_of(pfn: u64) -> Option<u64> {
@@ -291,7 +283,7 @@ pub fn init(max_pages: u64) -> PhysmapInfo {
     let p2m_pages = (max_pfn as usize * 8).div_ceil(4096);
     for i in 0..p2m_pages {
         let page = boot.take();
-        add_p2m_page(i, page, &mut || Some(boot_take(&mut boot))).expect("mapping the p2m");
+        add_p2m_page(i, page, &mut || Some(boot.take())).expect("mapping the p2m");
     }
     let p2m = pfn_to_va(P2M_VA_SLOT) as *mut u64;
     for pfn in 0..nr_pages {
@@ -311,9 +303,6 @@ pub fn init(max_pages: u64) -> PhysmapInfo {
     PhysmapInfo { nr_pages, max_pfn, newly_mapped, boot }
 }
 
-fn boot_take(boot: &mut BootFrames) -> u64 {
-    boot.take()
-}
 
 /// Makes `page` (a free frame) p2m page `index`: every entry invalid, then
 /// mapped at its place in the p2m region (adding page tables with
@@ -377,4 +366,3 @@ pub fn publish_frame_lists() {
     }
 }
 
-pub const PAGE: u64 = abi::PAGE_SIZE as u64;
