@@ -20,6 +20,12 @@ declare -A NEED=(
     [ldd]=libc-bin
     [ldconfig]=libc-bin
     [apt-cache]=apt
+    # the lab's hypervisor is built from Debian's source (tests/lab/build-xen.sh)
+    [flex]=flex
+    [bison]=bison
+    [make]=make
+    [gcc]=gcc
+    [patch]=patch
 )
 missing=()
 for cmd in "${!NEED[@]}"; do
