@@ -7,7 +7,7 @@
 //! new) and 1 when the suspend was cancelled and the old domain goes on.
 
 use crate::mm::suspend_release::{self, Released};
-use crate::mm::{aspace, physmap};
+use crate::mm::{aspace, physmap, reservation};
 use crate::suspend_seq::{self, SuspendSteps};
 use crate::{console, events, events_mask, platform, pm, sched, time};
 use alloc::format;
@@ -32,6 +32,7 @@ pub static LAST_RELEASED_PAGES: AtomicU64 = AtomicU64::new(0);
 pub static LAST_RELEASE_US: AtomicU64 = AtomicU64::new(0);
 pub static LAST_REPOPULATED_PAGES: AtomicU64 = AtomicU64::new(0);
 pub static LAST_REPOPULATE_US: AtomicU64 = AtomicU64::new(0);
+pub static LAST_ADOPTED_PAGES: AtomicU64 = AtomicU64::new(0);
 
 /// Whether free memory is given back at suspend (small images). On by
 /// default; `ballast.release=0` or `data/suspend/release` = 0 turns it off.
@@ -167,6 +168,21 @@ impl SuspendSteps for RealSteps {
         console::init();
         events_mask::restore(self.was_masked);
         n
+    }
+
+    fn adopt_backed_memory(&mut self) -> u64 {
+        let t0 = time::now_ns();
+        let adopted = reservation::adopt_backed_unmapped();
+        LAST_ADOPTED_PAGES.store(adopted, Ordering::Relaxed);
+        if adopted > 0 {
+            log::info!(
+                "suspend: {} pages ({} MiB) came back populated (a live migration sends every page); adopted in {} us",
+                adopted,
+                adopted / 256,
+                (time::now_ns() - t0) / 1000
+            );
+        }
+        adopted
     }
 
     fn undo_canonicalise(&mut self) {

@@ -40,6 +40,10 @@ pub trait SuspendSteps {
     fn hypercall(&mut self) -> i64;
     /// New domain: shared_info, p2m frame lists, clock, event channels.
     fn reconnect_new_domain(&mut self) -> usize;
+    /// New domain: takes Xen's word for which pfns are backed (the
+    /// toolstack rewrote the p2m); returns the pages that came back
+    /// populated and were adopted.
+    fn adopt_backed_memory(&mut self) -> u64;
     /// Cancelled: undo `canonicalise` in the same domain.
     fn undo_canonicalise(&mut self);
     fn rearm_timer(&mut self);
@@ -134,8 +138,15 @@ pub fn run<S: SuspendSteps>(s: &mut S) -> (Outcome, Timings) {
 
     let outcome = if rc == 0 {
         let ports = s.reconnect_new_domain();
+        let adopted = s.adopt_backed_memory();
         s.resume_devices();
-        step(s, format_args!("resumed in a new domain: {} event channels rebound, devices resumed", ports));
+        step(
+            s,
+            format_args!(
+                "resumed in a new domain: {} event channels rebound, {} pages found backed and adopted, devices resumed",
+                ports, adopted
+            ),
+        );
         Outcome::Resumed
     } else {
         s.undo_canonicalise();
@@ -240,6 +251,10 @@ mod tests {
             self.log.push("reconnect");
             3
         }
+        fn adopt_backed_memory(&mut self) -> u64 {
+            self.log.push("adopt");
+            0
+        }
         fn undo_canonicalise(&mut self) {
             self.log.push("undo-canonicalise");
         }
@@ -257,7 +272,7 @@ mod tests {
             f.log,
             [
                 "freeze", "devices", "quiesce", "pin", "release", "canonicalise", "hypercall", "reconnect",
-                "resume-devices", "repopulate", "rearm-timer", "wake-vcpus", "unpin", "thaw"
+                "adopt", "resume-devices", "repopulate", "rearm-timer", "wake-vcpus", "unpin", "thaw"
             ]
         );
         assert!(t.total_us >= 5000 && t.before_us < t.total_us);
@@ -268,7 +283,7 @@ mod tests {
         let mut f = Fake { rc: 1, ..Default::default() };
         assert_eq!(run(&mut f).0, Outcome::Cancelled);
         assert!(f.log.contains(&"undo-canonicalise") && f.log.contains(&"cancel-devices"));
-        assert!(!f.log.contains(&"reconnect") && !f.log.contains(&"resume-devices"));
+        assert!(!f.log.contains(&"reconnect") && !f.log.contains(&"resume-devices") && !f.log.contains(&"adopt"));
         // Memory given away for the image comes back on the cancel path too.
         assert!(f.log.contains(&"repopulate"));
         assert_eq!(f.log.last(), Some(&"thaw"));

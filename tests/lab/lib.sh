@@ -98,7 +98,12 @@ wait_state() { # DOM STATES SECS; prints the state reached
     done
 }
 
-console_log() { echo "$CONSOLE_DIR/guest-$1.log"; }
+# A domain that migrated writes to the log of the name it was created with on the receiving
+# side (DOM--incoming): `migrate` records that as DOM's console from then on.
+console_log() {
+    if [ -f "$LAB_TMP/alias-$1" ]; then echo "$CONSOLE_DIR/guest-$(cat "$LAB_TMP/alias-$1").log"
+    else echo "$CONSOLE_DIR/guest-$1.log"; fi
+}
 console_mark() {
     _f=$(console_log "$1")
     if [ -f "$_f" ]; then wc -c <"$_f" | tr -d ' '; else echo 0; fi >"$LAB_TMP/marks/$1"
@@ -246,11 +251,13 @@ uptime_grows() {
         fail "$1" "domid $2 data/uptime '$_u1' then '$_u2' 3 s later"
     fi
 }
-# no_damage NAME DOM: no PATTERN ERROR / MISMATCH / panic anywhere in DOM's console log
+# all_console_text DOM: every console log DOM wrote, before and after migrations
+all_console_text() { cat "$CONSOLE_DIR/guest-$1.log" "$CONSOLE_DIR/guest-$1--"*.log 2>/dev/null | tr -d '\r'; }
+# no_damage NAME DOM: no PATTERN ERROR / MISMATCH / panic anywhere in DOM's console logs
 no_damage() {
-    _bad=$(console_text "$2" | grep -E -m3 'PATTERN ERROR|MISMATCH|panicked|ERROR.*selftest')
+    _bad=$(all_console_text "$2" | grep -E -m3 'PATTERN ERROR|MISMATCH|panicked|ERROR.*selftest')
     if [ -n "$_bad" ]; then fail "$1" "$2 console: $_bad"
-    else pass "$1" "$2 console ($(console_text "$2" | wc -l) lines) has no PATTERN ERROR, MISMATCH or panic"; fi
+    else pass "$1" "$2 console ($(all_console_text "$2" | wc -l) lines) has no PATTERN ERROR, MISMATCH or panic"; fi
 }
 # pattern_ok NAME DOM SECS: a fresh pattern pass with errors 0 after the current mark
 pattern_ok() { expect_console "$1" "$2" 'selftest: pattern [0-9]+ MiB verified, pass [0-9]+, errors 0' "$3"; }
@@ -258,4 +265,71 @@ pattern_ok() { expect_console "$1" "$2" 'selftest: pattern [0-9]+ MiB verified, 
 running() {
     if _st=$(wait_state "$2" rb 5); then pass "$1" "xl list: $2 (domid $(domid "$2")) state $_st"
     else fail "$1" "$2 state '$_st', expected r or b; $(xl list 2>&1 | tr '\n' ' ')"; fi
+}
+
+# ---- helpers for migration scenarios --------------------------------------------
+# `xl migrate -s CMD DOM localhost` runs `CMD localhost xl migrate-receive`: LAB_SSH stands in
+# for ssh by dropping the host and running the rest here.
+LAB_SSH=/tmp/lab-ssh
+_lab_ssh() {
+    [ -x "$LAB_SSH" ] && return 0
+    printf '#!/bin/sh\nshift\nexec sh -c "$*"\n' >"$LAB_SSH" && chmod +x "$LAB_SSH"
+}
+# migrate DOM SECS [XL_OPTS...]: live-migrates DOM to localhost; wall time in XL_MS, status
+# returned. Afterwards DOM's console is the receiving domain's log, marked where it stood before
+# the migration; if the migration failed, the sender's log and the caller's mark stay.
+migrate() {
+    _lab_ssh
+    _md=$1 _ms=$2; shift 2
+    _alias=$LAB_TMP/alias-$_md _mark=$LAB_TMP/marks/$_md
+    rm -f "$_alias.prev" "$_mark.prev"
+    [ -f "$_alias" ] && cp "$_alias" "$_alias.prev"
+    [ -f "$_mark" ] && cp "$_mark" "$_mark.prev"
+    echo "$_md--incoming" >"$_alias"
+    console_mark "$_md"
+    if timed_xl "$_ms" migrate "$@" -s "$LAB_SSH" "$_md" localhost; then return 0; fi
+    _r=$_xrc
+    rm -f "$_alias" "$_mark"
+    [ -f "$_alias.prev" ] && mv "$_alias.prev" "$_alias"
+    [ -f "$_mark.prev" ] && mv "$_mark.prev" "$_mark"
+    return $_r
+}
+# expect_migrated NAME DOM OLD_ID: DOM runs under a new domid, the sender's and receiver's
+# temporary names are gone, and the guest reports a resume in a new domain since the last mark
+expect_migrated() {
+    _id=$(domid "$2")
+    if ! is_uint "$_id" || [ "$_id" = "$3" ]; then
+        fail "$1" "$2 domid '$_id' after the migration (was $3): $(xl list 2>&1 | tr '\n' ' ')"; return 1
+    fi
+    for _t in "$2--incoming" "$2--migratedaway"; do
+        if xl domid "$_t" >/dev/null 2>&1; then fail "$1" "$_t still listed: $(xl list 2>&1 | tr '\n' ' ')"; return 1; fi
+    done
+    if ! _l=$(wait_console "$2" 'suspend: done: Resumed' 30); then
+        fail "$1" "domid $3 -> $_id but no 'suspend: done: Resumed'; console tail: $(_console_since_mark "$2" | tail -n 4 | _oneline)"
+        return 1
+    fi
+    pass "$1" "domid $3 -> $_id; $(printf '%s\n' "$_l" | done_figures)"
+}
+# xl_kb_matches NAME DOM: what Xen holds for DOM (xl list) is what the guest accounts for
+# (data/balloon/current_kb), within 1 MiB
+xl_kb_matches() {
+    _g=$(xs_of "$2" data/balloon/current_kb); _x=$(xl_mem_of "$2")
+    if is_uint "$_g" && is_uint "$_x"; then
+        _d=$(( _x - _g / 1024 )); [ $_d -lt 0 ] && _d=$(( -_d ))
+        if [ $_d -le 1 ]; then pass "$1" "xl list $_x MiB, guest accounts for $_g KiB"; return 0; fi
+    fi
+    fail "$1" "xl list '$_x' MiB, guest accounts for '$_g' KiB"
+    return 1
+}
+# balloon_to NAME DOM MIB [SECS]: xl mem-set DOM MIB, then `xl list` reaches MIB (within 1 MiB)
+balloon_to() {
+    xlc mem-set "$2" "${3}m" || { fail "$1" "xl mem-set $2 ${3}m -> rc=$_xrc $XL_OUT"; return 1; }
+    expect_mem "$1" "$2" "$3" "${4:-20}"
+}
+# xen_log_clean NAME REGEX: Xen's console ring (xl dmesg, cleared by `xl dmesg -c` at the start of
+# the scenario) has no line matching REGEX
+xen_log_clean() {
+    _hits=$(xl dmesg 2>&1 | grep -E -c -e "$2")
+    if [ "$_hits" = 0 ]; then pass "$1" "xl dmesg: no line matches /$2/ ($(xl dmesg 2>&1 | wc -l) lines)"
+    else fail "$1" "xl dmesg: $_hits lines match /$2/, first: $(xl dmesg 2>&1 | grep -E -m2 -e "$2" | _oneline)"; fi
 }

@@ -126,6 +126,12 @@ fn l1_for(va: u64) -> Option<u64> {
 }
 
 
+/// Whether `pfn`'s kernel mapping entry in the L1 table `l1_mfn` (from
+/// `l1_of`) is present.
+pub fn is_mapped_in(l1_mfn: u64, pfn: u64) -> bool {
+    is_present(read_entry(l1_mfn, indices(pfn_to_va(pfn))[3]))
+}
+
 /// The L1 table (mfn) that holds `pfn`'s kernel mapping entry, if it exists.
 pub fn l1_of(pfn: u64) -> Option<u64> {
     l1_for(pfn_to_va(pfn))

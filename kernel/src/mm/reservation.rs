@@ -56,14 +56,24 @@ impl L1Cache {
         Self { region: u64::MAX, l1: None }
     }
 
-    /// The `mmu_update` pointer of `pfn`'s kernel mapping entry.
-    fn entry_ptr(&mut self, pfn: u64) -> Option<u64> {
+    /// The L1 table (mfn) of `pfn`'s kernel mapping entry.
+    fn l1(&mut self, pfn: u64) -> Option<u64> {
         let region = pfn / EXTENT_FRAMES;
         if region != self.region {
             self.region = region;
             self.l1 = physmap::l1_of(pfn);
         }
-        Some(update_ptr(self.l1?, indices(pfn_to_va(pfn))[3]))
+        self.l1
+    }
+
+    /// Drops what was looked up (a table was just made).
+    fn forget(&mut self) {
+        self.region = u64::MAX;
+    }
+
+    /// The `mmu_update` pointer of `pfn`'s kernel mapping entry.
+    fn entry_ptr(&mut self, pfn: u64) -> Option<u64> {
+        Some(update_ptr(self.l1(pfn)?, indices(pfn_to_va(pfn))[3]))
     }
 }
 
@@ -216,6 +226,74 @@ pub fn populate(pfns: &[u64], order: u32) -> usize {
         }
     }
     done
+}
+
+/// Takes Xen's word for what is backed, after a resume in a new domain.
+///
+/// A live migration sends, and the receiver populates, every page before
+/// the final round; a frame the guest gave back after its page was sent
+/// (at suspend, or by the balloon while the live rounds ran) therefore
+/// comes back populated: the toolstack writes its new machine frame into
+/// the p2m, while the kernel mapping still has no entry for it. Each such
+/// pfn is adopted: its m2p entry and mapping are written (one batched
+/// `mmu_update`) and the allocator takes it as free. Returns how many.
+///
+/// Only pfns that are not free, backed per the p2m and unmapped qualify:
+/// every pfn the guest uses is mapped at its place in the kernel mapping.
+pub fn adopt_backed_unmapped() -> u64 {
+    let total = kernel_memory::with_frames(|f| f.total_pfns()).min(physmap::max_pfn() as u64);
+    let mut adopted = 0u64;
+    let mut pfns = Vec::with_capacity(FRAME_BATCH);
+    let mut mfns = Vec::with_capacity(FRAME_BATCH);
+    let mut l1s = L1Cache::new();
+    for pfn in 0..total {
+        let mfn = pfn_to_mfn(pfn);
+        if mfn == INVALID_MFN {
+            continue;
+        }
+        let l1 = match l1s.l1(pfn) {
+            Some(l1) => l1,
+            // Backed above every table made so far: make one (from a free
+            // frame, never one of the pfns being adopted).
+            None if has_l1(pfn) => {
+                l1s.forget();
+                match l1s.l1(pfn) {
+                    Some(l1) => l1,
+                    None => continue,
+                }
+            }
+            None => continue,
+        };
+        if physmap::is_mapped_in(l1, pfn) || kernel_memory::with_frames(|f| f.is_free(pfn)) {
+            continue;
+        }
+        pfns.push(pfn);
+        mfns.push(mfn);
+        if pfns.len() == FRAME_BATCH {
+            adopted += adopt(&pfns, &mfns);
+            pfns.clear();
+            mfns.clear();
+        }
+    }
+    adopted + adopt(&pfns, &mfns)
+}
+
+/// Maps `pfns` (backed by `mfns`, unmapped, not free) and hands them to the
+/// allocator as free frames. Returns how many were adopted.
+fn adopt(pfns: &[u64], mfns: &[u64]) -> u64 {
+    if pfns.is_empty() || !record_and_map(pfns, mfns, 1) {
+        return 0;
+    }
+    kernel_memory::with_frames(|f| {
+        let mut n = 0;
+        for &pfn in pfns {
+            match f.give_back(pfn, 0) {
+                Ok(()) => n += 1,
+                Err(e) => log::error!("reservation: adopting pfn {:#x} failed: {:?}", pfn, e),
+            }
+        }
+        n
+    })
 }
 
 /// Whether `pfn`'s mapping has an L1 table, making one if needed from a

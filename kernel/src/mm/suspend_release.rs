@@ -81,27 +81,38 @@ pub fn release_free(reserve: u64) -> Released {
     out
 }
 
-/// Takes back what `release_free` gave; returns the pages populated again.
-/// Whatever Xen does not supply stays ballooned for the balloon driver.
+/// Takes back what `release_free` gave and is not backed already; returns
+/// the pages populated again. After a live migration every released frame
+/// comes back populated and was adopted before this runs
+/// (`reservation::adopt_backed_unmapped`): asking Xen for it again would
+/// orphan the frame the toolstack gave. Whatever Xen does not supply stays
+/// ballooned for the balloon driver.
 pub fn repopulate(r: &Released) -> u64 {
     let mut pages = 0u64;
+    let unbacked = |pfns: &[u64]| -> Vec<u64> { pfns.iter().copied().filter(|&p| !reservation::is_backed(p)).collect() };
     for &pfn in &r.extents {
+        if (pfn..pfn + 512).any(reservation::is_backed) {
+            let pfns: Vec<u64> = (pfn..pfn + 512).collect();
+            pages += populate_frames(&unbacked(&pfns));
+            continue;
+        }
         if reservation::populate(&[pfn], 9) == 1 {
             with_frames(|f| f.give_back(pfn, 9)).ok();
             pages += 512;
         } else {
             // No contiguous 2 MiB: single frames for the same pfns.
             let pfns: Vec<u64> = (pfn..pfn + 512).collect();
-            let n = reservation::populate(&pfns, 0);
-            with_frames(|f| {
-                for &p in &pfns[..n] {
-                    let _ = f.give_back(p, 0);
-                }
-            });
-            pages += n as u64;
+            pages += populate_frames(&pfns);
         }
     }
-    for chunk in r.frames.chunks(512) {
+    pages + populate_frames(&unbacked(&r.frames))
+}
+
+/// Populates single frames `pfns` (ballooned), in batches, and frees what
+/// Xen supplied; stops at the first shortfall. Returns the pages populated.
+fn populate_frames(pfns: &[u64]) -> u64 {
+    let mut pages = 0;
+    for chunk in pfns.chunks(reservation::FRAME_BATCH) {
         let n = reservation::populate(chunk, 0);
         with_frames(|f| {
             for &p in &chunk[..n] {
