@@ -16,6 +16,7 @@ mod task {
             ("data/tasks", format!("{}", sched::task_count())),
             ("data/selftest/pattern_mib", format!("{}", selftest::PATTERN_MIB.load(Ordering::Relaxed))),
             ("data/selftest/pattern_passes", format!("{}", selftest::PATTERN_PASSES.load(Ordering::Relaxed))),
+            ("data/selftest/dirty_passes", format!("{}", selftest::DIRTY_PASSES.load(Ordering::Relaxed))),
             ("data/selftest/pattern_errors", format!("{}", selftest::PATTERN_ERRORS.load(Ordering::Relaxed))),
             ("data/selftest/sleeper_wakeups", format!("{}", selftest::SLEEPER_WAKEUPS.load(Ordering::Relaxed))),
             ("data/suspend/count", format!("{}", suspend::SUSPENDS.load(Ordering::Relaxed))),

@@ -10,6 +10,8 @@ pub struct Options {
     pub panic_on_boot: bool,
     /// `ballast.pattern=MIB`: size of the self-test memory pattern (0: none).
     pub pattern_mib: u64,
+    /// `ballast.dirty=MIB`: memory a self-test task keeps rewriting (0: none).
+    pub dirty_mib: u64,
     /// `ballast.sleepers=N`: self-test sleeper tasks (0 to 4).
     pub sleepers: u32,
     /// `ballast.aspace=N`: pattern pages in the self-test address space (0: none).
@@ -23,7 +25,7 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { panic_on_boot: false, pattern_mib: 16, sleepers: 3, aspace_pages: 64, release_at_suspend: true, stubborn_task: false }
+        Self { panic_on_boot: false, pattern_mib: 16, dirty_mib: 0, sleepers: 3, aspace_pages: 64, release_at_suspend: true, stubborn_task: false }
     }
 }
 
@@ -41,6 +43,7 @@ impl Options {
                 "ballast.release" => opts.release_at_suspend = flag(value),
                 "ballast.pattern" => number(key, value, &mut opts.pattern_mib),
                 "ballast.aspace" => number(key, value, &mut opts.aspace_pages),
+                "ballast.dirty" => number(key, value, &mut opts.dirty_mib),
                 "ballast.sleepers" => {
                     let mut n = opts.sleepers as u64;
                     number(key, value, &mut n);

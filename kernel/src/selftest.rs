@@ -14,6 +14,7 @@ use core::sync::atomic::AtomicU64;
 pub static PATTERN_PASSES: AtomicU64 = AtomicU64::new(0);
 pub static PATTERN_ERRORS: AtomicU64 = AtomicU64::new(0);
 pub static PATTERN_MIB: AtomicU64 = AtomicU64::new(0);
+pub static DIRTY_PASSES: AtomicU64 = AtomicU64::new(0);
 pub static SLEEPER_WAKEUPS: AtomicU64 = AtomicU64::new(0);
 pub static SLEEPER_LATE: AtomicU64 = AtomicU64::new(0);
 
@@ -101,6 +102,65 @@ pub fn spawn_pattern(mib: u64) {
     });
 }
 
+#[cfg(target_os = "none")]
+/// The dirtying task (`ballast.dirty=MIB`): keeps rewriting `mib` MiB, each
+/// MiB verified against the generation it holds before it gets the next,
+/// so that pages are always being dirtied (a live migration's rounds never
+/// run out of work) and a page that comes back stale or misplaced is
+/// caught. Mismatches count as pattern errors.
+pub fn spawn_dirtier(mib: u64) {
+    if mib == 0 {
+        return;
+    }
+    sched::spawn("dirty", move || {
+        let seed = 0xd1e7_0000 ^ mib;
+        let mut chunks: Vec<(u64, Vec<u64>)> = Vec::new();
+        for c in 0..mib as usize {
+            let mut words: Vec<u64> = Vec::new();
+            if words.try_reserve_exact(CHUNK_WORDS).is_err() {
+                log::error!(
+                    "selftest: cannot allocate the dirtying buffer: out of memory after {} MiB",
+                    c
+                );
+                return;
+            }
+            words.extend((0..CHUNK_WORDS).map(|i| pattern_word(seed, c * CHUNK_WORDS + i)));
+            chunks.push((0, words));
+            sched::yield_now();
+        }
+        log::info!("selftest: dirtying {} MiB continuously", mib);
+        for pass in 1u64.. {
+            let mut bad_total = 0;
+            for (c, (generation, words)) in chunks.iter_mut().enumerate() {
+                let base = c * CHUNK_WORDS;
+                let bad = verify_at(words, seed ^ *generation, base, 8192, 8, sched::yield_now);
+                if !bad.is_empty() {
+                    bad_total += bad.len();
+                    log::error!("selftest: PATTERN ERROR in dirtied MiB {} (generation {}): words {:?} differ", c, generation, bad);
+                }
+                *generation += 1;
+                for (k, block) in words.chunks_mut(8192).enumerate() {
+                    for (j, w) in block.iter_mut().enumerate() {
+                        *w = pattern_word(seed ^ *generation, base + k * 8192 + j);
+                    }
+                    sched::yield_now();
+                }
+            }
+            DIRTY_PASSES.store(pass, Ordering::Relaxed);
+            PATTERN_ERRORS.fetch_add(bad_total as u64, Ordering::Relaxed);
+            if pass % 10 == 1 {
+                log::info!(
+                    "selftest: dirtied {} MiB, pass {}, errors {}",
+                    mib,
+                    pass,
+                    PATTERN_ERRORS.load(Ordering::Relaxed)
+                );
+            }
+        }
+    });
+}
+
+#[cfg(target_os = "none")]
 #[cfg(target_os = "none")]
 /// Sleeper tasks with different periods; each counts wake-ups and notices
 /// one that comes more than 1 s late.

@@ -54,6 +54,7 @@ pub unsafe fn kmain(si: *mut start_info) -> cmdline::Options {
     let (secs, _) = time::wall_clock();
     log::info!("time: wall clock {} s since the epoch", secs);
     selftest::spawn_pattern(opts.pattern_mib);
+    selftest::spawn_dirtier(opts.dirty_mib);
     selftest::spawn_grant_check();
     selftest::spawn_sleepers(opts.sleepers);
     selftest::spawn_aspace(opts.aspace_pages);

@@ -1,0 +1,72 @@
+#!/bin/sh
+# Migrations whose receiver cannot be created leave the guest running at the sender, intact, and
+# the next migration works: first a name clash (a domain already called ballast--incoming), then
+# a host without enough free memory (a filler domain takes it).
+# needs: ballast
+# timeout: 360
+. /lab/lib.sh
+
+OURS="ballast ballast--incoming ballast--migratedaway filler"
+IMAGES=
+trap _scenario_exit EXIT
+
+# after_failure N ID: the migration failed and the guest runs on at the sender, unharmed
+after_failure() {
+    if [ "$(domid ballast)" = "$2" ]; then pass "same-domain-$1" "ballast still domid $2"
+    else fail "same-domain-$1" "ballast domid '$(domid ballast)', was $2: $(xl list 2>&1 | tr '\n' ' ')"; fi
+    running "running-$1" ballast
+    if xl domid ballast--migratedaway >/dev/null 2>&1; then fail "no-leftover-$1" "ballast--migratedaway listed"
+    else pass "no-leftover-$1" "no ballast--migratedaway"; fi
+    if _console_since_mark ballast | grep -q 'control: suspend requested'; then
+        expect_console "cancelled-$1" ballast 'suspend: done: Cancelled' 30
+    else
+        pass "cancelled-$1" "the guest was not asked to suspend before the receiver failed"
+    fi
+    console_mark ballast
+    pattern_ok "pattern-$1" ballast 40
+    uptime_grows "uptime-$1" "$2"
+}
+
+expect_xl create create /lab/ballast.cfg || exit 1
+expect_console ready ballast 'control: watching control/shutdown' 40 || exit 1
+pattern_ok pattern-before ballast 30
+
+# 1. name clash on the receiving side
+expect_xl create-clash create /lab/ballast.cfg 'name="ballast--incoming"' 'memory=16' 'maxmem=16' \
+    'extra="ballast.pattern=0 ballast.aspace=0"' || exit 1
+id=$(domid ballast)
+console_mark ballast
+if migrate ballast 90; then fail migrate-clash "xl migrate succeeded although ballast--incoming exists"; exit 1
+else pass migrate-clash "xl migrate failed as it must (rc=$_xrc after $XL_MS ms): $(printf '%s\n' "$XL_OUT" | grep -i -m1 'exist\|fail\|error')"; fi
+after_failure 1 "$id"
+xlc destroy ballast--incoming; wait_gone ballast--incoming 20
+
+# 2. not enough free memory for the receiver
+free=$(xl info | awk '/^free_memory/ {print $3}')
+fill=$(( free - 160 ))
+log "host free memory ${free} MiB: a filler of ${fill} MiB leaves $(( free - fill )) MiB for a 256 MiB receiver"
+expect_xl create-filler create /lab/ballast.cfg 'name="filler"' "memory=$fill" "maxmem=$fill" \
+    'extra="ballast.pattern=0 ballast.aspace=0 ballast.sleepers=0"' || exit 1
+expect_console filler-ready filler 'control: watching control/shutdown' 60
+id=$(domid ballast)
+console_mark ballast
+if migrate ballast 120; then fail migrate-no-memory "xl migrate succeeded with $(xl info | awk '/^free_memory/ {print $3}') MiB free"; exit 1
+else pass migrate-no-memory "xl migrate failed as it must (rc=$_xrc after $XL_MS ms): $(printf '%s\n' "$XL_OUT" | grep -i -m1 'memory\|fail\|error')"; fi
+after_failure 2 "$id"
+xlc destroy filler; wait_gone filler 20
+if xl domid ballast--incoming >/dev/null 2>&1; then
+    fail receiver-cleaned "ballast--incoming left after the failed migration: $(xl list 2>&1 | tr '\n' ' ')"
+    xlc destroy ballast--incoming
+else pass receiver-cleaned "no ballast--incoming left"; fi
+
+# 3. the next migration works
+id=$(domid ballast)
+if migrate ballast 120; then pass migrate-next "xl migrate in $XL_MS ms"
+else fail migrate-next "xl migrate rc=$_xrc after $XL_MS ms: $(printf '%s\n' "$XL_OUT" | tail -n 3)"; exit 1; fi
+expect_migrated resumed-next ballast "$id" || exit 1
+console_mark ballast
+pattern_ok pattern-next ballast 40
+expect_mem at-target ballast 256 20
+xl_kb_matches accounted ballast
+no_damage no-damage ballast
+expect_xl destroy destroy ballast
