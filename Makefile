@@ -70,10 +70,10 @@ clean:
 distclean: clean
 	rm -rf .lab
 
-# make bench [N=3]: ballast and the reference Linux PV guest side by side in one lab boot;
+# make bench [N=3] [ONLY=mig]: ballast and the reference Linux PV guest side by side in one lab boot;
 # prints a table of ratios (>1 = ballast better), writes build/bench.json and build/bench.svg.
 N ?= 3
 .PHONY: bench
 bench: all lab
-	$(RUN) --dom0-args "bench_runs=$(N)" tests/bench/bench.sh; rc=$$?; \
+	$(RUN) --dom0-args "bench_runs=$(N)$(if $(ONLY), bench_only=$(ONLY))" tests/bench/bench.sh; rc=$$?; \
 	  $(PYTHON) tests/bench/report.py && exit $$rc

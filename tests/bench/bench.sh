@@ -12,12 +12,15 @@
 # save + restore at 256 MiB, checkpoint, balloon to 64 MiB, save + restore there, balloon back to
 # 256 MiB, then the descending mem-set ladder. After the last run, once per guest: the smallest
 # memory= that boots and answers a checkpoint. After each guest's run: the small-save-image
-# figures (see si_ballast / si_linux below).
+# figures (see si_ballast / si_linux below), then the live-migration figures (mig_ballast /
+# mig_linux).
 # needs: linux-guest ballast
 # timeout: 3600
 . /lab/lib.sh
 
 RUNS=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^bench_runs=\([0-9][0-9]*\)$/\1/p' | tail -n 1)
+# bench_only=mig (make bench ONLY=mig): only the live-migration figures, for quick iterations
+ONLY=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^bench_only=\([a-z]*\)$/\1/p' | tail -n 1)
 case $RUNS in '' | 0) RUNS=3 ;; esac
 LADDER="128 96 80 64 48 32 24 16 12 8"   # mem-set targets (MiB), descending
 BOOT_SIZES="128 96 80 64 48 32 24 16 12 8 6 4"   # memory=maxmem= sizes (MiB), descending
@@ -503,6 +506,94 @@ si_linux() {
     destroy linux-guest
 }
 
+# ---------------------------------------------------------------- live migration
+# Per run and guest: `xl migrate` to localhost of a 256 MiB guest, idle and with SI_USED_MIB in
+# use (ballast: `ballast.pattern=SI_USED_MIB`; Linux: the tmpfs file). Metrics mig_<load>[_off]_*:
+# ms (xl migrate wall time), down_ms (downtime: the longest stretch in which dom0's `xl list` poll,
+# one pass every ~0.2-0.3 s under TCG, saw no domain of the guest running: sender suspended,
+# receiver still paused) and answer_ms (from xl migrate's return until the console answers).
+# ballast migrates with the suspend-time release off first (`ballast.release=0`), then on.
+MIG_WHAT="ms down_ms answer_ms"
+
+mig_missing() { # GUEST KEY NOTE
+    for _m in $MIG_WHAT; do emit "$1" "mig_${2}_$_m" null "$3"; done
+}
+
+# mig_poll GUEST FILE: until $LAB_TMP/mig-polling goes, one line per `xl list` pass: the dom0
+# time and whether a domain of GUEST (its name, or a temporary name of a migration) runs.
+mig_poll() {
+    while [ -f "$LAB_TMP/mig-polling" ]; do
+        _pt=$(now_ms)
+        _pu=$(xl list 2>/dev/null | awk -v g="$1" 'index($1, g) == 1 && $5 ~ /^[r-][b-]-/ && $5 ~ /[rb]/ { u = 1 } END { print u + 0 }')
+        echo "$_pt $_pu"
+    done >"$2"
+}
+
+# mig_cycle GUEST KEY: one live migration of a running guest; emits mig_KEY_*.
+mig_cycle() {
+    _g=$1 _k=$2 _pf=$LAB_TMP/mig-poll
+    : >"$LAB_TMP/mig-polling"
+    mig_poll "$_g" "$_pf" &
+    _pp=$!
+    migrate "$_g" 180; _r=$?
+    rm -f "$LAB_TMP/mig-polling"
+    wait "$_pp"
+    if [ $_r -ne 0 ]; then
+        mig_missing "$_g" "$_k" "xl migrate exit $_r after $XL_MS ms: $(printf '%s\n' "$XL_OUT" | grep -m1 -i 'error' | _oneline)"
+        return 1
+    fi
+    emit "$_g" "mig_${_k}_ms" "$XL_MS"
+    # downtime: from the last pass that saw the guest running to the next one that did
+    _down=$(awk '$2 == 1 { if (seen && down) { g = $1 - last; if (g > max) max = g } last = $1; seen = 1; down = 0 }
+                 $2 == 0 && seen { down = 1 }
+                 END { if (max) print max }' "$_pf")
+    emit "$_g" "mig_${_k}_down_ms" "$_down" "$([ -z "$_down" ] && echo "the poll never saw the guest stop and run again ($(wc -l <"$_pf") passes)")"
+    if [ "$_g" = ballast ]; then
+        wait_console ballast 'suspend: done: Resumed' 10 >/dev/null
+        _t=$(_console_since_mark ballast | sed -n 's/.*suspend: done: Resumed, total \([0-9]*\) us.*/\1/p' | tail -n 1)
+        emit ballast "mig_${_k}_guest_ms" "$(echo "$_t" | awk 'NF { printf "%.1f\n", $1 / 1000 }')" \
+            "$([ -z "$_t" ] && echo no suspend: done line)"
+    fi
+    if answer "$_g" 30; then emit "$_g" "mig_${_k}_answer_ms" "$ANSWER_MS"
+    else emit "$_g" "mig_${_k}_answer_ms" null "no console answer within 30 s"; return 1; fi
+    return 0
+}
+
+mig_ballast() {
+    for _ml in idle used; do
+        _mx="ballast.release=0"
+        [ "$_ml" = used ] && _mx="ballast.pattern=$SI_USED_MIB $_mx"
+        if ! boot ballast "extra=\"$_mx\""; then
+            mig_missing ballast "${_ml}_off" "boot ($_mx) not ready"; mig_missing ballast "$_ml" "boot ($_mx) not ready"
+            destroy ballast; continue
+        fi
+        [ "$_ml" = used ] && wait_console ballast "selftest: pattern of $SI_USED_MIB MiB written" 60 >/dev/null
+        sleep 1
+        if mig_cycle ballast "${_ml}_off" && xenstore-write "/local/domain/$(domid ballast)/data/suspend/release" 1; then
+            sleep 1
+            mig_cycle ballast "$_ml"
+        else
+            mig_missing ballast "$_ml" "the release=0 migration before it failed"
+        fi
+        destroy ballast
+    done
+}
+
+mig_linux() {
+    if ! boot linux-guest; then
+        mig_missing linux-guest idle "boot not ready"; mig_missing linux-guest used "boot not ready"
+        destroy linux-guest; return 1
+    fi
+    sleep 2
+    if mig_cycle linux-guest idle && si_fill_linux; then
+        sleep 1
+        mig_cycle linux-guest used
+    else
+        mig_missing linux-guest used "the idle migration or writing $SI_USED_MIB MiB to tmpfs failed"
+    fi
+    destroy linux-guest
+}
+
 # ---------------------------------------------------------------- main
 log "runs=$RUNS ladder=[$LADDER] boot sizes=[$BOOT_SIZES]; $(df -k "$IMGDIR" | awk 'NR == 2 { printf "image tmpfs %d MiB free", $4 / 1024 }'); $(free -m | awk '/^Mem:/ { printf "dom0 free %s MiB", $4 }')"
 T_START=$(now_ms)
@@ -511,16 +602,24 @@ while [ $RUN -le "$RUNS" ]; do
     if [ $((RUN % 2)) -eq 1 ]; then order="ballast linux-guest"; else order="linux-guest ballast"; fi
     for g in $order; do
         T_G=$(now_ms)
+        if [ "$ONLY" = mig ]; then
+            if [ "$g" = ballast ]; then mig_ballast; else mig_linux; fi
+            pass "run$RUN-$g-migrate" "migration figures of $g (run $RUN) took $(( $(now_ms) - T_G )) ms"
+            continue
+        fi
         if run_guest "$g"; then pass "run$RUN-$g" "run $RUN of $g completed in $(( $(now_ms) - T_G )) ms"
         else pass "run$RUN-$g" "run $RUN of $g stopped early after $(( $(now_ms) - T_G )) ms (figures after the failing step are missing)"; fi
         T_G=$(now_ms)
         if [ "$g" = ballast ]; then si_ballast; else si_linux; fi
         pass "run$RUN-$g-small-images" "small-image figures of $g (run $RUN) took $(( $(now_ms) - T_G )) ms"
+        T_G=$(now_ms)
+        if [ "$g" = ballast ]; then mig_ballast; else mig_linux; fi
+        pass "run$RUN-$g-migrate" "migration figures of $g (run $RUN) took $(( $(now_ms) - T_G )) ms"
     done
     RUN=$((RUN + 1))
 done
 RUN=0
-for g in ballast linux-guest; do
+[ "$ONLY" = mig ] || for g in ballast linux-guest; do
     T_G=$(now_ms)
     min_boot "$g"
     pass "min-boot-$g" "memory search for $g took $(( $(now_ms) - T_G )) ms"

@@ -66,6 +66,22 @@ for _load, _desc in (("idle", "256 MiB idle"), ("used", "256 MiB, 128 used")):
                     "lower", "si_%s_restore_ms" % _load, "si_%s_target_ms" % _load))
     METRICS.append(("si_%s_release_ms" % _load, "%s: ballast's own release time" % _desc, "ms", "lower"))
     METRICS.append(("si_%s_repop_ms" % _load, "%s: ballast's own repopulate time" % _desc, "ms", "lower"))
+# Live migration (bench.sh mig_*): xl migrate wall time, downtime seen by dom0's xl list poll, and
+# console answer after xl migrate returns; ballast with the suspend-time release on and off.
+MIGRATE_WHAT = [
+    ("ms", "xl migrate", "ms"),
+    ("down_ms", "migrate downtime (xl list poll)", "ms"),
+    ("answer_ms", "migrate -> answering", "ms"),
+]
+for _load, _desc in (("idle", "256 MiB idle"), ("used", "256 MiB, 128 used")):
+    for _what, _label, _unit in MIGRATE_WHAT:
+        METRICS.append(("mig_%s_%s" % (_load, _what), "%s: %s, release on" % (_desc, _label), _unit, "lower"))
+        METRICS.append(("mig_%s_off_%s" % (_load, _what), "%s: %s, release=0" % (_desc, _label), _unit, "lower",
+                        "mig_%s_%s" % (_load, _what)))
+    METRICS.append(("mig_%s_guest_ms" % _load, "%s: migrate, ballast's suspend+resume, release on" % _desc, "ms",
+                    "lower"))
+    METRICS.append(("mig_%s_off_guest_ms" % _load, "%s: migrate, ballast's suspend+resume, release=0" % _desc,
+                    "ms", "lower"))
 LINE = re.compile(r"@@LAB bench: (\{.*\})\s*$")
 
 
