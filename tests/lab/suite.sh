@@ -12,7 +12,8 @@ mkdir -p build/lab
 GROUPS_FILE=$(mktemp)
 cat >"$GROUPS_FILE" <<'GROUPS'
 core|boot crash shutdown xenstore tasks badinput
-suspend|save-restore checkpoint unpinned refuse migrate cycles
+suspend|save-restore checkpoint unpinned refuse cycles
+migrate|migrate migrate-balloon migrate-busy migrate-fail
 xhost-1|--disk build/lab/xhost.img cross-host-save
 xhost-2|--disk build/lab/xhost.img --dom0-mem 1024M cross-host-restore
 balloon|mem-set mem-set-storm balloon-badinput balloon-suspend
