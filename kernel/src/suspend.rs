@@ -111,12 +111,11 @@ impl SuspendSteps for RealSteps {
     }
 
     fn repopulate_memory(&mut self) -> (u64, u64) {
-        let wanted = self.released.pages();
-        if wanted == 0 {
+        if self.released.pages() == 0 {
             return (0, 0);
         }
         let t0 = time::now_ns();
-        let got = suspend_release::repopulate(&self.released);
+        let suspend_release::Repopulated { got, wanted } = suspend_release::repopulate(&self.released);
         LAST_REPOPULATED_PAGES.store(got, Ordering::Relaxed);
         LAST_REPOPULATE_US.store((time::now_ns() - t0) / 1000, Ordering::Relaxed);
         if got < wanted {

@@ -173,7 +173,8 @@ boot() {
     done
 }
 
-destroy() { xl destroy "$1" >/dev/null 2>&1; wait_gone "$1" 20 || log "$1 still listed after destroy"; }
+# (a new domain of the same name logs to GUEST's own console log again, not a migrated one's)
+destroy() { xl destroy "$1" >/dev/null 2>&1; wait_gone "$1" 20 || log "$1 still listed after destroy"; rm -f "$LAB_TMP/alias-$1"; }
 
 # guest_suspend GUEST: guest-side suspend+resume time (ms) of the last save/restore, from the
 # console text since the mark set before the save. ballast: its own "suspend: done" total.

@@ -87,7 +87,19 @@ pub fn release_free(reserve: u64) -> Released {
 /// (`reservation::adopt_backed_unmapped`): asking Xen for it again would
 /// orphan the frame the toolstack gave. Whatever Xen does not supply stays
 /// ballooned for the balloon driver.
-pub fn repopulate(r: &Released) -> u64 {
+pub fn repopulate(r: &Released) -> Repopulated {
+    let released = r.extents.iter().flat_map(|&p| p..p + 512).chain(r.frames.iter().copied());
+    let wanted = released.filter(|&p| !reservation::is_backed(p)).count() as u64;
+    Repopulated { wanted, got: repopulate_unbacked(r) }
+}
+
+/// What `repopulate` asked Xen for (released pages not backed already) and got.
+pub struct Repopulated {
+    pub wanted: u64,
+    pub got: u64,
+}
+
+fn repopulate_unbacked(r: &Released) -> u64 {
     let mut pages = 0u64;
     let unbacked = |pfns: &[u64]| -> Vec<u64> { pfns.iter().copied().filter(|&p| !reservation::is_backed(p)).collect() };
     for &pfn in &r.extents {
