@@ -53,6 +53,24 @@ pub fn verify_at(words: &[u64], seed: u64, base: usize, chunk: usize, limit: usi
 const CHUNK_WORDS: usize = 1 << 17;
 
 #[cfg(target_os = "none")]
+/// `mib` MiB of the pattern for `seed`, in 1 MiB chunks, yielding after each;
+/// None (and a log line naming `what`) when memory runs out.
+fn filled_chunks(mib: u64, seed: u64, what: &str) -> Option<Vec<Vec<u64>>> {
+    let mut chunks = Vec::new();
+    for c in 0..mib as usize {
+        let mut words: Vec<u64> = Vec::new();
+        if words.try_reserve_exact(CHUNK_WORDS).is_err() {
+            log::error!("selftest: cannot allocate {}: out of memory after {} MiB", what, c);
+            return None;
+        }
+        words.extend((0..CHUNK_WORDS).map(|i| pattern_word(seed, c * CHUNK_WORDS + i)));
+        chunks.push(words);
+        sched::yield_now();
+    }
+    Some(chunks)
+}
+
+#[cfg(target_os = "none")]
 /// The pattern task: fills `mib` MiB and verifies it forever, yielding every
 /// 64 KiB so it never holds the CPU for long.
 pub fn spawn_pattern(mib: u64) {
@@ -61,17 +79,7 @@ pub fn spawn_pattern(mib: u64) {
     }
     sched::spawn("pattern", move || {
         let seed = 0xba11_a570 ^ mib;
-        let mut chunks: Vec<Vec<u64>> = Vec::new();
-        for c in 0..mib as usize {
-            let mut words: Vec<u64> = Vec::new();
-            if words.try_reserve_exact(CHUNK_WORDS).is_err() {
-                log::error!("selftest: cannot allocate the pattern: out of memory after {} MiB", c);
-                return;
-            }
-            words.extend((0..CHUNK_WORDS).map(|i| pattern_word(seed, c * CHUNK_WORDS + i)));
-            chunks.push(words);
-            sched::yield_now();
-        }
+        let Some(mut chunks) = filled_chunks(mib, seed, "the pattern") else { return };
         PATTERN_MIB.store(mib, Ordering::Relaxed);
         log::info!("selftest: pattern of {} MiB written", mib);
         loop {
@@ -114,20 +122,9 @@ pub fn spawn_dirtier(mib: u64) {
     }
     sched::spawn("dirty", move || {
         let seed = 0xd1e7_0000 ^ mib;
-        let mut chunks: Vec<(u64, Vec<u64>)> = Vec::new();
-        for c in 0..mib as usize {
-            let mut words: Vec<u64> = Vec::new();
-            if words.try_reserve_exact(CHUNK_WORDS).is_err() {
-                log::error!(
-                    "selftest: cannot allocate the dirtying buffer: out of memory after {} MiB",
-                    c
-                );
-                return;
-            }
-            words.extend((0..CHUNK_WORDS).map(|i| pattern_word(seed, c * CHUNK_WORDS + i)));
-            chunks.push((0, words));
-            sched::yield_now();
-        }
+        let Some(chunks) = filled_chunks(mib, seed, "the dirtying buffer") else { return };
+        // Each MiB with the generation it holds.
+        let mut chunks: Vec<(u64, Vec<u64>)> = chunks.into_iter().map(|words| (0, words)).collect();
         log::info!("selftest: dirtying {} MiB continuously", mib);
         for pass in 1u64.. {
             let mut bad_total = 0;
