@@ -105,6 +105,7 @@ mod task {
             log::info!("control: watching control/shutdown");
             loop {
                 watch.next();
+                let fired_ns = kernel::time::now_ns();
                 match take_shutdown_request() {
                     Ok(ShutdownRequest::None) => {}
                     Ok(ShutdownRequest::Poweroff) | Ok(ShutdownRequest::Halt) => {
@@ -116,7 +117,12 @@ mod task {
                         power::stop(Stop::Reboot);
                     }
                     Ok(ShutdownRequest::Suspend) => {
-                        log::info!("control: suspend requested");
+                        // libxl gives the acknowledgement 60 s, then the
+                        // suspend itself another 60 s: this is the first half.
+                        log::info!(
+                            "control: suspend requested; acknowledged {} us after the watch fired",
+                            (kernel::time::now_ns() - fired_ns) / 1000
+                        );
                         kernel::suspend::do_suspend();
                         // The watch was registered again on a new ring and
                         // fires once; that read finds the empty value.
