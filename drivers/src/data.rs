@@ -22,6 +22,7 @@ mod task {
             ("data/suspend/count", format!("{}", suspend::SUSPENDS.load(Ordering::Relaxed))),
             ("data/suspend/cancels", format!("{}", suspend::CANCELS.load(Ordering::Relaxed))),
             ("data/suspend/refused", format!("{}", suspend::REFUSED.load(Ordering::Relaxed))),
+            ("data/suspend/freeze_retries", format!("{}", suspend::FREEZE_RETRIES.load(Ordering::Relaxed))),
             ("data/suspend/last_total_us", format!("{}", suspend::LAST_TOTAL_US.load(Ordering::Relaxed))),
             ("data/suspend/last_frozen_us", format!("{}", suspend::LAST_FROZEN_US.load(Ordering::Relaxed))),
             ("data/suspend/last_suspend_us", format!("{}", suspend::LAST_SUSPEND_US.load(Ordering::Relaxed))),

@@ -19,13 +19,15 @@ pub struct Options {
     /// `ballast.release=0`: keep free memory populated across a suspend
     /// (full-size images, fastest resume).
     pub release_at_suspend: bool,
-    /// `ballast.stubborn=1`: a task that refuses to freeze (tests a refused suspend).
-    pub stubborn_task: bool,
+    /// `ballast.stubborn=N`: a task that stays out of safe points until N
+    /// freeze attempts time out (0: none; 5, a suspend's attempts, gets one
+    /// suspend refused; fewer make a laggard the suspend waits out).
+    pub stubborn_attempts: u64,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { panic_on_boot: false, pattern_mib: 16, dirty_mib: 0, sleepers: 3, aspace_pages: 64, release_at_suspend: true, stubborn_task: false }
+        Self { panic_on_boot: false, pattern_mib: 16, dirty_mib: 0, sleepers: 3, aspace_pages: 64, release_at_suspend: true, stubborn_attempts: 0 }
     }
 }
 
@@ -39,7 +41,7 @@ impl Options {
             };
             match key {
                 "ballast.panic" => opts.panic_on_boot = flag(value),
-                "ballast.stubborn" => opts.stubborn_task = flag(value),
+                "ballast.stubborn" => number(key, value, &mut opts.stubborn_attempts),
                 "ballast.release" => opts.release_at_suspend = flag(value),
                 "ballast.pattern" => number(key, value, &mut opts.pattern_mib),
                 "ballast.aspace" => number(key, value, &mut opts.aspace_pages),

@@ -287,16 +287,20 @@ pub fn spawn_aspace(pages: u64) {
 }
 
 #[cfg(target_os = "none")]
-/// A task that stays away from every freezer safe point until a suspend has
-/// been refused because of it, then gives in: the `refuse` lab scenario
-/// checks that the refused suspend loses nothing and the next one works.
-pub fn spawn_stubborn() {
-    sched::spawn("stubborn", || {
-        log::info!("stubborn: running outside any safe point until a suspend is refused");
-        while crate::suspend::REFUSED.load(Ordering::Relaxed) == 0 {
+/// A task that stays away from every freezer safe point until `attempts`
+/// freeze attempts have timed out because of it, then gives in. With fewer
+/// than a suspend's attempts it is a laggard the suspend waits out; with
+/// as many, it gets one suspend refused. The `refuse` lab scenario checks
+/// both: nothing lost, and the next suspend works.
+pub fn spawn_stubborn(attempts: u64) {
+    sched::spawn("stubborn", move || {
+        log::info!("stubborn: running outside any safe point until {} freeze attempts time out", attempts);
+        while crate::suspend::FREEZE_RETRIES.load(Ordering::Relaxed) + crate::suspend::REFUSED.load(Ordering::Relaxed)
+            < attempts
+        {
             sched::yield_without_freezing();
         }
-        log::info!("stubborn: a suspend was refused; giving in");
+        log::info!("stubborn: {} freeze attempts timed out; giving in", attempts);
     });
 }
 

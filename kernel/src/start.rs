@@ -58,8 +58,8 @@ pub unsafe fn kmain(si: *mut start_info) -> cmdline::Options {
     selftest::spawn_grant_check();
     selftest::spawn_sleepers(opts.sleepers);
     selftest::spawn_aspace(opts.aspace_pages);
-    if opts.stubborn_task {
-        selftest::spawn_stubborn();
+    if opts.stubborn_attempts > 0 {
+        selftest::spawn_stubborn(opts.stubborn_attempts);
     }
     events_mask::unmask();
     log::info!("kernel: up in {} ms", time::now_ns() / 1_000_000);

@@ -17,13 +17,24 @@ use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 pub use crate::suspend_seq::Outcome;
 
-/// How long tasks get to reach a safe point.
+/// How long tasks get to reach a safe point in one freeze attempt.
 const FREEZE_TIMEOUT_NS: u64 = 2_000_000_000;
+/// Freeze attempts before the suspend is refused. The acknowledgement is
+/// already written when the freeze starts, and libxl then waits 60 s for
+/// the domain to suspend: a refusal costs the toolstack that whole minute
+/// (`xl save`/`migrate` fail after ~62 s), while a retry costs a laggard's
+/// few seconds. 5 attempts of 2 s plus the pauses stay far inside it.
+const FREEZE_ATTEMPTS: u32 = 5;
+/// Between attempts every task runs thawed, so a laggard waiting for a
+/// parked task can finish what it was doing.
+const FREEZE_RETRY_PAUSE_MS: u64 = 200;
 
 /// Figures of the suspends so far, published under `data/suspend/`.
 pub static SUSPENDS: AtomicU64 = AtomicU64::new(0);
 pub static CANCELS: AtomicU64 = AtomicU64::new(0);
 pub static REFUSED: AtomicU64 = AtomicU64::new(0);
+/// Freeze attempts that timed out (a suspend may still succeed after them).
+pub static FREEZE_RETRIES: AtomicU64 = AtomicU64::new(0);
 pub static LAST_TOTAL_US: AtomicU64 = AtomicU64::new(0);
 pub static LAST_FROZEN_US: AtomicU64 = AtomicU64::new(0);
 pub static LAST_SUSPEND_US: AtomicU64 = AtomicU64::new(0);
@@ -58,9 +69,34 @@ impl SuspendSteps for RealSteps {
     }
 
     fn freeze_tasks(&mut self) -> Result<usize, String> {
-        sched::freeze(FREEZE_TIMEOUT_NS).map_err(|e| {
-            format!("task {} ({}) did not freeze within {} ms", e.task, e.id, FREEZE_TIMEOUT_NS / 1_000_000)
-        })
+        let mut attempt = 1;
+        loop {
+            let e = match sched::freeze(FREEZE_TIMEOUT_NS) {
+                Ok(n) => return Ok(n),
+                Err(e) => e,
+            };
+            if attempt == FREEZE_ATTEMPTS {
+                return Err(format!(
+                    "task {} ({}) did not freeze in {} attempts of {} ms",
+                    e.task,
+                    e.id,
+                    FREEZE_ATTEMPTS,
+                    FREEZE_TIMEOUT_NS / 1_000_000
+                ));
+            }
+            FREEZE_RETRIES.fetch_add(1, Ordering::Relaxed);
+            log::warn!(
+                "suspend: task {} ({}) did not freeze within {} ms (attempt {} of {}); all thawed, retrying in {} ms",
+                e.task,
+                e.id,
+                FREEZE_TIMEOUT_NS / 1_000_000,
+                attempt,
+                FREEZE_ATTEMPTS,
+                FREEZE_RETRY_PAUSE_MS
+            );
+            sched::sleep_ms(FREEZE_RETRY_PAUSE_MS);
+            attempt += 1;
+        }
     }
 
     fn thaw_tasks(&mut self) {

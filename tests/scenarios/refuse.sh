@@ -1,19 +1,20 @@
 #!/bin/sh
-# A refused suspend: with ballast.stubborn=1 a task stays out of safe points until one suspend is
-# refused. xl save must fail (libxl times out waiting for the guest to suspend), the guest must say
-# why, thaw and run on unharmed (data/suspend/refused = 1, pattern intact), and the next
-# xl save + xl restore must succeed.
+# A refused suspend: with ballast.stubborn=5 a task stays out of safe points through all 5 freeze
+# attempts of one suspend. xl save must fail (libxl times out waiting for the guest to suspend),
+# the guest must say why, thaw and run on unharmed (data/suspend/refused = 1, pattern intact), and
+# the next xl save + xl restore must succeed. Then a laggard (ballast.stubborn=1) that misses one
+# freeze attempt: the guest retries, and an xl migrate succeeds (not libxl's 60 s timeout).
 # needs: ballast
-# timeout: 330
+# timeout: 420
 . /lab/lib.sh
 
-OURS=ballast       # domains this scenario may create: all destroyed at exit
+OURS="ballast ballast--incoming ballast--migratedaway" # domains this scenario may create: all destroyed at exit
 IMAGES=            # save images to delete at exit
 trap _scenario_exit EXIT
 IMG=/tmp/refuse.img
 IMAGES=$IMG
 
-expect_xl create create /lab/ballast.cfg 'memory=64' 'maxmem=64' 'extra="ballast.stubborn=1"' || exit 1
+expect_xl create create /lab/ballast.cfg 'memory=64' 'maxmem=64' 'extra="ballast.stubborn=5"' || exit 1
 ID1=$(domid ballast)
 expect_console ready ballast 'control: watching control/shutdown' 40 || exit 1
 expect_console stubborn-running ballast 'stubborn: running outside any safe point' 10
@@ -28,8 +29,8 @@ else
 fi
 log "refused xl save: exit status $_xrc, wall $XL_MS ms (libxl's own timeout)"
 rm -f "$IMG"
-expect_console refused-line ballast 'suspend: refused: task stubborn \([0-9]+\) did not freeze within 2000 ms; all tasks thawed, guest runs on' 5
-expect_console gives-in ballast 'stubborn: a suspend was refused; giving in' 5
+expect_console refused-line ballast 'suspend: refused: task stubborn \([0-9]+\) did not freeze in 5 attempts of 2000 ms; all tasks thawed, guest runs on' 5
+expect_console gives-in ballast 'stubborn: 5 freeze attempts timed out; giving in' 5
 if [ "$(domid ballast)" = "$ID1" ]; then pass same-domain "ballast still domid $ID1"
 else fail same-domain "ballast domid '$(domid ballast)', was $ID1; $(xl list 2>&1 | tr '\n' ' ')"; fi
 running runs-on ballast
@@ -75,3 +76,23 @@ no_damage no-damage ballast
 expect_xl destroy destroy ballast
 if wait_gone ballast 15; then pass gone "ballast absent from xl list"
 else fail gone "still listed: $(xl list 2>&1 | tr '\n' ' ')"; fi
+
+# ---- a laggard: one freeze attempt times out, the next succeeds, the migration goes through
+console_mark ballast
+expect_xl create-laggard create /lab/ballast.cfg 'memory=64' 'maxmem=64' 'extra="ballast.stubborn=1"' || exit 1
+ID3=$(domid ballast)
+expect_console laggard-running ballast 'stubborn: running outside any safe point' 40 || exit 1
+console_mark ballast
+sender_log=$(console_log ballast) sender_from=$(cat "$LAB_TMP/marks/ballast")
+if migrate ballast 120; then pass laggard-migrate "xl migrate in $XL_MS ms"
+else fail laggard-migrate "xl migrate rc=$_xrc after $XL_MS ms: $(printf '%s\n' "$XL_OUT" | tail -n 3 | _oneline)"; exit 1; fi
+if _l=$(tail -c +$((sender_from + 1)) "$sender_log" | tr -d '\r' | grep -m1 'did not freeze within 2000 ms (attempt 1 of 5)'); then
+    pass laggard-retried "$_l"
+else fail laggard-retried "no freeze retry on the sender's console"; fi
+expect_migrated laggard-resumed ballast "$ID3" || exit 1
+v=$(xs_wait_eq "$(domid ballast)" data/suspend/freeze_retries 1 10) && pass freeze-retries "data/suspend/freeze_retries = $v" ||
+    fail freeze-retries "data/suspend/freeze_retries '$v', expected 1"
+console_mark ballast
+pattern_ok pattern-after-migrate ballast 40
+no_damage no-damage-laggard ballast
+expect_xl destroy-laggard destroy ballast
