@@ -2,7 +2,8 @@
 #   make            build build/ballast and build/ballast.cfg
 #   make lab        prepare .lab/ (Debian Xen 4.17 + Linux dom0 images; cached)
 #   make run        boot ballast in the lab and show its console for ~30 s
-#   make test       host unit tests, then every lab scenario (tests/lab/suite.sh groups them into boots)
+#   make test       host unit tests, lints, then every lab scenario (tests/lab/suite.sh groups them into boots)
+#   make lint       cargo fmt --check, cargo clippy -D warnings on the host and the target
 #   make scenario S=NAME [S="A B"]   run scenario(s) from tests/scenarios in one boot
 #   make clean      remove build/ and target/ (keeps the .lab cache; make distclean drops it)
 # Variables: RUNFLAGS (extra tests/lab/run.py options, e.g. RUNFLAGS=-v), CARGO.
@@ -16,7 +17,7 @@ RUNFLAGS ?=
 RUN := $(PYTHON) tests/lab/run.py $(RUNFLAGS)
 DEPS_STAMP := build/.deps-ok
 
-.PHONY: all kernel lab run test unit scenario clean distclean deps
+.PHONY: all kernel lab run test unit lint scenario clean distclean deps
 
 all: build/ballast build/ballast.cfg
 
@@ -57,7 +58,12 @@ run: all lab
 unit: $(DEPS_STAMP)
 	$(CARGO) test --workspace
 
-test: unit all lab
+lint: $(DEPS_STAMP)
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --exclude ballast-boot --all-targets -- -D warnings
+	$(CARGO) clippy --release --target $(TARGET) -p ballast-boot -- -D warnings
+
+test: unit lint all lab
 	RUNFLAGS="$(RUNFLAGS)" tests/lab/suite.sh
 
 scenario: all lab

@@ -402,7 +402,10 @@ impl<X: Reservation> BalloonMemory for Ballooning<X> {
         let mut batch = alloc::vec::Vec::new();
         while n - p.pages >= FRAMES_PER_2M && region < regions {
             batch.clear();
-            while batch.len() < 8 && n - p.pages - batch.len() as u64 * FRAMES_PER_2M >= FRAMES_PER_2M && region < regions {
+            while batch.len() < 8
+                && n - p.pages - batch.len() as u64 * FRAMES_PER_2M >= FRAMES_PER_2M
+                && region < regions
+            {
                 if self.region_wholly_ballooned(region, total) {
                     batch.push(region * FRAMES_PER_2M);
                 }
@@ -544,7 +547,12 @@ mod task {
                 Err(why) => {
                     let shown: String = raw.chars().take(40).collect();
                     let last = TARGET_PAGES.load(Ordering::Acquire) * PAGE_KB;
-                    log::warn!("balloon: ignoring memory/target {:?} ({:?}); staying at target {} KiB", shown, why, last);
+                    log::warn!(
+                        "balloon: ignoring memory/target {:?} ({:?}); staying at target {} KiB",
+                        shown,
+                        why,
+                        last
+                    );
                 }
             }
         }

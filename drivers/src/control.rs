@@ -164,7 +164,10 @@ mod task {
                     SysrqRequest::Memory => report::dump_memory(),
                     SysrqRequest::UnknownKey(c) => log::warn!("control: sysrq key {:?} has no action; ignored", c),
                     SysrqRequest::Garbage => {
-                        log::warn!("control: sysrq value {:?} is not a single key; ignored", value.chars().take(32).collect::<alloc::string::String>())
+                        log::warn!(
+                            "control: sysrq value {:?} is not a single key; ignored",
+                            value.chars().take(32).collect::<alloc::string::String>()
+                        )
                     }
                 }
             }

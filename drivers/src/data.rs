@@ -29,7 +29,10 @@ mod task {
             ("data/suspend/last_resume_us", format!("{}", suspend::LAST_RESUME_US.load(Ordering::Relaxed))),
             ("data/suspend/last_released_pages", format!("{}", suspend::LAST_RELEASED_PAGES.load(Ordering::Relaxed))),
             ("data/suspend/last_release_us", format!("{}", suspend::LAST_RELEASE_US.load(Ordering::Relaxed))),
-            ("data/suspend/last_repopulated_pages", format!("{}", suspend::LAST_REPOPULATED_PAGES.load(Ordering::Relaxed))),
+            (
+                "data/suspend/last_repopulated_pages",
+                format!("{}", suspend::LAST_REPOPULATED_PAGES.load(Ordering::Relaxed)),
+            ),
             ("data/suspend/last_adopted_pages", format!("{}", suspend::LAST_ADOPTED_PAGES.load(Ordering::Relaxed))),
             ("data/suspend/last_repopulate_us", format!("{}", suspend::LAST_REPOPULATE_US.load(Ordering::Relaxed))),
         ];

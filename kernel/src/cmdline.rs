@@ -27,7 +27,15 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { panic_on_boot: false, pattern_mib: 16, dirty_mib: 0, sleepers: 3, aspace_pages: 64, release_at_suspend: true, stubborn_attempts: 0 }
+        Self {
+            panic_on_boot: false,
+            pattern_mib: 16,
+            dirty_mib: 0,
+            sleepers: 3,
+            aspace_pages: 64,
+            release_at_suspend: true,
+            stubborn_attempts: 0,
+        }
     }
 }
 

@@ -15,10 +15,20 @@ pub type Handler = fn(port: u32);
 /// What a port is bound to, enough to bind it again after a restore.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Binding {
-    Virq { virq: u32, vcpu: u32 },
-    Ipi { vcpu: u32 },
-    Interdomain { remote_dom: u16, remote_port: u32 },
-    Unbound { remote_dom: u16 },
+    Virq {
+        virq: u32,
+        vcpu: u32,
+    },
+    Ipi {
+        vcpu: u32,
+    },
+    Interdomain {
+        remote_dom: u16,
+        remote_port: u32,
+    },
+    Unbound {
+        remote_dom: u16,
+    },
     /// Ports Xen hands over in start_info (console, xenstore): the new
     /// port comes from the new start_info, not from a rebind.
     FromStartInfo,
@@ -158,7 +168,6 @@ pub fn rebind_all(start_info_port: impl Fn(&str) -> Option<u32>) -> usize {
     }
     count
 }
-
 
 fn bit_word(port: u32) -> (usize, u64) {
     ((port / 64) as usize, 1u64 << (port % 64))

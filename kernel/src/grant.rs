@@ -75,7 +75,8 @@ static TABLE: Mutex<Option<Table>> = Mutex::new(None);
 
 fn setup() -> Result<[u64; FRAMES], i64> {
     let mut frames = [0u64; FRAMES];
-    let mut arg = SetupTable { dom: mmu::DOMID_SELF, nr_frames: FRAMES as u32, status: 0, frame_list: frames.as_mut_ptr() };
+    let mut arg =
+        SetupTable { dom: mmu::DOMID_SELF, nr_frames: FRAMES as u32, status: 0, frame_list: frames.as_mut_ptr() };
     // SAFETY: `arg` matches gnttab_setup_table and `frames` outlives the call.
     unsafe { hv::grant_table_op(GNTTABOP_SETUP_TABLE, &mut arg) }.map_err(|e| e.0)?;
     if arg.status != 0 {
@@ -125,7 +126,8 @@ pub fn init() {
     let _ = unsafe { hv::grant_table_op(GNTTABOP_QUERY_SIZE, &mut q) };
     match setup().map_err(|_| "setup_table refused").and_then(|mfns| map(&mfns).map(|_| mfns)) {
         Ok(mfns) => {
-            *TABLE.lock() = Some(Table { mfns, grants: Vec::new(), next_ref: FIRST_FREE_REF, max_frames: q.max_nr_frames });
+            *TABLE.lock() =
+                Some(Table { mfns, grants: Vec::new(), next_ref: FIRST_FREE_REF, max_frames: q.max_nr_frames });
             log::info!("grant: table of {} frame(s) mapped (Xen allows {})", FRAMES, q.max_nr_frames);
         }
         Err(e) => log::error!("grant: no grant table: {}", e),
@@ -153,7 +155,6 @@ pub fn entry(gref: u32) -> (u16, u16, u32) {
     unsafe { ((*e).flags, (*e).domid, (*e).frame) }
 }
 
-
 /// The grant table as a suspend-aware device.
 pub struct GrantDevice;
 
@@ -174,7 +175,12 @@ impl crate::pm::Device for GrantDevice {
                 for g in &t.grants {
                     write_entry(g);
                 }
-                log::info!("grant: table set up again ({} frame(s), max {}), {} grants rewritten", FRAMES, t.max_frames, t.grants.len());
+                log::info!(
+                    "grant: table set up again ({} frame(s), max {}), {} grants rewritten",
+                    FRAMES,
+                    t.max_frames,
+                    t.grants.len()
+                );
             }
             Err(e) => log::error!("grant: after resume: {}", e),
         }

@@ -42,4 +42,3 @@ pub mod suspend;
 pub mod traps;
 #[cfg(target_os = "none")]
 pub mod xenstore;
-

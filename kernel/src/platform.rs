@@ -52,16 +52,14 @@ fn shared_info_slot_va() -> u64 {
 pub fn map_shared_info() {
     let maddr = with_start_info(|si| si.shared_info);
     let entry = (maddr & pte::FRAME_MASK) | pte::PRESENT | pte::WRITABLE | pte::USER | pte::ACCESSED | pte::DIRTY;
-    hv::update_va_mapping(shared_info_slot_va(), entry, abi::mmu::UVMF_INVLPG)
-        .expect("Xen refused to map shared_info");
+    hv::update_va_mapping(shared_info_slot_va(), entry, abi::mmu::UVMF_INVLPG).expect("Xen refused to map shared_info");
     SHARED_INFO.store(shared_info_slot_va() as *mut shared_info, Ordering::Release);
 }
 
 /// Clears the shared_info mapping (before suspending).
 pub fn unmap_shared_info() {
     SHARED_INFO.store(null_mut(), Ordering::Release);
-    hv::update_va_mapping(shared_info_slot_va(), 0, abi::mmu::UVMF_INVLPG)
-        .expect("Xen refused to unmap shared_info");
+    hv::update_va_mapping(shared_info_slot_va(), 0, abi::mmu::UVMF_INVLPG).expect("Xen refused to unmap shared_info");
 }
 
 /// shared_info, or null while it is not mapped.

@@ -6,12 +6,21 @@ use crate::sched;
 
 /// One console line per task.
 pub fn dump_tasks() {
-    log::info!("sysrq: {} tasks, {} context switches", sched::task_count(), sched::CONTEXT_SWITCHES.load(core::sync::atomic::Ordering::Relaxed));
-    sched::for_each_task(|id, name, state, wake_at, switches| {
-        match wake_at {
-            Some(t) => log::info!("sysrq: task {:>3} {:<16} {:?} (until {} ms) switches={}", id, name, state, t / 1_000_000, switches),
-            None => log::info!("sysrq: task {:>3} {:<16} {:?} switches={}", id, name, state, switches),
-        }
+    log::info!(
+        "sysrq: {} tasks, {} context switches",
+        sched::task_count(),
+        sched::CONTEXT_SWITCHES.load(core::sync::atomic::Ordering::Relaxed)
+    );
+    sched::for_each_task(|id, name, state, wake_at, switches| match wake_at {
+        Some(t) => log::info!(
+            "sysrq: task {:>3} {:<16} {:?} (until {} ms) switches={}",
+            id,
+            name,
+            state,
+            t / 1_000_000,
+            switches
+        ),
+        None => log::info!("sysrq: task {:>3} {:<16} {:?} switches={}", id, name, state, switches),
     });
 }
 

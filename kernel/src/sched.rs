@@ -537,7 +537,6 @@ pub fn thaw() {
     });
 }
 
-
 /// One line per task for sysrq and the console.
 pub fn for_each_task(mut f: impl FnMut(TaskId, &'static str, State, Option<u64>, u64)) {
     let snapshot: Vec<(TaskId, &'static str, State, Option<u64>, u64)> =

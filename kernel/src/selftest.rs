@@ -6,9 +6,9 @@
 #[cfg(target_os = "none")]
 use crate::sched;
 use alloc::vec::Vec;
+use core::sync::atomic::AtomicU64;
 #[cfg(target_os = "none")]
 use core::sync::atomic::Ordering;
-use core::sync::atomic::AtomicU64;
 
 /// Figures the data publisher exports.
 pub static PATTERN_PASSES: AtomicU64 = AtomicU64::new(0);
@@ -33,7 +33,14 @@ pub fn verify(words: &[u64], seed: u64, chunk: usize, limit: usize, pause: impl 
 
 /// As `verify` for a slice that starts at pattern index `base`; reported
 /// indices are pattern indices.
-pub fn verify_at(words: &[u64], seed: u64, base: usize, chunk: usize, limit: usize, mut pause: impl FnMut()) -> Vec<usize> {
+pub fn verify_at(
+    words: &[u64],
+    seed: u64,
+    base: usize,
+    chunk: usize,
+    limit: usize,
+    mut pause: impl FnMut(),
+) -> Vec<usize> {
     let mut bad = Vec::new();
     for (start, block) in words.chunks(chunk).enumerate() {
         for (j, &w) in block.iter().enumerate() {
@@ -133,7 +140,12 @@ pub fn spawn_dirtier(mib: u64) {
                 let bad = verify_at(words, seed ^ *generation, base, 8192, 8, sched::yield_now);
                 if !bad.is_empty() {
                     bad_total += bad.len();
-                    log::error!("selftest: PATTERN ERROR in dirtied MiB {} (generation {}): words {:?} differ", c, generation, bad);
+                    log::error!(
+                        "selftest: PATTERN ERROR in dirtied MiB {} (generation {}): words {:?} differ",
+                        c,
+                        generation,
+                        bad
+                    );
                 }
                 *generation += 1;
                 for (k, block) in words.chunks_mut(8192).enumerate() {
@@ -158,7 +170,6 @@ pub fn spawn_dirtier(mib: u64) {
 }
 
 #[cfg(target_os = "none")]
-#[cfg(target_os = "none")]
 /// Sleeper tasks with different periods; each counts wake-ups and notices
 /// one that comes more than 1 s late.
 pub fn spawn_sleepers(count: u32) {
@@ -177,7 +188,12 @@ pub fn spawn_sleepers(count: u32) {
                 SLEEPER_WAKEUPS.fetch_add(1, Ordering::Relaxed);
                 if slept > (period + 1000) * 1_000_000 {
                     SLEEPER_LATE.fetch_add(1, Ordering::Relaxed);
-                    log::info!("selftest: {} woke {} ms after going to sleep for {} ms", name, slept / 1_000_000, period);
+                    log::info!(
+                        "selftest: {} woke {} ms after going to sleep for {} ms",
+                        name,
+                        slept / 1_000_000,
+                        period
+                    );
                 }
                 if crate::time::now_ns() - last_report >= 10_000_000_000 {
                     last_report = crate::time::now_ns();
@@ -185,27 +201,6 @@ pub fn spawn_sleepers(count: u32) {
                 }
             }
         });
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn verify_finds_exactly_the_damaged_words() {
-        let mut w: Vec<u64> = (0..10_000).map(|i| pattern_word(7, i)).collect();
-        assert!(verify(&w, 7, 512, 8, || {}).is_empty());
-        w[3] ^= 1;
-        w[9_999] = 0;
-        assert_eq!(verify(&w, 7, 512, 8, || {}), vec![3, 9_999]);
-    }
-
-    #[test]
-    fn a_page_in_the_wrong_place_is_caught() {
-        let mut w: Vec<u64> = (0..1024).map(|i| pattern_word(1, i)).collect();
-        w.swap(0, 512); // two "pages" swapped
-        assert_eq!(verify(&w, 1, 100, 8, || {}).len(), 2);
     }
 }
 
@@ -270,7 +265,12 @@ pub fn spawn_aspace(pages: u64) {
             match bad {
                 Ok(0) => {
                     if n % 5 == 1 {
-                        log::info!("aspace: space {}: {} pages verified through its own mappings (check {})", space, frames.len(), n);
+                        log::info!(
+                            "aspace: space {}: {} pages verified through its own mappings (check {})",
+                            space,
+                            frames.len(),
+                            n
+                        );
                     }
                 }
                 Ok(b) => {
@@ -322,7 +322,14 @@ pub fn spawn_grant_check() {
             let (flags, domid, frame) = grant::entry(gref);
             let want = pfn_to_mfn(pfn) as u32;
             if frame != want || domid != 0 || flags & 1 == 0 {
-                log::error!("grant: STALE entry: ref {} names frame {:#x} (flags {:#x}, dom {}), page is at {:#x}", gref, frame, flags, domid, want);
+                log::error!(
+                    "grant: STALE entry: ref {} names frame {:#x} (flags {:#x}, dom {}), page is at {:#x}",
+                    gref,
+                    frame,
+                    flags,
+                    domid,
+                    want
+                );
             } else if frame != last_frame {
                 log::info!("grant: ref {} verified: pfn {:#x} at frame {:#x}, read-only for dom0", gref, pfn, frame);
                 last_frame = frame;
@@ -330,4 +337,25 @@ pub fn spawn_grant_check() {
             sched::sleep_ms(5000);
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verify_finds_exactly_the_damaged_words() {
+        let mut w: Vec<u64> = (0..10_000).map(|i| pattern_word(7, i)).collect();
+        assert!(verify(&w, 7, 512, 8, || {}).is_empty());
+        w[3] ^= 1;
+        w[9_999] = 0;
+        assert_eq!(verify(&w, 7, 512, 8, || {}), vec![3, 9_999]);
+    }
+
+    #[test]
+    fn a_page_in_the_wrong_place_is_caught() {
+        let mut w: Vec<u64> = (0..1024).map(|i| pattern_word(1, i)).collect();
+        w.swap(0, 512); // two "pages" swapped
+        assert_eq!(verify(&w, 1, 100, 8, || {}).len(), 2);
+    }
 }

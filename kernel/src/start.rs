@@ -35,7 +35,13 @@ pub unsafe fn kmain(si: *mut start_info) -> cmdline::Options {
     let line = cmdline::as_text(raw_cmdline);
     log::info!(
         "ballast {} on Xen {}.{}{}: domain pages={} ({} MiB), cmdline=\"{}\"",
-        VERSION, major, minor, extra, pages, pages / 256, line
+        VERSION,
+        major,
+        minor,
+        extra,
+        pages,
+        pages / 256,
+        line
     );
     let opts = cmdline::Options::parse(line);
     if opts.panic_on_boot {

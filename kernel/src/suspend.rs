@@ -124,8 +124,8 @@ impl SuspendSteps for RealSteps {
     fn wake_vcpus(&mut self) {}
 
     fn pin_roots(&mut self) -> Result<(usize, usize), String> {
-        self.pinned = aspace::pin_all_unpinned()
-            .map_err(|(id, e)| format!("pinning address space {} failed: {:?}", id, e))?;
+        self.pinned =
+            aspace::pin_all_unpinned().map_err(|(id, e)| format!("pinning address space {} failed: {:?}", id, e))?;
         Ok((self.pinned.len(), aspace::counts().0))
     }
 

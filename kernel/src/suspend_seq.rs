@@ -271,8 +271,21 @@ mod tests {
         assert_eq!(
             f.log,
             [
-                "freeze", "devices", "quiesce", "pin", "release", "canonicalise", "hypercall", "reconnect",
-                "adopt", "resume-devices", "repopulate", "rearm-timer", "wake-vcpus", "unpin", "thaw"
+                "freeze",
+                "devices",
+                "quiesce",
+                "pin",
+                "release",
+                "canonicalise",
+                "hypercall",
+                "reconnect",
+                "adopt",
+                "resume-devices",
+                "repopulate",
+                "rearm-timer",
+                "wake-vcpus",
+                "unpin",
+                "thaw"
             ]
         );
         assert!(t.total_us >= 5000 && t.before_us < t.total_us);

@@ -131,7 +131,6 @@ extern "C" {
 
 const VECTORS: [u8; 19] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 16, 17, 18, 19];
 
-
 fn stub_address(vector: u8) -> u64 {
     extern "C" {
         fn ballast_trap_0();
@@ -201,7 +200,11 @@ extern "C" fn ballast_trap_handler(frame: &TrapFrame) -> ! {
         let v = crate::platform::vcpu0();
         // SAFETY: vcpu_info is mapped when non-null; Xen stores the faulting
         // address of a page fault in arch.cr2.
-        if v.is_null() { 0 } else { unsafe { core::ptr::addr_of!((*v).arch.cr2).read_volatile() } }
+        if v.is_null() {
+            0
+        } else {
+            unsafe { core::ptr::addr_of!((*v).arch.cr2).read_volatile() }
+        }
     };
     let name = match frame.vector {
         0 => "divide error",

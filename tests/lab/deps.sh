@@ -51,6 +51,12 @@ if command -v rustup >/dev/null 2>&1; then
         echo "deps: rustup target add x86_64-unknown-none"
         rustup target add x86_64-unknown-none
     fi
+    for c in rustfmt clippy; do
+        if ! rustup component list --installed 2>/dev/null | grep -q "^$c"; then
+            echo "deps: rustup component add $c"
+            rustup component add "$c"
+        fi
+    done
 else
     echo "deps: rustup not found; assuming the toolchain already has x86_64-unknown-none" >&2
 fi

@@ -6,7 +6,6 @@
 use crate::abi::{self, hc, sched};
 use crate::hypercall::{hypercall2, hypercall3, hypercall5};
 
-
 /// A negative errno returned by Xen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct XenError(pub i64);
@@ -44,14 +43,7 @@ pub fn shutdown(reason: u32) -> ! {
 pub unsafe fn suspend(start_info_mfn: u64) -> i64 {
     let arg = SchedShutdown { reason: sched::REASON_SUSPEND };
     // SAFETY: the caller upholds the suspend preconditions; `arg` is valid.
-    unsafe {
-        hypercall3(
-            hc::SCHED_OP,
-            sched::SHUTDOWN as u64,
-            &arg as *const _ as u64,
-            start_info_mfn,
-        )
-    }
+    unsafe { hypercall3(hc::SCHED_OP, sched::SHUTDOWN as u64, &arg as *const _ as u64, start_info_mfn) }
 }
 
 /// Gives up the CPU until an event is pending. Xen unmasks event delivery

@@ -17,8 +17,8 @@ extern crate alloc;
 pub mod abi;
 pub mod console;
 #[cfg(target_os = "none")]
-pub mod hypercall;
-#[cfg(target_os = "none")]
 pub mod hv;
+#[cfg(target_os = "none")]
+pub mod hypercall;
 #[cfg(any(test, feature = "alloc"))]
 pub mod xenstore;

@@ -79,7 +79,8 @@ pub fn map(id: SpaceId, va: u64, pfn: u64) -> Result<(), &'static str> {
     if idx[0] >= 256 {
         return Err("only the lower half belongs to an address space");
     }
-    let (l4, pinned) = with_registry(|r| r.iter().find(|s| s.id == id).map(|s| (s.l4, s.pinned))).ok_or("no such space")?;
+    let (l4, pinned) =
+        with_registry(|r| r.iter().find(|s| s.id == id).map(|s| (s.l4, s.pinned))).ok_or("no such space")?;
     let mut table = l4;
     for &index in &idx[..3] {
         let e = read(table, index);

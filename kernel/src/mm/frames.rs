@@ -82,12 +82,7 @@ impl FrameAllocator {
     /// sizing mistake at boot, not a condition to recover from.
     pub fn new(storage: &'static mut [u64], nr_pfns: u64) -> Self {
         let words = Self::words_needed(nr_pfns);
-        assert!(
-            storage.len() >= words,
-            "frame bitmap: {} words given, {} needed",
-            storage.len(),
-            words
-        );
+        assert!(storage.len() >= words, "frame bitmap: {} words given, {} needed", storage.len(), words);
         let free_bitmap = &mut storage[..words];
         free_bitmap.fill(0);
         Self {
@@ -263,10 +258,7 @@ impl FrameAllocator {
 
     /// The maximal runs of free frames, lowest first.
     pub fn iter_free_runs(&self) -> FreeRuns<'_> {
-        FreeRuns {
-            frames: self,
-            next_pfn: 0,
-        }
+        FreeRuns { frames: self, next_pfn: 0 }
     }
 
     /// Length of the longest run of contiguous free frames.
@@ -344,9 +336,7 @@ impl FrameAllocator {
 
     /// The first in-use pfn at or after `pfn`, or `nr_pfns`.
     fn next_used_from(&self, pfn: u64) -> u64 {
-        self.next_bit_from(pfn, u64::MAX)
-            .unwrap_or(self.nr_pfns)
-            .min(self.nr_pfns)
+        self.next_bit_from(pfn, u64::MAX).unwrap_or(self.nr_pfns).min(self.nr_pfns)
     }
 
     /// The first pfn at or after `pfn` whose bit differs from the bits of
@@ -466,11 +456,7 @@ fn for_each_word_mask(start: u64, end: u64, mut f: impl FnMut(usize, u64)) {
     while pfn < end {
         let first_bit = pfn % BITS_PER_WORD;
         let bits_here = (BITS_PER_WORD - first_bit).min(end - pfn);
-        let mask = if bits_here == BITS_PER_WORD {
-            u64::MAX
-        } else {
-            ((1 << bits_here) - 1) << first_bit
-        };
+        let mask = if bits_here == BITS_PER_WORD { u64::MAX } else { ((1 << bits_here) - 1) << first_bit };
         f(word_of(pfn), mask);
         pfn += bits_here;
     }
@@ -533,10 +519,7 @@ mod tests {
     #[test]
     fn starts_all_used_and_counts_added_ranges() {
         let mut frames = allocator(1000);
-        assert_eq!(
-            (frames.total_pfns(), frames.free_count(), frames.used_count()),
-            (1000, 0, 1000)
-        );
+        assert_eq!((frames.total_pfns(), frames.free_count(), frames.used_count()), (1000, 0, 1000));
         assert_eq!(frames.alloc(0), None);
         frames.add_free_range(10, 600).unwrap();
         assert_eq!(frames.free_count(), 600);
@@ -579,9 +562,7 @@ mod tests {
         // Regions 0, 1 and 3 wholly free; region 2 partly used at boot.
         let mut frames = allocator(4 * FRAMES_PER_2M);
         frames.add_free_range(0, 2 * FRAMES_PER_2M).unwrap();
-        frames
-            .add_free_range(2 * FRAMES_PER_2M + 100, 4 * FRAMES_PER_2M - (2 * FRAMES_PER_2M + 100))
-            .unwrap();
+        frames.add_free_range(2 * FRAMES_PER_2M + 100, 4 * FRAMES_PER_2M - (2 * FRAMES_PER_2M + 100)).unwrap();
         assert_eq!(frames.free_extents_2m(), 3);
         // Small blocks come from the partly used region while it has room.
         assert_eq!(frames.alloc(0), Some(1024 + 100));
@@ -763,10 +744,7 @@ mod tests {
         for (pfn, &m) in model.iter().enumerate() {
             assert_eq!(frames.is_free(pfn as u64), m == Model::Free, "step {step} pfn {pfn}");
         }
-        let whole = model
-            .chunks_exact(FRAMES_PER_2M as usize)
-            .filter(|r| r.iter().all(|&m| m == Model::Free))
-            .count();
+        let whole = model.chunks_exact(FRAMES_PER_2M as usize).filter(|r| r.iter().all(|&m| m == Model::Free)).count();
         assert_eq!(frames.free_extents_2m(), whole, "step {step}");
         if step.is_multiple_of(64) {
             let mut longest = 0;

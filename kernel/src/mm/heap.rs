@@ -118,9 +118,9 @@ impl Placement {
         // `size` covers the alignment too, and 2^order pages are aligned to
         // their own size.
         match size.div_ceil(PAGE_SIZE).checked_next_power_of_two() {
-            Some(pages) if pages.trailing_zeros() <= MAX_LARGE_ORDER => Placement::Large {
-                order: pages.trailing_zeros(),
-            },
+            Some(pages) if pages.trailing_zeros() <= MAX_LARGE_ORDER => {
+                Placement::Large { order: pages.trailing_zeros() }
+            }
             _ => Placement::TooBig,
         }
     }
@@ -144,12 +144,7 @@ impl<S: PageSource> Heap<S> {
             source,
             state: Mutex::new(HeapState {
                 free_lists: [ptr::null_mut(); NR_CLASSES],
-                stats: HeapStats {
-                    bytes_in_use: 0,
-                    pages_held: 0,
-                    live_allocations: 0,
-                    failed_allocations: 0,
-                },
+                stats: HeapStats { bytes_in_use: 0, pages_held: 0, live_allocations: 0, failed_allocations: 0 },
             }),
             mask_events,
             restore_events,
@@ -312,10 +307,7 @@ mod tests {
             // SAFETY: the caller passes back a block from `alloc_pages(order)`,
             // which used this layout.
             unsafe {
-                std::alloc::dealloc(
-                    ptr,
-                    Layout::from_size_align_unchecked(PAGE_SIZE << order, PAGE_SIZE << order),
-                )
+                std::alloc::dealloc(ptr, Layout::from_size_align_unchecked(PAGE_SIZE << order, PAGE_SIZE << order))
             }
         }
     }
@@ -353,11 +345,7 @@ mod tests {
     fn check(live: &Live) {
         // SAFETY: as in `fill`.
         let bytes = unsafe { std::slice::from_raw_parts(live.ptr, live.layout.size()) };
-        assert!(
-            bytes.iter().all(|&b| b == live.pattern),
-            "allocation at {:p} was overwritten",
-            live.ptr
-        );
+        assert!(bytes.iter().all(|&b| b == live.pattern), "allocation at {:p} was overwritten", live.ptr);
     }
 
     #[test]
@@ -393,11 +381,7 @@ mod tests {
                 let ptr = unsafe { heap.alloc(layout) };
                 assert!(!ptr.is_null());
                 assert_eq!(ptr as usize % align, 0, "{layout:?}");
-                let entry = Live {
-                    ptr,
-                    layout,
-                    pattern: (round * 400 + i) as u8 | 1,
-                };
+                let entry = Live { ptr, layout, pattern: (round * 400 + i) as u8 | 1 };
                 fill(&entry);
                 live.push(entry);
             }
@@ -410,15 +394,10 @@ mod tests {
             }
         }
         live.iter().for_each(check);
-        let mut ranges: Vec<(usize, usize)> = live
-            .iter()
-            .map(|l| (l.ptr as usize, l.ptr as usize + l.layout.size()))
-            .collect();
+        let mut ranges: Vec<(usize, usize)> =
+            live.iter().map(|l| (l.ptr as usize, l.ptr as usize + l.layout.size())).collect();
         ranges.sort_unstable();
-        assert!(
-            ranges.windows(2).all(|pair| pair[0].1 <= pair[1].0),
-            "allocations overlap"
-        );
+        assert!(ranges.windows(2).all(|pair| pair[0].1 <= pair[1].0), "allocations overlap");
         let stats = heap.stats();
         assert_eq!(stats.live_allocations, live.len());
         assert_eq!(stats.pages_held, heap.source.outstanding_pages.load(Ordering::Relaxed));
@@ -429,10 +408,7 @@ mod tests {
             unsafe { heap.dealloc(entry.ptr, entry.layout) };
         }
         let stats = heap.stats();
-        assert_eq!(
-            (stats.live_allocations, stats.bytes_in_use, stats.failed_allocations),
-            (0, 0, 0)
-        );
+        assert_eq!((stats.live_allocations, stats.bytes_in_use, stats.failed_allocations), (0, 0, 0));
         assert_eq!(stats.pages_held, heap.source.outstanding_pages.load(Ordering::Relaxed));
     }
 
@@ -459,10 +435,7 @@ mod tests {
             unsafe { heap.dealloc(ptr, layout) };
         }
         assert_eq!(heap.stats(), baseline);
-        assert_eq!(
-            heap.source.outstanding_pages.load(Ordering::Relaxed),
-            baseline.pages_held
-        );
+        assert_eq!(heap.source.outstanding_pages.load(Ordering::Relaxed), baseline.pages_held);
         // SAFETY: from `heap.alloc(small)`.
         unsafe { heap.dealloc(kept, small) };
     }

@@ -125,7 +125,6 @@ fn l1_for(va: u64) -> Option<u64> {
     Some(table)
 }
 
-
 /// Whether `pfn`'s kernel mapping entry in the L1 table `l1_mfn` (from
 /// `l1_of`) is present.
 pub fn is_mapped_in(l1_mfn: u64, pfn: u64) -> bool {
@@ -270,8 +269,7 @@ pub struct PhysmapInfo {
 
 /// Maps all RAM, builds the p2m for `max_pfn` entries and publishes it.
 pub fn init(max_pages: u64) -> PhysmapInfo {
-    let (nr_pages, pt_base, nr_pt_frames) =
-        platform::with_start_info(|si| (si.nr_pages, si.pt_base, si.nr_pt_frames));
+    let (nr_pages, pt_base, nr_pt_frames) = platform::with_start_info(|si| (si.nr_pages, si.pt_base, si.nr_pt_frames));
     // Xen placed, in order: image, p2m list, start_info, xenstore and
     // console pages, the bootstrap page tables, then one stack page; at
     // least 512 KiB after that is mapped.
@@ -279,7 +277,11 @@ pub fn init(max_pages: u64) -> PhysmapInfo {
     let mut boot = BootFrames { next: first_free, mapped_end: first_free + 128 };
     let max_pfn = max_pages.max(nr_pages).min(MAX_SUPPORTED_PFN as u64);
     if max_pages as usize > MAX_SUPPORTED_PFN {
-        log::warn!("mm: maximum of {} pages exceeds the supported {}; memory above is not used", max_pages, MAX_SUPPORTED_PFN);
+        log::warn!(
+            "mm: maximum of {} pages exceeds the supported {}; memory above is not used",
+            max_pages,
+            MAX_SUPPORTED_PFN
+        );
     }
 
     let newly_mapped = map_all(nr_pages, &mut boot);
@@ -308,7 +310,6 @@ pub fn init(max_pages: u64) -> PhysmapInfo {
 
     PhysmapInfo { nr_pages, max_pfn, newly_mapped, boot }
 }
-
 
 /// Makes `page` (a free frame) p2m page `index`: every entry invalid, then
 /// mapped at its place in the p2m region (adding page tables with
@@ -371,4 +372,3 @@ pub fn publish_frame_lists() {
         core::ptr::addr_of_mut!((*si).arch.pfn_to_mfn_frame_list_list).write_volatile(pfn_to_mfn(lol));
     }
 }
-

@@ -158,7 +158,12 @@ pub fn release_2m(pfn: u64) -> bool {
                     gone += 1;
                 }
             }
-            log::warn!("reservation: order-9 decrease at pfn {:#x} failed ({:?}); {} of 512 frames gone", pfn, other, gone);
+            log::warn!(
+                "reservation: order-9 decrease at pfn {:#x} failed ({:?}); {} of 512 frames gone",
+                pfn,
+                other,
+                gone
+            );
             false
         }
     }
@@ -304,7 +309,11 @@ fn has_l1(pfn: u64) -> bool {
     }
     let made = physmap::ensure_l1(pfn, || kernel_memory::with_frames(|f| f.alloc(0))).is_some();
     if made {
-        log::info!("reservation: new page table for pfns {:#x}..{:#x}", pfn & !(EXTENT_FRAMES - 1), (pfn | (EXTENT_FRAMES - 1)) + 1);
+        log::info!(
+            "reservation: new page table for pfns {:#x}..{:#x}",
+            pfn & !(EXTENT_FRAMES - 1),
+            (pfn | (EXTENT_FRAMES - 1)) + 1
+        );
     } else {
         log::warn!("reservation: no page table for pfn {:#x} and none could be made", pfn);
     }

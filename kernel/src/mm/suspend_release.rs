@@ -37,7 +37,8 @@ pub fn release_free(reserve: u64) -> Released {
     out.extents.reserve((free / 512) as usize + 1);
     out.frames.reserve(free.saturating_sub(reserve).min(64 * 1024) as usize);
 
-    let take_extent = || with_frames(|f| if f.free_count() >= reserve + 512 { f.take_free_extent_2m_from_top() } else { None });
+    let take_extent =
+        || with_frames(|f| if f.free_count() >= reserve + 512 { f.take_free_extent_2m_from_top() } else { None });
     while let Some(pfn) = take_extent() {
         if reservation::release_2m(pfn) {
             out.extents.push(pfn);
@@ -101,7 +102,8 @@ pub struct Repopulated {
 
 fn repopulate_unbacked(r: &Released) -> u64 {
     let mut pages = 0u64;
-    let unbacked = |pfns: &[u64]| -> Vec<u64> { pfns.iter().copied().filter(|&p| !reservation::is_backed(p)).collect() };
+    let unbacked =
+        |pfns: &[u64]| -> Vec<u64> { pfns.iter().copied().filter(|&p| !reservation::is_backed(p)).collect() };
     for &pfn in &r.extents {
         if (pfn..pfn + 512).any(reservation::is_backed) {
             let pfns: Vec<u64> = (pfn..pfn + 512).collect();

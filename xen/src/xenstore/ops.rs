@@ -132,10 +132,7 @@ impl TransactionRetry {
 /// Runs `attempt` until it does not fail with EAGAIN, at most
 /// `max_attempts` times. Each call must be a whole transaction: start it,
 /// do the work under its id, and end it (aborting if the work failed).
-pub fn with_transaction<T>(
-    max_attempts: u32,
-    mut attempt: impl FnMut() -> Result<T, XsError>,
-) -> Result<T, XsError> {
+pub fn with_transaction<T>(max_attempts: u32, mut attempt: impl FnMut() -> Result<T, XsError>) -> Result<T, XsError> {
     let mut policy = TransactionRetry::new(max_attempts);
     loop {
         match policy.after_attempt(attempt()) {

@@ -116,12 +116,7 @@ impl Router {
     /// to wait on and the bytes to write to the ring, whole and in order.
     /// For watches use [`Self::register_watch`] instead, which keeps the
     /// registry in step.
-    pub fn start(
-        &mut self,
-        ty: MsgType,
-        tx_id: u32,
-        payload: &[u8],
-    ) -> Result<(u32, Vec<u8>), WireError> {
+    pub fn start(&mut self, ty: MsgType, tx_id: u32, payload: &[u8]) -> Result<(u32, Vec<u8>), WireError> {
         self.start_inner(ty, tx_id, payload, None, true)
     }
 
@@ -184,10 +179,7 @@ impl Router {
     /// still in flight.
     fn drop_watch_if_unsent(&mut self, token: Option<&str>) {
         let Some(token) = token else { return };
-        let again = self
-            .in_flight
-            .values()
-            .any(|p| p.ty == MsgType::WATCH && p.token.as_deref() == Some(token));
+        let again = self.in_flight.values().any(|p| p.ty == MsgType::WATCH && p.token.as_deref() == Some(token));
         if !again {
             self.watches.remove(token);
         }
@@ -278,17 +270,15 @@ impl Router {
             let Some(p) = self.in_flight.get(&id) else {
                 continue;
             };
-            let local: Option<Result<Vec<u8>, XsError>> =
-                if p.tx_id != 0 || p.ty == MsgType::TRANSACTION_END {
-                    Some(Err(XsError::Errno(Errno::EAGAIN)))
-                } else if p.ty == MsgType::UNWATCH
-                    || (p.ty == MsgType::WATCH
-                        && !p.token.as_ref().is_some_and(|t| self.watches.contains_key(t)))
-                {
-                    Some(Ok(b"OK\0".to_vec()))
-                } else {
-                    None
-                };
+            let local: Option<Result<Vec<u8>, XsError>> = if p.tx_id != 0 || p.ty == MsgType::TRANSACTION_END {
+                Some(Err(XsError::Errno(Errno::EAGAIN)))
+            } else if p.ty == MsgType::UNWATCH
+                || (p.ty == MsgType::WATCH && !p.token.as_ref().is_some_and(|t| self.watches.contains_key(t)))
+            {
+                Some(Ok(b"OK\0".to_vec()))
+            } else {
+                None
+            };
             match local {
                 None => resend.push(p.encoded.clone()),
                 Some(result) => {
@@ -300,16 +290,14 @@ impl Router {
                 }
             }
         }
-        let rewatch: Vec<(String, String)> =
-            self.watches
-                .iter()
-                .filter(|(token, _)| {
-                    !self.in_flight.values().any(|p| {
-                        p.ty == MsgType::WATCH && p.token.as_deref() == Some(token.as_str())
-                    })
-                })
-                .map(|(token, w)| (w.path.clone(), token.clone()))
-                .collect();
+        let rewatch: Vec<(String, String)> = self
+            .watches
+            .iter()
+            .filter(|(token, _)| {
+                !self.in_flight.values().any(|p| p.ty == MsgType::WATCH && p.token.as_deref() == Some(token.as_str()))
+            })
+            .map(|(token, w)| (w.path.clone(), token.clone()))
+            .collect();
         for (path, token) in rewatch {
             // These encoded once already, so they encode again.
             let started = wire::watch_payload(&path, &token)
@@ -384,14 +372,8 @@ mod tests {
         assert!(matches!(r.take_reply(c), Some(Err(XsError::Malformed(_)))));
 
         let stray = r.on_message(reply(MsgType::READ, 4242, b"?"));
-        assert_eq!(
-            stray,
-            Routed::Unexpected(Unexpected::UnknownReqId { ty: MsgType::READ, req_id: 4242 })
-        );
-        assert!(matches!(
-            r.on_message(event("/p", "who")),
-            Routed::Unexpected(Unexpected::UnknownToken { .. })
-        ));
+        assert_eq!(stray, Routed::Unexpected(Unexpected::UnknownReqId { ty: MsgType::READ, req_id: 4242 }));
+        assert!(matches!(r.on_message(event("/p", "who")), Routed::Unexpected(Unexpected::UnknownToken { .. })));
         let bad = Message { ty: MsgType::WATCH_EVENT, req_id: 0, tx_id: 0, payload: b"x".to_vec() };
         assert!(matches!(r.on_message(bad), Routed::Unexpected(Unexpected::BadEvent(_))));
         assert_eq!(r.unexpected_count(), 3);
@@ -465,10 +447,7 @@ mod tests {
         // The new xenstored answers under the old ids.
         assert_eq!(r.on_message(reply(MsgType::READ, read, b"5")), Routed::Reply { req_id: read });
         r.on_message(reply(MsgType::WATCH, w2, b"OK\0"));
-        assert_eq!(
-            r.on_message(reply(MsgType::WATCH, id, b"OK\0")),
-            Routed::Unwaited { req_id: id, result: Ok(()) }
-        );
+        assert_eq!(r.on_message(reply(MsgType::WATCH, id, b"OK\0")), Routed::Unwaited { req_id: id, result: Ok(()) });
         assert_eq!(r.take_reply(read), Some(Ok(b"5".to_vec())));
         let mut tokens: Vec<&str> = r.watches().map(|(_, t)| t).collect();
         tokens.sort();

@@ -51,9 +51,7 @@ pub struct SimXenstored {
 
 /// Whether `path` is `base` or lies below it.
 fn at_or_below(path: &str, base: &str) -> bool {
-    path == base
-        || base == "/"
-        || (path.starts_with(base) && path.as_bytes().get(base.len()) == Some(&b'/'))
+    path == base || base == "/" || (path.starts_with(base) && path.as_bytes().get(base.len()) == Some(&b'/'))
 }
 
 fn parent(path: &str) -> Option<&str> {
@@ -181,9 +179,8 @@ impl SimXenstored {
             fence(Ordering::Acquire);
             let avail = (req_prod.wrapping_sub(req_cons) as usize).min(RING_SIZE);
             let req = addr_of!((*page).req) as *const u8;
-            let bytes: Vec<u8> = (0..avail)
-                .map(|i| req.add((req_cons as usize).wrapping_add(i) % RING_SIZE).read_volatile())
-                .collect();
+            let bytes: Vec<u8> =
+                (0..avail).map(|i| req.add((req_cons as usize).wrapping_add(i) % RING_SIZE).read_volatile()).collect();
             fence(Ordering::Release);
             addr_of_mut!((*page).req_cons).write_volatile(req_cons.wrapping_add(avail as u32));
             self.process(&bytes);
@@ -204,11 +201,7 @@ impl SimXenstored {
     }
 
     fn resolve(&self, path: &str) -> Result<String, Errno> {
-        let abs = if path.starts_with('/') {
-            path.to_string()
-        } else {
-            format!("{}/{}", self.home(), path)
-        };
+        let abs = if path.starts_with('/') { path.to_string() } else { format!("{}/{}", self.home(), path) };
         let valid_chars = abs.bytes().all(|b| b.is_ascii_alphanumeric() || b"/_-@".contains(&b));
         let well_formed = abs == "/" || (!abs.ends_with('/') && !abs.contains("//"));
         if path.is_empty() || !valid_chars || !well_formed {

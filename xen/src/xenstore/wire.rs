@@ -315,11 +315,7 @@ impl Decoder {
     }
 
     /// Feeds all of `bytes`, handing each completed message to `sink`.
-    pub fn feed_all(
-        &mut self,
-        mut bytes: &[u8],
-        mut sink: impl FnMut(Message),
-    ) -> Result<(), WireError> {
+    pub fn feed_all(&mut self, mut bytes: &[u8], mut sink: impl FnMut(Message)) -> Result<(), WireError> {
         while !bytes.is_empty() {
             let (used, msg) = self.feed(bytes)?;
             if let Some(m) = msg {
@@ -342,9 +338,7 @@ fn split_cstrs(payload: &[u8]) -> Result<Vec<&str>, XsError> {
     if last != 0 {
         return Err(XsError::Malformed("string not NUL-terminated"));
     }
-    body.split(|&b| b == 0)
-        .map(|s| core::str::from_utf8(s).map_err(|_| XsError::Malformed("not UTF-8")))
-        .collect()
+    body.split(|&b| b == 0).map(|s| core::str::from_utf8(s).map_err(|_| XsError::Malformed("not UTF-8"))).collect()
 }
 
 /// Parses the payload of an `ERROR` message: `"ENOENT\0"`.
@@ -415,8 +409,7 @@ mod tests {
 
     #[test]
     fn header_is_little_endian_and_payloads_are_as_xenstored_expects() {
-        let m =
-            encode(MsgType::WRITE, 0x0102_0304, 7, &write_payload("a/b", b"v").unwrap()).unwrap();
+        let m = encode(MsgType::WRITE, 0x0102_0304, 7, &write_payload("a/b", b"v").unwrap()).unwrap();
         assert_eq!(&m[..16], &[11, 0, 0, 0, 4, 3, 2, 1, 7, 0, 0, 0, 5, 0, 0, 0]);
         assert_eq!(&m[16..], b"a/b\0v");
         assert_eq!(path_payload("/x").unwrap(), b"/x\0");
