@@ -14,20 +14,46 @@ use crate::mm::pagetable::data_entry;
 use crate::mm::physmap::{self, pfn_to_mfn};
 use crate::platform::pfn_to_va;
 use alloc::vec::Vec;
-use core::sync::atomic::{fence, Ordering};
+use core::sync::atomic::{fence, AtomicU16, Ordering};
 use spin::Mutex;
 use xen::abi::mmu;
 use xen::hv;
 
 const GNTTABOP_SETUP_TABLE: u32 = 2;
 const GNTTABOP_QUERY_SIZE: u32 = 6;
-const GTF_PERMIT_ACCESS: u16 = 1;
-const GTF_READONLY: u16 = 1 << 2;
+
+bitflags::bitflags! {
+    /// The `flags` half-word of a v1 grant entry (`grant_table.h`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct GrantFlags: u16 {
+        const PERMIT_ACCESS = 1;
+        const READONLY = 1 << 2;
+        /// Set by Xen while the grantee has the page mapped for reading.
+        const READING = 1 << 3;
+        /// Set by Xen while the grantee has the page mapped for writing.
+        const WRITING = 1 << 4;
+    }
+}
+
 /// Frames ballast asks for: 512 entries each.
 const FRAMES: usize = 1;
 const ENTRIES_PER_FRAME: usize = 512;
+const REFS: u32 = (FRAMES * ENTRIES_PER_FRAME) as u32;
 /// The first refs are reserved for the toolstack (console, xenstore).
 const FIRST_FREE_REF: u32 = 8;
+
+/// Why a grant operation failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantError {
+    /// No grant table (setting it up failed at boot).
+    NoTable,
+    /// Every ref is in use.
+    Full,
+    /// The ref is outside the table or was not granted by this guest.
+    BadRef(u32),
+    /// The grantee still has the page mapped; try again after it unmaps.
+    InUse(u32),
+}
 /// Virtual slot (as a pfn-sized index past the p2m region) for the table.
 const TABLE_SLOT: u64 = physmap::MAX_SUPPORTED_PFN as u64 + 8 * 1024;
 
@@ -66,7 +92,9 @@ struct Grant {
 struct Table {
     mfns: [u64; FRAMES],
     grants: Vec<Grant>,
+    /// Refs never handed out start here; ended refs wait in `free_refs`.
     next_ref: u32,
+    free_refs: Vec<u32>,
     max_frames: u32,
 }
 
@@ -101,21 +129,36 @@ fn unmap() {
     }
 }
 
-fn entry_ptr(gref: u32) -> *mut Entry {
-    (pfn_to_va(TABLE_SLOT) as *mut Entry).wrapping_add(gref as usize)
+/// The entry of `gref`, or an error if the ref is outside the table.
+fn entry_ptr(gref: u32) -> Result<*mut Entry, GrantError> {
+    if gref >= REFS {
+        return Err(GrantError::BadRef(gref));
+    }
+    Ok((pfn_to_va(TABLE_SLOT) as *mut Entry).wrapping_add(gref as usize))
+}
+
+/// The flags half-word of an entry, shared with Xen (which sets READING and
+/// WRITING), so every change is atomic.
+///
+/// # Safety
+/// The table must be mapped at TABLE_SLOT and `e` point into it.
+unsafe fn flags_of<'a>(e: *mut Entry) -> &'a AtomicU16 {
+    // SAFETY: the caller guarantees `e` points into the mapped table; the
+    // field is 2-byte aligned, as AtomicU16 requires.
+    unsafe { AtomicU16::from_ptr(core::ptr::addr_of_mut!((*e).flags)) }
 }
 
 fn write_entry(g: &Grant) {
-    let e = entry_ptr(g.gref);
-    // SAFETY: the table frames are mapped writable at TABLE_SLOT and `gref`
-    // is below FRAMES * ENTRIES_PER_FRAME. The frame and domid must be
-    // visible before the flags that publish the entry.
+    let Ok(e) = entry_ptr(g.gref) else { return };
+    let flags = if g.readonly { GrantFlags::PERMIT_ACCESS | GrantFlags::READONLY } else { GrantFlags::PERMIT_ACCESS };
+    // SAFETY: the table frames are mapped writable at TABLE_SLOT whenever a
+    // `Table` exists, and `entry_ptr` checked the bound. The frame and
+    // domid must be visible before the flags that publish the entry.
     unsafe {
         core::ptr::addr_of_mut!((*e).domid).write_volatile(g.domid);
         core::ptr::addr_of_mut!((*e).frame).write_volatile(pfn_to_mfn(g.pfn) as u32);
         fence(Ordering::Release);
-        let flags = GTF_PERMIT_ACCESS | if g.readonly { GTF_READONLY } else { 0 };
-        core::ptr::addr_of_mut!((*e).flags).write_volatile(flags);
+        flags_of(e).store(flags.bits(), Ordering::Release);
     }
 }
 
@@ -126,8 +169,13 @@ pub fn init() {
     let _ = unsafe { hv::grant_table_op(GNTTABOP_QUERY_SIZE, &mut q) };
     match setup().map_err(|_| "setup_table refused").and_then(|mfns| map(&mfns).map(|_| mfns)) {
         Ok(mfns) => {
-            *TABLE.lock() =
-                Some(Table { mfns, grants: Vec::new(), next_ref: FIRST_FREE_REF, max_frames: q.max_nr_frames });
+            *TABLE.lock() = Some(Table {
+                mfns,
+                grants: Vec::new(),
+                next_ref: FIRST_FREE_REF,
+                free_refs: Vec::new(),
+                max_frames: q.max_nr_frames,
+            });
             log::info!("grant: table of {} frame(s) mapped (Xen allows {})", FRAMES, q.max_nr_frames);
         }
         Err(e) => log::error!("grant: no grant table: {}", e),
@@ -135,24 +183,65 @@ pub fn init() {
 }
 
 /// Lets `domid` map `pfn` (read-only if asked); returns the grant ref.
-pub fn grant_access(domid: u16, pfn: u64, readonly: bool) -> Option<u32> {
-    let mut t = TABLE.lock();
-    let t = t.as_mut()?;
-    if t.next_ref as usize >= FRAMES * ENTRIES_PER_FRAME {
-        return None;
-    }
-    let g = Grant { gref: t.next_ref, domid, pfn, readonly };
-    t.next_ref += 1;
+pub fn grant_access(domid: u16, pfn: u64, readonly: bool) -> Result<u32, GrantError> {
+    let mut guard = TABLE.lock();
+    let t = guard.as_mut().ok_or(GrantError::NoTable)?;
+    let gref = match t.free_refs.pop() {
+        Some(r) => r,
+        None if t.next_ref < REFS => {
+            t.next_ref += 1;
+            t.next_ref - 1
+        }
+        None => return Err(GrantError::Full),
+    };
+    let g = Grant { gref, domid, pfn, readonly };
     write_entry(&g);
     t.grants.push(g);
-    Some(g.gref)
+    Ok(gref)
 }
 
-/// The entry of `gref` as Xen sees it: (flags, domid, frame).
-pub fn entry(gref: u32) -> (u16, u16, u32) {
-    let e = entry_ptr(gref);
-    // SAFETY: as in `write_entry`; a plain read.
-    unsafe { ((*e).flags, (*e).domid, (*e).frame) }
+/// Takes the grant back. Fails with `InUse` while the grantee still has
+/// the page mapped: the page must not be reused until this succeeds.
+pub fn end_access(gref: u32) -> Result<(), GrantError> {
+    let mut guard = TABLE.lock();
+    let t = guard.as_mut().ok_or(GrantError::NoTable)?;
+    let at = t.grants.iter().position(|g| g.gref == gref).ok_or(GrantError::BadRef(gref))?;
+    let e = entry_ptr(gref)?;
+    // SAFETY: a `Table` exists, so the frames are mapped; `entry_ptr`
+    // checked the bound.
+    let flags = unsafe { flags_of(e) };
+    let busy = (GrantFlags::READING | GrantFlags::WRITING).bits();
+    // Clear the entry only if Xen has not marked it mapped in between.
+    flags
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |f| (f & busy == 0).then_some(0))
+        .map_err(|_| GrantError::InUse(gref))?;
+    t.grants.swap_remove(at);
+    t.free_refs.push(gref);
+    Ok(())
+}
+
+/// A grant entry as Xen sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryView {
+    pub flags: GrantFlags,
+    pub domid: u16,
+    pub frame: u32,
+}
+
+/// The entry of `gref` as Xen sees it.
+pub fn entry(gref: u32) -> Result<EntryView, GrantError> {
+    let guard = TABLE.lock();
+    guard.as_ref().ok_or(GrantError::NoTable)?;
+    let e = entry_ptr(gref)?;
+    // SAFETY: a `Table` exists, so the frames are mapped; the bound is
+    // checked. Plain reads of fields Xen may change concurrently.
+    unsafe {
+        Ok(EntryView {
+            flags: GrantFlags::from_bits_retain(flags_of(e).load(Ordering::Acquire)),
+            domid: core::ptr::addr_of!((*e).domid).read_volatile(),
+            frame: core::ptr::addr_of!((*e).frame).read_volatile(),
+        })
+    }
 }
 
 /// The grant table as a suspend-aware device.

@@ -4,7 +4,7 @@
 
 use core::ptr::{addr_of_mut, null_mut};
 use core::sync::atomic::{AtomicPtr, Ordering};
-use xen::abi::{self, pte, shared_info, start_info, vcpu_info};
+use xen::abi::{self, shared_info, start_info, vcpu_info};
 use xen::hv;
 
 /// Where Xen maps the image and the bootstrap region, and where ballast keeps
@@ -51,7 +51,7 @@ fn shared_info_slot_va() -> u64 {
 /// Maps the shared_info frame that start_info names into its slot.
 pub fn map_shared_info() {
     let maddr = with_start_info(|si| si.shared_info);
-    let entry = (maddr & pte::FRAME_MASK) | pte::PRESENT | pte::WRITABLE | pte::USER | pte::ACCESSED | pte::DIRTY;
+    let entry = crate::mm::pagetable::data_entry(maddr >> 12, true);
     hv::update_va_mapping(shared_info_slot_va(), entry, abi::mmu::UVMF_INVLPG).expect("Xen refused to map shared_info");
     SHARED_INFO.store(shared_info_slot_va() as *mut shared_info, Ordering::Release);
 }

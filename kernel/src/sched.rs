@@ -38,8 +38,8 @@ struct Task {
     id: TaskId,
     name: &'static str,
     state: State,
-    /// Saved stack pointer while not running.
-    rsp: u64,
+    /// Where the stack pointer is saved while the task is not running.
+    frame: Box<SwitchFrame>,
     /// Owned here so that reaping the task frees it; never read.
     _stack: Option<Box<[u8]>>,
     /// Sleep deadline (monotonic ns) while blocked in `sleep`.
@@ -50,6 +50,24 @@ struct Task {
     /// one the suspend path itself depends on.
     freezable: bool,
     switches: u64,
+}
+
+/// A switched-out task's stack pointer, in an allocation of its own so the
+/// address `ballast_switch` writes to stays valid whatever happens to the
+/// task list. The task is queued before it is switched out; `saved` is set
+/// by `ballast_switch` only after the stack pointer is stored, and nobody
+/// resumes the task before that (on one vCPU it always is by then; with
+/// several, another vCPU may pick the task while its switch is under way).
+#[repr(C)]
+struct SwitchFrame {
+    rsp: u64,
+    saved: AtomicBool,
+}
+
+impl SwitchFrame {
+    fn new(rsp: u64) -> Box<Self> {
+        Box::new(Self { rsp, saved: AtomicBool::new(true) })
+    }
 }
 
 struct Scheduler {
@@ -72,7 +90,8 @@ pub static CONTEXT_SWITCHES: AtomicU64 = AtomicU64::new(0);
 global_asm!(
     r#"
     .globl ballast_switch
-    /* ballast_switch(save_rsp: *mut u64 [rdi], next_rsp: u64 [rsi]) */
+    /* ballast_switch(save_rsp: *mut u64 [rdi], next_rsp: u64 [rsi],
+                         saved: *mut u8 [rdx]) */
     ballast_switch:
         push %rbp
         push %rbx
@@ -81,6 +100,8 @@ global_asm!(
         push %r14
         push %r15
         mov %rsp, (%rdi)
+        /* x86 keeps stores in order: the flag is seen after the rsp. */
+        movb $1, (%rdx)
         mov %rsi, %rsp
         pop %r15
         pop %r14
@@ -100,7 +121,7 @@ global_asm!(
 );
 
 extern "C" {
-    fn ballast_switch(save_rsp: *mut u64, next_rsp: u64);
+    fn ballast_switch(save_rsp: *mut u64, next_rsp: u64, saved: *mut u8);
     fn ballast_task_trampoline();
 }
 
@@ -175,7 +196,7 @@ pub fn init() {
                 id: 0,
                 name: "idle",
                 state: State::Running,
-                rsp: 0,
+                frame: SwitchFrame::new(0),
                 _stack: None,
                 wake_at: None,
                 wake_pending: false,
@@ -225,7 +246,7 @@ fn spawn_inner(name: &'static str, freezable: bool, f: Entry) -> TaskId {
             id,
             name,
             state: State::Runnable,
-            rsp,
+            frame: SwitchFrame::new(rsp),
             _stack: Some(stack),
             wake_at: None,
             wake_pending: false,
@@ -279,20 +300,28 @@ fn switch_away() {
             let n = s.task(next).unwrap();
             n.state = State::Running;
             n.switches += 1;
-            let next_rsp = n.rsp;
+            let next_frame = &*n.frame as *const SwitchFrame;
             s.current = next;
             s.arm_timer();
-            let save = &mut s.task(cur).unwrap().rsp as *mut u64;
-            Some((save, next_rsp))
+            let cur_frame = &mut *s.task(cur).unwrap().frame;
+            cur_frame.saved.store(false, Ordering::Relaxed);
+            Some((cur_frame as *mut SwitchFrame, next_frame))
         }
     };
-    if let Some((save, next_rsp)) = switch {
+    if let Some((save, next)) = switch {
         CONTEXT_SWITCHES.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: `save` points into the current task's entry, which is not
-        // removed while it runs (reaping skips the current task); `next_rsp`
-        // is a stack saved by ballast_switch or built by `spawn`. Events stay
-        // masked across the switch, so the upcall never sees it half-done.
-        unsafe { ballast_switch(save, next_rsp) };
+        // SAFETY: both frames are boxed and owned by tasks that are not
+        // reaped while this switch runs (reaping skips the current task, and
+        // `next` is Running). `next` was saved by ballast_switch or built by
+        // `spawn`; we wait for its `saved` flag before loading its stack.
+        // Events stay masked across the switch, so the upcall never sees it
+        // half-done.
+        unsafe {
+            while !(*next).saved.load(Ordering::Acquire) {
+                core::hint::spin_loop();
+            }
+            ballast_switch(core::ptr::addr_of_mut!((*save).rsp), (*next).rsp, (*save).saved.as_ptr() as *mut u8)
+        };
     }
     events_mask::restore(was);
 }

@@ -309,30 +309,40 @@ pub fn spawn_stubborn(attempts: u64) {
 /// still names the page's current machine frame: after a resume in a new
 /// domain the frame is new and the table must have been set up again.
 pub fn spawn_grant_check() {
-    use crate::grant;
+    use crate::grant::{self, GrantFlags};
     use crate::mm::{kernel_memory::with_frames, physmap::pfn_to_mfn};
     sched::spawn("grant-check", || {
         let Some(pfn) = with_frames(|f| f.alloc(0)) else { return };
-        let Some(gref) = grant::grant_access(0, pfn, true) else {
-            log::error!("grant: cannot grant a page to dom0");
-            return;
+        // A grant ended at once gives its ref back for the next grant.
+        let ended = grant::grant_access(0, pfn, true).and_then(|r| grant::end_access(r).map(|_| r));
+        let gref = match grant::grant_access(0, pfn, true) {
+            Ok(gref) => gref,
+            Err(e) => {
+                log::error!("grant: cannot grant a page to dom0: {:?}", e);
+                return;
+            }
         };
+        match ended {
+            Ok(r) if r == gref => log::info!("grant: ref {} ended and handed out again", r),
+            other => log::error!("grant: ending a grant did not free its ref ({:?}, next ref {})", other, gref),
+        }
         let mut last_frame = 0u32;
         loop {
-            let (flags, domid, frame) = grant::entry(gref);
             let want = pfn_to_mfn(pfn) as u32;
-            if frame != want || domid != 0 || flags & 1 == 0 {
-                log::error!(
-                    "grant: STALE entry: ref {} names frame {:#x} (flags {:#x}, dom {}), page is at {:#x}",
-                    gref,
-                    frame,
-                    flags,
-                    domid,
-                    want
-                );
-            } else if frame != last_frame {
-                log::info!("grant: ref {} verified: pfn {:#x} at frame {:#x}, read-only for dom0", gref, pfn, frame);
-                last_frame = frame;
+            match grant::entry(gref) {
+                Ok(e) if e.frame == want && e.domid == 0 && e.flags.contains(GrantFlags::PERMIT_ACCESS) => {
+                    if e.frame != last_frame {
+                        log::info!(
+                            "grant: ref {} verified: pfn {:#x} at frame {:#x}, read-only for dom0",
+                            gref,
+                            pfn,
+                            e.frame
+                        );
+                        last_frame = e.frame;
+                    }
+                }
+                Ok(e) => log::error!("grant: STALE entry: ref {} is {:?}, page is at {:#x}", gref, e, want),
+                Err(e) => log::error!("grant: ref {} unreadable: {:?}", gref, e),
             }
             sched::sleep_ms(5000);
         }

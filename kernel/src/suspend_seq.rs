@@ -3,10 +3,12 @@
 //! recording fake that can fail any step.
 //!
 //! Before the hypercall: freeze, suspend devices, quiesce vCPUs, pin,
-//! canonicalise. A failure unwinds exactly the steps done, in reverse.
-//! After the hypercall: 0 means a new domain (reconnect everything, resume
-//! devices), 1 means cancelled (undo canonicalisation, cancel devices);
-//! both then unpin what was pinned and thaw.
+//! release free memory, canonicalise. After it, the exact mirror image:
+//! 0 means a new domain (reconnect shared_info, clock and event channels,
+//! adopt what came back populated), 1 means cancelled (undo the
+//! canonicalisation); then repopulate, unpin, wake vCPUs, resume (new
+//! domain) or continue (cancelled) devices, thaw. A failure before the
+//! hypercall runs the same unwinding (`unwind`) from the step it reached.
 
 use alloc::string::String;
 
@@ -62,13 +64,54 @@ pub enum Outcome {
 /// Durations of the last run, in microseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Timings {
+    /// From the first freeze attempt to the thaw.
     pub total_us: u64,
-    /// From the start of the freeze to the thaw.
+    /// From the moment every task was parked to the thaw: how long the
+    /// guest's own work stood still.
     pub frozen_us: u64,
     /// Guest-side work before the hypercall.
     pub before_us: u64,
     /// Guest-side work after the hypercall.
     pub after_us: u64,
+}
+
+/// How far the sequence got before the hypercall; unwinding undoes every
+/// step up to and including it, newest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Reached {
+    Nothing,
+    Frozen,
+    DevicesSuspended,
+    Quiesced,
+    Pinned,
+}
+
+/// What the devices do when the sequence unwinds past them.
+#[derive(Clone, Copy)]
+enum DeviceUndo {
+    /// New domain: reconnect to new backends and rings.
+    Resume,
+    /// Same domain (refused before the hypercall, or cancelled after it).
+    Cancel,
+}
+
+/// The mirror image of the steps before the hypercall, from `reached` down.
+fn unwind<S: SuspendSteps>(s: &mut S, reached: Reached, devices: DeviceUndo) {
+    if reached >= Reached::Pinned {
+        s.unpin_roots();
+    }
+    if reached >= Reached::Quiesced {
+        s.wake_vcpus();
+    }
+    if reached >= Reached::DevicesSuspended {
+        match devices {
+            DeviceUndo::Resume => s.resume_devices(),
+            DeviceUndo::Cancel => s.cancel_devices(),
+        }
+    }
+    if reached >= Reached::Frozen {
+        s.thaw_tasks();
+    }
 }
 
 /// Runs the whole sequence.
@@ -81,47 +124,35 @@ pub fn run<S: SuspendSteps>(s: &mut S) -> (Outcome, Timings) {
         s.report(format_args!("{} ({} us)", what, (now - lap.get()) / 1000));
         lap.set(now);
     };
-    let mut t = Timings::default();
+    let refuse = |s: &mut S, reached: Reached, why: String| {
+        s.report(format_args!("refused: {}; all tasks thawed, guest runs on", why));
+        unwind(s, reached, DeviceUndo::Cancel);
+        (Outcome::Refused, Timings::default())
+    };
 
+    // The freezer thaws what it parked when it gives up.
     let n = match s.freeze_tasks() {
         Ok(n) => n,
-        Err(why) => {
-            s.report(format_args!("refused: {}; all tasks thawed, guest runs on", why));
-            return (Outcome::Refused, t);
-        }
+        Err(why) => return refuse(s, Reached::Nothing, why),
     };
+    let frozen_at = s.now_ns();
     step(s, format_args!("froze {} tasks", n));
 
     let n = match s.suspend_devices() {
         Ok(n) => n,
-        Err(why) => {
-            s.report(format_args!("refused: {}", why));
-            s.thaw_tasks();
-            return (Outcome::Refused, t);
-        }
+        Err(why) => return refuse(s, Reached::Frozen, why),
     };
     step(s, format_args!("suspended {} devices", n));
 
     let n = match s.quiesce_vcpus() {
         Ok(n) => n,
-        Err(why) => {
-            s.report(format_args!("refused: {}", why));
-            s.cancel_devices();
-            s.thaw_tasks();
-            return (Outcome::Refused, t);
-        }
+        Err(why) => return refuse(s, Reached::DevicesSuspended, why),
     };
     step(s, format_args!("quiesced {} other vCPUs", n));
 
     let (n, all) = match s.pin_roots() {
         Ok(counts) => counts,
-        Err(why) => {
-            s.report(format_args!("refused: {}", why));
-            s.wake_vcpus();
-            s.cancel_devices();
-            s.thaw_tasks();
-            return (Outcome::Refused, t);
-        }
+        Err(why) => return refuse(s, Reached::Quiesced, why),
     };
     step(s, format_args!("pinned {} of {} address spaces", n, all));
 
@@ -131,41 +162,50 @@ pub fn run<S: SuspendSteps>(s: &mut S) -> (Outcome, Timings) {
     }
 
     s.canonicalise();
-    t.before_us = (s.now_ns() - start) / 1000;
+    let before_us = (s.now_ns() - start) / 1000;
     let rc = s.hypercall();
     let after = s.now_ns();
     lap.set(after);
 
-    let outcome = if rc == 0 {
+    // From here on, the mirror image: canonicalise, release, pin,
+    // quiesce, devices, freeze, each undone in turn.
+    let (outcome, devices) = if rc == 0 {
         let ports = s.reconnect_new_domain();
         let adopted = s.adopt_backed_memory();
-        s.resume_devices();
+        s.rearm_timer();
         step(
             s,
             format_args!(
-                "resumed in a new domain: {} event channels rebound, {} pages found backed and adopted, devices resumed",
+                "resumed in a new domain: {} event channels rebound, {} pages found backed and adopted",
                 ports, adopted
             ),
         );
-        Outcome::Resumed
+        (Outcome::Resumed, DeviceUndo::Resume)
     } else {
         s.undo_canonicalise();
-        s.cancel_devices();
-        step(s, format_args!("cancelled (checkpoint): same domain, devices continue"));
-        Outcome::Cancelled
+        s.rearm_timer();
+        step(s, format_args!("cancelled (checkpoint): same domain"));
+        (Outcome::Cancelled, DeviceUndo::Cancel)
     };
     let (got, wanted) = s.repopulate_memory();
     if wanted > 0 {
         step(s, format_args!("repopulated {} of {} pages", got, wanted));
     }
-    s.rearm_timer();
-    s.wake_vcpus();
-    s.unpin_roots();
-    s.thaw_tasks();
+    unwind(s, Reached::Pinned, devices);
     let end = s.now_ns();
-    t.after_us = (end - after) / 1000;
-    t.total_us = (end - start) / 1000;
-    t.frozen_us = t.total_us;
+    step(
+        s,
+        format_args!(
+            "unpinned, vCPUs woken, devices {}, tasks thawed",
+            if outcome == Outcome::Resumed { "resumed" } else { "continued" }
+        ),
+    );
+    let t = Timings {
+        total_us: (end - start) / 1000,
+        frozen_us: (end - frozen_at) / 1000,
+        before_us,
+        after_us: (end - after) / 1000,
+    };
     (outcome, t)
 }
 
@@ -205,6 +245,7 @@ mod tests {
             self.lines.push(alloc::format!("{}", line));
         }
         fn freeze_tasks(&mut self) -> Result<usize, String> {
+            self.clock += 2_000_000; // parking takes time: frozen_us excludes it
             self.step("freeze")
         }
         fn thaw_tasks(&mut self) {
@@ -263,32 +304,46 @@ mod tests {
         }
     }
 
+    /// The step before the hypercall that `undo` undoes, if it is an undo.
+    fn undone_by(undo: &str) -> Option<&'static str> {
+        Some(match undo {
+            "reconnect" | "undo-canonicalise" => "canonicalise",
+            "repopulate" => "release",
+            "unpin" => "pin",
+            "wake-vcpus" => "quiesce",
+            "resume-devices" | "cancel-devices" => "devices",
+            "thaw" => "freeze",
+            _ => return None,
+        })
+    }
+
+    /// Checks that what follows the hypercall undoes what preceded it, in
+    /// exactly the reverse order.
+    fn assert_mirrored(log: &[&'static str]) {
+        let at = log.iter().position(|&x| x == "hypercall").unwrap();
+        let mut before: Vec<&str> = log[..at].to_vec();
+        before.reverse();
+        let after: Vec<&str> = log[at + 1..].iter().filter_map(|x| undone_by(x)).collect();
+        assert_eq!(after, before, "log {:?}", log);
+    }
+
     #[test]
     fn resume_in_a_new_domain_mirrors_the_suspend() {
         let mut f = Fake { rc: 0, ..Default::default() };
         let (o, t) = run(&mut f);
         assert_eq!(o, Outcome::Resumed);
-        assert_eq!(
-            f.log,
-            [
-                "freeze",
-                "devices",
-                "quiesce",
-                "pin",
-                "release",
-                "canonicalise",
-                "hypercall",
-                "reconnect",
-                "adopt",
-                "resume-devices",
-                "repopulate",
-                "rearm-timer",
-                "wake-vcpus",
-                "unpin",
-                "thaw"
-            ]
-        );
+        assert_mirrored(&f.log);
+        assert!(f.log.contains(&"adopt") && f.log.contains(&"rearm-timer"));
         assert!(t.total_us >= 5000 && t.before_us < t.total_us);
+        // Frozen from the moment the freeze succeeded, not from its start.
+        assert!(t.frozen_us < t.total_us);
+    }
+
+    #[test]
+    fn cancel_mirrors_the_suspend_in_the_same_domain() {
+        let mut f = Fake { rc: 1, ..Default::default() };
+        assert_eq!(run(&mut f).0, Outcome::Cancelled);
+        assert_mirrored(&f.log);
     }
 
     #[test]

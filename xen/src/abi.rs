@@ -66,19 +66,6 @@ pub mod mmu {
     pub const DOMID_SELF: u16 = 0x7FF0;
 }
 
-/// Page-table entry bits.
-pub mod pte {
-    pub const PRESENT: u64 = 1 << 0;
-    pub const WRITABLE: u64 = 1 << 1;
-    pub const USER: u64 = 1 << 2;
-    pub const ACCESSED: u64 = 1 << 5;
-    pub const DIRTY: u64 = 1 << 6;
-    pub const HUGE: u64 = 1 << 7;
-    pub const NO_EXECUTE: u64 = 1 << 63;
-    /// Bits 12..51 hold the machine frame number.
-    pub const FRAME_MASK: u64 = 0x000f_ffff_ffff_f000;
-}
-
 /// `memory_op` commands (`memory.h`).
 pub mod mem {
     pub const INCREASE_RESERVATION: u32 = 0;

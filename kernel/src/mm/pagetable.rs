@@ -5,7 +5,14 @@
 //! `mmu_update`; a new table is filled while it is still an ordinary page,
 //! then mapped read-only, then linked in (Xen validates it at that moment).
 
-use xen::abi::pte;
+use x86_64::structures::paging::PageTableFlags as Flags;
+
+/// Bits 12..51 of an entry hold the machine frame number.
+const FRAME_MASK: u64 = 0x000f_ffff_ffff_f000;
+
+/// Every kernel mapping: user-accessible because a 64-bit PV kernel runs in
+/// ring 3; accessed set so the CPU need not write the entry back.
+const MAPPED: Flags = Flags::PRESENT.union(Flags::USER_ACCESSIBLE).union(Flags::ACCESSED);
 
 pub const ENTRIES: usize = 512;
 
@@ -21,22 +28,23 @@ pub const fn indices(va: u64) -> [usize; 4] {
 
 /// The machine frame an entry points to.
 pub const fn entry_mfn(entry: u64) -> u64 {
-    (entry & pte::FRAME_MASK) >> 12
+    (entry & FRAME_MASK) >> 12
 }
 
 pub const fn is_present(entry: u64) -> bool {
-    entry & pte::PRESENT != 0
+    Flags::from_bits_truncate(entry).contains(Flags::PRESENT)
 }
 
 /// A kernel data mapping of `mfn`.
 pub const fn data_entry(mfn: u64, writable: bool) -> u64 {
-    let rw = if writable { pte::WRITABLE } else { 0 };
-    (mfn << 12) | pte::PRESENT | pte::USER | pte::ACCESSED | pte::DIRTY | rw
+    let flags = MAPPED.union(Flags::DIRTY);
+    let flags = if writable { flags.union(Flags::WRITABLE) } else { flags };
+    (mfn << 12) | flags.bits()
 }
 
 /// An entry linking a lower-level table `mfn` (writable so leaves decide).
 pub const fn table_entry(mfn: u64) -> u64 {
-    (mfn << 12) | pte::PRESENT | pte::WRITABLE | pte::USER | pte::ACCESSED
+    (mfn << 12) | MAPPED.union(Flags::WRITABLE).bits()
 }
 
 /// The `ptr` field of an `mmu_update` that writes entry `index` of the
@@ -61,8 +69,9 @@ mod tests {
         let e = data_entry(0x12345, true);
         assert!(is_present(e));
         assert_eq!(entry_mfn(e), 0x12345);
-        assert_eq!(e & pte::WRITABLE, pte::WRITABLE);
-        assert_eq!(data_entry(1, false) & pte::WRITABLE, 0);
+        assert!(Flags::from_bits_truncate(e).contains(Flags::WRITABLE));
+        assert!(!Flags::from_bits_truncate(data_entry(1, false)).contains(Flags::WRITABLE));
+        assert_eq!(table_entry(1) & 0xfff, 0x27);
         assert_eq!(update_ptr(2, 3), 0x2000 + 24);
     }
 }
