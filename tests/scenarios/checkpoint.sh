@@ -28,7 +28,7 @@ fi
 if [ "$(domid ballast)" = "$ID1" ]; then pass same-domain "ballast still domid $ID1"
 else fail same-domain "ballast domid '$(domid ballast)', was $ID1"; fi
 running original-running ballast
-expect_console cancelled ballast 'suspend: cancelled \(checkpoint\): same domain, devices continue' 20
+expect_console cancelled ballast 'suspend: cancelled \(checkpoint\): same domain' 20
 if l=$(wait_console ballast 'suspend: done: Cancelled' 20); then
     pass done-cancelled "$l"
     log "guest side (checkpoint): $(printf '%s\n' "$l" | done_figures)"
