@@ -278,6 +278,7 @@ _lab_ssh() {
 # migrate DOM SECS [XL_OPTS...]: live-migrates DOM to localhost; wall time in XL_MS, status
 # returned. Afterwards DOM's console is the receiving domain's log, marked where it stood before
 # the migration; if the migration failed, the sender's log and the caller's mark stay.
+# `sender_console DOM` prints what the sender said meanwhile.
 migrate() {
     _lab_ssh
     _md=$1 _ms=$2; shift 2
@@ -285,6 +286,8 @@ migrate() {
     rm -f "$_alias.prev" "$_mark.prev"
     [ -f "$_alias" ] && cp "$_alias" "$_alias.prev"
     [ -f "$_mark" ] && cp "$_mark" "$_mark.prev"
+    _sf=$(console_log "$_md")
+    echo "$_sf $([ -f "$_sf" ] && wc -c <"$_sf" | tr -d ' ' || echo 0)" >"$LAB_TMP/sender-$_md"
     echo "$_md--incoming" >"$_alias"
     console_mark "$_md"
     if timed_xl "$_ms" migrate "$@" -s "$LAB_SSH" "$_md" localhost; then return 0; fi
@@ -293,6 +296,12 @@ migrate() {
     [ -f "$_alias.prev" ] && mv "$_alias.prev" "$_alias"
     [ -f "$_mark.prev" ] && mv "$_mark.prev" "$_mark"
     return $_r
+}
+# sender_console DOM: what the sending domain printed from the start of the last `migrate DOM`
+# (its log and size then are in $LAB_TMP/sender-DOM)
+sender_console() {
+    read -r _sl _so <"$LAB_TMP/sender-$1" || return 0
+    [ -f "$_sl" ] && tail -c +$((_so + 1)) "$_sl" | tr -d '\r'
 }
 # expect_migrated NAME DOM OLD_ID: DOM runs under a new domid, the sender's and receiver's
 # temporary names are gone, and the guest reports a resume in a new domain since the last mark

@@ -8,7 +8,7 @@
 . /lab/lib.sh
 
 OURS="ballast ballast--incoming ballast--migratedaway filler"
-export CUT_LOG= CUT_FROM=0 CUT_DONE= CUT_AT=
+export CUT_SENDER= CUT_DONE= CUT_AT=
 IMAGES=
 trap _scenario_exit EXIT
 
@@ -73,9 +73,11 @@ exec 3<&0
 sh -c "exec $*" <&3 3<&- &
 rx=$!
 exec 0<&- 3<&-
+# the sender's console log and its size when the migration started, as `migrate` recorded them
+read -r log from <"$CUT_SENDER"
 (
     while kill -0 $rx 2>/dev/null; do
-        if tail -c +$((CUT_FROM + 1)) "$CUT_LOG" | tr -d '\r' | grep -qE "$CUT_AT"; then
+        if tail -c +$((from + 1)) "$log" | tr -d '\r' | grep -qE "$CUT_AT"; then
             kill -9 $rx
             for p in /proc/[0-9]*; do
                 tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -q -e '--restore-domain' && kill -9 "${p#/proc/}"
@@ -91,9 +93,9 @@ chmod +x "$cut_ssh"
 id=$(domid ballast)
 console_mark ballast
 rm -f "$cut_done"
-CUT_LOG=$(console_log ballast) CUT_FROM=$(cat "$LAB_TMP/marks/ballast") CUT_DONE=$cut_done \
-    CUT_AT='suspend: (released [0-9]+ free pages|releasing free memory is switched off)'
-export CUT_LOG CUT_FROM CUT_DONE CUT_AT
+CUT_SENDER=$LAB_TMP/sender-ballast CUT_DONE=$cut_done
+CUT_AT='suspend: (released [0-9]+ free pages|releasing free memory is switched off)'
+export CUT_SENDER CUT_DONE CUT_AT
 # a target change in flight as well: the guest starts down to 160 MiB as the migration starts
 xlc mem-set ballast 160m
 LAB_SSH=$cut_ssh
@@ -103,7 +105,7 @@ LAB_SSH=/tmp/lab-ssh
 if [ -f "$cut_done" ]; then pass receiver-killed "the receiver was killed after the guest's last line before suspending"
 else fail receiver-killed "the stand-in never saw the guest suspend: $(printf '%s\n' "$XL_OUT" | tail -n 3 | _oneline)"; fi
 if xl domid ballast--incoming >/dev/null 2>&1; then xlc destroy ballast--incoming; wait_gone ballast--incoming 20; fi
-expect_console cut-suspended ballast 'suspend: (released [0-9]+ free pages|releasing free memory is switched off)' 5
+expect_console cut-suspended ballast "$CUT_AT" 5
 after_failure 3 "$id"
 expect_mem at-160 ballast 160 30
 xl_kb_matches accounted-160 ballast
@@ -112,13 +114,12 @@ xl_kb_matches accounted-160 ballast
 # answers its suspend request at once (not after libxl's 60 s acknowledgement timeout)
 id=$(domid ballast)
 console_mark ballast
-sender_log=$(console_log ballast) sender_from=$(cat "$LAB_TMP/marks/ballast")
 xlc mem-set ballast 256m
 if migrate ballast 120; then pass migrate-next "xl migrate in $XL_MS ms"
 else fail migrate-next "xl migrate rc=$_xrc after $XL_MS ms: $(printf '%s\n' "$XL_OUT" | tail -n 3)"; exit 1; fi
 if printf '%s\n' "$XL_OUT" | grep -qi "didn't acknowledge\|timed out\|did not suspend"; then
     fail answered-next "xl waited for the guest: $(printf '%s\n' "$XL_OUT" | grep -i -m1 "didn't acknowledge\|timed out\|did not suspend")"
-elif _l=$(tail -c +$((sender_from + 1)) "$sender_log" | tr -d '\r' | grep -m1 'control: suspend requested'); then
+elif _l=$(sender_console ballast | grep -m1 'control: suspend requested'); then
     pass answered-next "$_l"
 else fail answered-next "the sender's console has no 'control: suspend requested' line"; fi
 expect_migrated resumed-next ballast "$id" || exit 1
