@@ -13,15 +13,15 @@
 //!   stopping early) is retried after an exponential backoff, at most
 //!   [`MAX_RETRIES`] times before giving up until the next target.
 //! - [`BalloonMemory`] is what the policy needs from memory, in pages.
-//!   [`Ballooning`] implements it once over the frame allocator and a
-//!   [`Reservation`] (the Xen side): inflating takes only frames the
-//!   allocator has free, whole aligned 2 MiB extents first (highest first,
-//!   one order-9 hypercall each when machine-contiguous), single frames in
-//!   batches otherwise; deflating repopulates wholly ballooned 2 MiB regions
-//!   as order-9 extents, then single frames. Frames Xen does not take or
-//!   give are returned to where they were.
-//! - The `Reservation` of the real kernel is `kernel::mm::reservation`; the
-//!   tests use a simulated Xen with failure injection.
+//!   [`KernelMemory`] implements it over `kernel::mm::ballooning`, the
+//!   one mechanism for moving memory to and from Xen (the suspend-time
+//!   release uses it too): inflating takes only frames the allocator has
+//!   free, whole aligned 2 MiB extents first (highest first, one order-9
+//!   hypercall each when machine-contiguous), single frames in batches
+//!   otherwise; deflating repopulates wholly ballooned 2 MiB regions as
+//!   order-9 extents, then single frames. Frames Xen does not take or give
+//!   are returned to where they were. The tests run the policy over that
+//!   mechanism against the simulated Xen, with failure injection.
 //!
 //! The ceiling is static-max or the guest's pfn space, whichever is lower.
 //! The pfn space (and the p2m) is sized at boot from Xen's maximum
@@ -37,7 +37,8 @@
 //! number of at most [`MAX_PLAUSIBLE_KB`] is ignored with a log line and the
 //! guest stays at its last good target.
 
-use kernel::mm::frames::{FrameAllocator, FRAMES_PER_2M, MAX_ORDER};
+use kernel::mm::ballooning::{self, Progress};
+use kernel::mm::frames::FRAMES_PER_2M;
 
 pub const PAGE_KB: u64 = 4;
 /// The most pages one `step` moves: 16 MiB, a few ms of work.
@@ -52,8 +53,6 @@ pub const BACKOFF_MAX_MS: u64 = 5_000;
 pub const MAX_RETRIES: u32 = 8;
 /// Targets above 1 PiB are taken for garbage, not clamped.
 pub const MAX_PLAUSIBLE_KB: u64 = 1 << 40;
-/// Frames per single-frame batch handed to the `Reservation`.
-const FRAME_BATCH: usize = 512;
 
 /// Why a `memory/target` value was ignored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,31 +84,6 @@ pub fn parse_target_kb(raw: &str) -> Result<u64, BadTarget> {
         Err(_) => Err(BadTarget::Overflow),
         Ok(kb) if kb > MAX_PLAUSIBLE_KB => Err(BadTarget::Implausible(kb)),
         Ok(kb) => Ok(kb),
-    }
-}
-
-/// Pages moved by one memory operation, and how.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Progress {
-    pub pages: u64,
-    pub extents_2m: u64,
-    pub frames: u64,
-}
-
-impl core::ops::AddAssign for Progress {
-    fn add_assign(&mut self, o: Progress) {
-        self.pages += o.pages;
-        self.extents_2m += o.extents_2m;
-        self.frames += o.frames;
-    }
-}
-
-impl Progress {
-    fn extents(n: u64) -> Self {
-        Progress { pages: n * FRAMES_PER_2M, extents_2m: n, frames: 0 }
-    }
-    fn frames(n: u64) -> Self {
-        Progress { pages: n, extents_2m: 0, frames: n }
     }
 }
 
@@ -277,182 +251,32 @@ impl Balloon {
     }
 }
 
-/// The Xen side of ballooning, over pfns (see `kernel::mm::reservation`).
-pub trait Reservation {
-    /// Gives the free, 2 MiB aligned extent at `pfn` to Xen in one piece;
-    /// false if not possible (then every frame still backed is untouched).
-    fn release_2m(&mut self, pfn: u64) -> bool;
-    /// Gives free frames to Xen; returns n: the first n were taken.
-    fn release_frames(&mut self, pfns: &[u64]) -> usize;
-    /// Backs blocks of 2^order ballooned frames; returns n: the first n.
-    fn populate(&mut self, pfns: &[u64], order: u32) -> usize;
-    /// Whether Xen backs `pfn`.
-    fn is_backed(&self, pfn: u64) -> bool;
-    /// Runs `f` on the frame allocator.
-    fn with_frames<R>(&self, f: impl FnOnce(&mut FrameAllocator) -> R) -> R;
-}
+/// `BalloonMemory` over the kernel's ballooning mechanism and the floor.
+pub struct KernelMemory;
 
-/// `BalloonMemory` over the frame allocator and a `Reservation`.
-pub struct Ballooning<X: Reservation> {
-    pub xen: X,
-}
-
-impl<X: Reservation> Ballooning<X> {
-    pub fn new(xen: X) -> Self {
-        Self { xen }
-    }
-
-    /// Puts frames Xen did not take back into the free pool.
-    fn keep(&self, pfns: &[u64]) {
-        if pfns.is_empty() {
-            return;
-        }
-        self.xen.with_frames(|f| {
-            for &pfn in pfns {
-                if let Err(e) = f.give_back(pfn, 0) {
-                    log::error!("balloon: returning pfn {:#x} to the free pool failed: {:?}", pfn, e);
-                }
-            }
-        });
-    }
-
-    /// Gives single frames `pfns` (taken from the allocator) to Xen; keeps
-    /// what Xen refuses. Returns how many went.
-    fn release_taken(&mut self, pfns: &[u64]) -> u64 {
-        let n = self.xen.release_frames(pfns).min(pfns.len());
-        self.keep(&pfns[n..]);
-        n as u64
-    }
-
-    fn populate_frames(&mut self, pfns: &[u64]) -> u64 {
-        let n = self.xen.populate(pfns, 0).min(pfns.len());
-        self.xen.with_frames(|f| {
-            for &pfn in &pfns[..n] {
-                if let Err(e) = f.give_back(pfn, 0) {
-                    log::error!("balloon: freeing repopulated pfn {:#x} failed: {:?}", pfn, e);
-                }
-            }
-        });
-        n as u64
-    }
-
-    fn region_wholly_ballooned(&self, region: u64, total: u64) -> bool {
-        let first = region * FRAMES_PER_2M;
-        first + FRAMES_PER_2M <= total && (first..first + FRAMES_PER_2M).all(|p| !self.xen.is_backed(p))
-    }
-}
-
-impl<X: Reservation> BalloonMemory for Ballooning<X> {
+impl BalloonMemory for KernelMemory {
     fn populated_pages(&self) -> u64 {
-        self.xen.with_frames(|f| f.total_pfns() - f.ballooned_count())
+        ballooning::populated_pages()
     }
 
     fn floor_pages(&self) -> u64 {
-        FLOOR_BASE_PAGES + self.xen.with_frames(|f| f.used_count()) + FLOOR_SLACK_PAGES
+        FLOOR_BASE_PAGES + ballooning::used_pages() + FLOOR_SLACK_PAGES
     }
 
     fn max_pages(&self) -> u64 {
-        self.xen.with_frames(|f| f.total_pfns())
+        ballooning::max_pages()
     }
 
     fn inflate_2m(&mut self, max_extents: u64) -> Progress {
-        let mut p = Progress::default();
-        for _ in 0..max_extents {
-            let Some(pfn) = self.xen.with_frames(|f| f.take_free_extent_2m_from_top()) else { break };
-            if self.xen.release_2m(pfn) {
-                p += Progress::extents(1);
-                continue;
-            }
-            // Not machine-contiguous (or refused whole): frame by frame.
-            let backed: alloc::vec::Vec<u64> = (pfn..pfn + FRAMES_PER_2M).filter(|&q| self.xen.is_backed(q)).collect();
-            let gone = FRAMES_PER_2M - backed.len() as u64;
-            let n = self.release_taken(&backed);
-            p += Progress::frames(gone + n);
-            if n < backed.len() as u64 {
-                break;
-            }
-        }
-        p
+        ballooning::inflate_2m(max_extents, 0)
     }
 
     fn inflate_frames(&mut self, n: u64) -> Progress {
-        let mut p = Progress::default();
-        let mut buf = alloc::vec![0u64; FRAME_BATCH];
-        while p.pages < n {
-            let ask = ((n - p.pages) as usize).min(FRAME_BATCH);
-            let got = self.xen.with_frames(|f| f.take_free_frames_from_top(&mut buf[..ask]));
-            if got == 0 {
-                break;
-            }
-            let done = self.release_taken(&buf[..got]);
-            p += Progress::frames(done);
-            if done < got as u64 {
-                break;
-            }
-        }
-        p
+        ballooning::inflate_frames(n, 0)
     }
 
     fn deflate(&mut self, n: u64) -> Progress {
-        let total = self.max_pages();
-        let regions = total.div_ceil(FRAMES_PER_2M);
-        let mut p = Progress::default();
-        // Whole ballooned regions as 2 MiB extents, lowest first.
-        let mut region = 0;
-        let mut batch = alloc::vec::Vec::new();
-        while n - p.pages >= FRAMES_PER_2M && region < regions {
-            batch.clear();
-            while batch.len() < 8
-                && n - p.pages - batch.len() as u64 * FRAMES_PER_2M >= FRAMES_PER_2M
-                && region < regions
-            {
-                if self.region_wholly_ballooned(region, total) {
-                    batch.push(region * FRAMES_PER_2M);
-                }
-                region += 1;
-            }
-            if batch.is_empty() {
-                break;
-            }
-            let got = self.xen.populate(&batch, MAX_ORDER).min(batch.len());
-            self.xen.with_frames(|f| {
-                for &pfn in &batch[..got] {
-                    if let Err(e) = f.give_back(pfn, MAX_ORDER) {
-                        log::error!("balloon: freeing repopulated extent {:#x} failed: {:?}", pfn, e);
-                    }
-                }
-            });
-            p += Progress::extents(got as u64);
-            if got < batch.len() {
-                break; // no 2 MiB runs left in Xen: single frames below
-            }
-        }
-        // Single frames: first those of partly ballooned regions (keeping
-        // whole regions for extents later), then any.
-        for partial_only in [true, false] {
-            for region in 0..regions {
-                if p.pages >= n {
-                    return p;
-                }
-                if partial_only && self.region_wholly_ballooned(region, total) {
-                    continue;
-                }
-                let first = region * FRAMES_PER_2M;
-                let pfns: alloc::vec::Vec<u64> = (first..(first + FRAMES_PER_2M).min(total))
-                    .filter(|&q| !self.xen.is_backed(q))
-                    .take((n - p.pages) as usize)
-                    .collect();
-                if pfns.is_empty() {
-                    continue;
-                }
-                let got = self.populate_frames(&pfns);
-                p += Progress::frames(got);
-                if got < pfns.len() as u64 {
-                    return p;
-                }
-            }
-        }
-        p
+        ballooning::deflate(n)
     }
 }
 
@@ -465,30 +289,8 @@ mod task {
     use alloc::format;
     use alloc::string::String;
     use core::sync::atomic::{AtomicU64, Ordering};
-    use kernel::mm::{kernel_memory, reservation};
     use kernel::sched::{self, WaitQueue};
     use kernel::{time, xenstore};
-
-    /// The kernel's reservation operations and frame allocator.
-    pub struct KernelReservation;
-
-    impl Reservation for KernelReservation {
-        fn release_2m(&mut self, pfn: u64) -> bool {
-            reservation::release_2m(pfn)
-        }
-        fn release_frames(&mut self, pfns: &[u64]) -> usize {
-            reservation::release_frames(pfns)
-        }
-        fn populate(&mut self, pfns: &[u64], order: u32) -> usize {
-            reservation::populate(pfns, order)
-        }
-        fn is_backed(&self, pfn: u64) -> bool {
-            reservation::is_backed(pfn)
-        }
-        fn with_frames<R>(&self, f: impl FnOnce(&mut FrameAllocator) -> R) -> R {
-            kernel_memory::with_frames(f)
-        }
-    }
 
     /// The newest good target (pages) and a count of targets seen, from the
     /// watcher to the worker.
@@ -562,7 +364,7 @@ mod task {
         if let Err(e) = xenstore::write("control/feature-balloon", "1") {
             log::info!("balloon: cannot advertise control/feature-balloon ({:?}): the toolstack owns that node", e);
         }
-        let mut mem = Ballooning::new(KernelReservation);
+        let mut mem = KernelMemory;
         let static_max = match xenstore::read("memory/static-max").map(|v| parse_target_kb(&v)) {
             Ok(Ok(kb)) => kb / PAGE_KB,
             other => {
@@ -693,131 +495,36 @@ impl kernel::pm::Device for BalloonDevice {
 
 #[cfg(test)]
 mod tests {
+    //! The policy over the kernel's own ballooning mechanism, against the
+    //! one simulated Xen (failure injection through its `faults`).
     use super::*;
-    use kernel::mm::frames::FrameAllocator;
-    use std::cell::RefCell;
-    use std::collections::HashSet;
+    use kernel::mm::{kernel_memory, physmap};
+    use kernel::testing::{assert_no_violations, boot, sim as xen, Guest};
+    use xen::sim::SimConfig;
 
-    const INVALID: u64 = !0;
     const MIB: u64 = 256; // pages
 
-    /// A simulated Xen and guest memory: a real frame allocator, a p2m,
-    /// a host pool, and knobs to make Xen fall short.
-    struct SimXen {
-        frames: RefCell<FrameAllocator>,
-        p2m: Vec<u64>,
-        /// Frames Xen can still hand out.
-        host_free: u64,
-        /// Whether Xen has 2 MiB runs to hand out.
-        host_has_2m: bool,
-        /// Frames Xen will still take back (None: any number).
-        decrease_budget: Option<u64>,
-        next_mfn: u64,
-        /// Frames tasks hold: the balloon must never give these away.
-        held: HashSet<u64>,
-        hypercalls: u64,
+    /// A guest of `total` pfns (maxmem), `backed` of them populated, with
+    /// 3000 frames held by "tasks" that the balloon must never give away.
+    fn sim(total: u64, backed: u64) -> (Guest, KernelMemory) {
+        sim_with(SimConfig { nr_pages: backed, max_pages: total, ..SimConfig::default() })
     }
 
-    impl SimXen {
-        /// A guest of `total` pfns, the first `backed` backed, the first
-        /// `reserved` in use by the kernel, and `held` frames allocated by tasks.
-        fn new(total: u64, backed: u64, reserved: u64, held: u64) -> Self {
-            let words = FrameAllocator::words_needed(total);
-            let storage: &'static mut [u64] = Box::leak(vec![0u64; words].into_boxed_slice());
-            let mut frames = FrameAllocator::new(storage, total);
-            frames.add_free_range(reserved, backed - reserved).unwrap();
-            if total > backed {
-                frames.add_unbacked_range(backed, total - backed).unwrap();
-            }
-            let mut held_set = HashSet::new();
-            for _ in 0..held {
-                held_set.insert(frames.alloc(0).unwrap());
-            }
-            let p2m = (0..total).map(|p| if p < backed { 0x10_0000 + p } else { INVALID }).collect();
-            SimXen {
-                frames: RefCell::new(frames),
-                p2m,
-                host_free: 1 << 30,
-                host_has_2m: true,
-                decrease_budget: None,
-                next_mfn: 0x100_0000,
-                held: held_set,
-                hypercalls: 0,
-            }
+    fn sim_with(cfg: SimConfig) -> (Guest, KernelMemory) {
+        let g = boot(cfg);
+        for _ in 0..3000 {
+            kernel_memory::with_frames(|f| f.alloc(0)).expect("a frame to hold");
         }
-
-        fn give_to_xen(&mut self, pfn: u64) -> bool {
-            assert!(!self.held.contains(&pfn), "pfn {pfn:#x} is held by a task");
-            assert!(!self.frames.borrow().is_free(pfn), "pfn {pfn:#x} released while still in the free pool");
-            assert_ne!(self.p2m[pfn as usize], INVALID, "pfn {pfn:#x} released twice");
-            match &mut self.decrease_budget {
-                Some(0) => return false,
-                Some(b) => *b -= 1,
-                None => {}
-            }
-            self.p2m[pfn as usize] = INVALID;
-            self.host_free += 1;
-            true
-        }
+        (g, KernelMemory)
     }
 
-    impl Reservation for SimXen {
-        fn release_2m(&mut self, pfn: u64) -> bool {
-            self.hypercalls += 1;
-            let first = self.p2m[pfn as usize];
-            let contiguous = first != INVALID && (0..FRAMES_PER_2M).all(|i| self.p2m[(pfn + i) as usize] == first + i);
-            if !contiguous || self.decrease_budget.is_some_and(|b| b < FRAMES_PER_2M) {
-                return false;
-            }
-            (0..FRAMES_PER_2M).all(|i| self.give_to_xen(pfn + i))
-        }
-
-        fn release_frames(&mut self, pfns: &[u64]) -> usize {
-            let mut n = 0;
-            for chunk in pfns.chunks(FRAME_BATCH) {
-                self.hypercalls += 1;
-                for &pfn in chunk {
-                    if !self.give_to_xen(pfn) {
-                        return n;
-                    }
-                    n += 1;
-                }
-            }
-            n
-        }
-
-        fn populate(&mut self, pfns: &[u64], order: u32) -> usize {
-            self.hypercalls += 1;
-            let frames = 1u64 << order;
-            let mut n = 0;
-            for &pfn in pfns {
-                if (order > 0 && !self.host_has_2m) || self.host_free < frames {
-                    break;
-                }
-                assert_eq!(pfn % frames, 0);
-                for i in 0..frames {
-                    assert_eq!(self.p2m[(pfn + i) as usize], INVALID, "populating a backed pfn");
-                    self.p2m[(pfn + i) as usize] = self.next_mfn + i;
-                }
-                self.next_mfn += frames;
-                self.host_free -= frames;
-                n += 1;
-            }
-            n
-        }
-
-        fn is_backed(&self, pfn: u64) -> bool {
-            self.p2m[pfn as usize] != INVALID
-        }
-
-        fn with_frames<R>(&self, f: impl FnOnce(&mut FrameAllocator) -> R) -> R {
-            f(&mut self.frames.borrow_mut())
-        }
+    fn hypercalls() -> u64 {
+        xen(|s| s.calls.values().sum())
     }
 
     /// Steps until the balloon is done; returns the final step and the
     /// backoffs it asked for. Time advances 1 ms per chunk.
-    fn run(b: &mut Balloon, m: &mut Ballooning<SimXen>, clock: &mut u64) -> (Step, Vec<u64>) {
+    fn run(b: &mut Balloon, m: &mut KernelMemory, clock: &mut u64) -> (Step, Vec<u64>) {
         let mut backoffs = Vec::new();
         for _ in 0..10_000 {
             match b.step(m, *clock) {
@@ -832,28 +539,22 @@ mod tests {
         panic!("the balloon never finished");
     }
 
-    /// Every pfn is in exactly one state, and the allocator agrees with the p2m.
-    fn check_consistent(m: &Ballooning<SimXen>) {
-        let f = m.xen.frames.borrow();
-        let backed = m.xen.p2m.iter().filter(|&&e| e != INVALID).count() as u64;
-        assert_eq!(f.total_pfns() - f.ballooned_count(), backed);
-        for (pfn, &e) in m.xen.p2m.iter().enumerate() {
-            if f.is_free(pfn as u64) {
-                assert_ne!(e, INVALID, "free pfn {pfn:#x} is not backed");
-            }
+    /// Xen and the allocator agree on what is backed, every free frame is
+    /// backed, and Xen saw no guest mistake.
+    fn check_consistent(_m: &KernelMemory) {
+        assert_eq!(ballooning::populated_pages(), xen(|s| s.owned_pages()));
+        let total = ballooning::max_pages();
+        let free: Vec<u64> = kernel_memory::with_frames(|f| (0..total).filter(|&p| f.is_free(p)).collect());
+        for pfn in free {
+            let mfn = physmap::pfn_to_mfn(pfn);
+            assert!(xen(|s| s.owns(mfn) && s.mfn_mapped(mfn)), "free pfn {pfn:#x} not backed and mapped");
         }
-        for &pfn in &m.xen.held {
-            assert_ne!(m.xen.p2m[pfn as usize], INVALID);
-        }
-    }
-
-    fn sim(total: u64, backed: u64) -> Ballooning<SimXen> {
-        Ballooning::new(SimXen::new(total, backed, 300, 3000))
+        assert_no_violations();
     }
 
     #[test]
     fn converges_down_then_up() {
-        let mut m = sim(256 * MIB, 256 * MIB);
+        let (_g, mut m) = sim(256 * MIB, 256 * MIB);
         let mut b = Balloon::new(256 * MIB);
         let mut clock = 0;
         b.set_target(32 * MIB);
@@ -867,28 +568,28 @@ mod tests {
         check_consistent(&m);
         assert_eq!(b.step(&mut m, clock), Step::Idle, "settled until a new target");
 
-        let calls = m.xen.hypercalls;
+        let calls = hypercalls();
         b.set_target(200 * MIB);
         let Step::Converged(s) = run(&mut b, &mut m, &mut clock).0 else { panic!() };
         assert_eq!(s.current_pages, 200 * MIB);
         assert!(s.moved.extents_2m >= 80, "{:?}", s.moved);
-        assert!(m.xen.hypercalls - calls < 100, "batched: {} hypercalls", m.xen.hypercalls - calls);
+        assert!(hypercalls() - calls < 100, "batched: {} hypercalls", hypercalls() - calls);
         check_consistent(&m);
         assert_eq!(m.populated_pages(), 200 * MIB);
     }
 
     #[test]
     fn clamps_to_the_floor_and_to_static_max() {
-        let mut m = sim(64 * MIB, 64 * MIB);
+        let (_g, mut m) = sim(64 * MIB, 64 * MIB);
         let mut b = Balloon::new(48 * MIB);
         let mut clock = 0;
-        let used = m.xen.frames.borrow().used_count();
+        let used = ballooning::used_pages();
         b.set_target(2 * MIB);
         let Step::Converged(s) = run(&mut b, &mut m, &mut clock).0 else { panic!() };
         let floor = FLOOR_BASE_PAGES + used + FLOOR_SLACK_PAGES;
         assert_eq!(s.limit, Some(Limit::Floor(floor)));
         assert_eq!(s.current_pages, floor);
-        assert_eq!(m.xen.frames.borrow().free_count(), FLOOR_BASE_PAGES + FLOOR_SLACK_PAGES, "9 MiB stay free");
+        assert_eq!(ballooning::free_pages(), FLOOR_BASE_PAGES + FLOOR_SLACK_PAGES, "9 MiB stay free");
         check_consistent(&m);
 
         b.set_target(1000 * MIB);
@@ -920,8 +621,8 @@ mod tests {
 
     #[test]
     fn a_short_decrease_backs_off_then_gives_up() {
-        let mut m = sim(64 * MIB, 64 * MIB);
-        m.xen.decrease_budget = Some(1000);
+        let (_g, mut m) = sim(64 * MIB, 64 * MIB);
+        xen(|s| s.faults.decrease_budget = Some(1000));
         let mut b = Balloon::new(64 * MIB);
         let mut clock = 0;
         b.set_target(32 * MIB);
@@ -933,18 +634,17 @@ mod tests {
         assert_eq!(b.step(&mut m, clock), Step::Idle, "no spinning after giving up");
         check_consistent(&m);
         // Frames Xen refused went back to the free pool.
-        let f = m.xen.frames.borrow();
-        assert_eq!(f.free_count() + f.used_count(), 64 * MIB - 1000);
+        assert_eq!(ballooning::free_pages() + ballooning::used_pages(), 64 * MIB - 1000);
     }
 
     #[test]
     fn populate_running_short_retries_and_recovers() {
-        let mut m = sim(64 * MIB, 64 * MIB);
+        let (_g, mut m) = sim(64 * MIB, 64 * MIB);
         let mut b = Balloon::new(64 * MIB);
         let mut clock = 0;
         b.set_target(16 * MIB);
         assert!(matches!(run(&mut b, &mut m, &mut clock).0, Step::Converged(_)));
-        m.xen.host_free = 5 * MIB;
+        xen(|s| s.host_free = 5 * MIB);
         b.set_target(40 * MIB);
         let mut backoffs = 0;
         loop {
@@ -954,7 +654,7 @@ mod tests {
                     backoffs += 1;
                     clock += ms;
                     if backoffs == 2 {
-                        m.xen.host_free += 100 * MIB; // another domain shrank
+                        xen(|s| s.host_free += 100 * MIB); // another domain shrank
                     }
                 }
                 Step::Converged(s) => {
@@ -971,7 +671,7 @@ mod tests {
 
     #[test]
     fn a_newer_target_wins_mid_reconcile() {
-        let mut m = sim(256 * MIB, 256 * MIB);
+        let (_g, mut m) = sim(256 * MIB, 256 * MIB);
         let mut b = Balloon::new(256 * MIB);
         let mut clock = 0;
         b.set_target(32 * MIB);
@@ -987,12 +687,10 @@ mod tests {
 
     #[test]
     fn non_contiguous_extents_and_no_2m_in_xen_fall_back_to_frames() {
-        let mut m = sim(64 * MIB, 64 * MIB);
-        // Scatter the machine frames of every region: no order-9 release works.
-        for (pfn, e) in m.xen.p2m.iter_mut().enumerate() {
-            *e = 0x10_0000 + (pfn as u64 ^ 1);
-        }
-        m.xen.host_has_2m = false;
+        // Machine frames scattered in every region: no order-9 release works.
+        let (_g, mut m) =
+            sim_with(SimConfig { nr_pages: 64 * MIB, max_pages: 64 * MIB, scattered: true, ..Default::default() });
+        xen(|s| s.faults.no_2m = true);
         let mut b = Balloon::new(64 * MIB);
         let mut clock = 0;
         b.set_target(24 * MIB);
@@ -1007,20 +705,20 @@ mod tests {
     #[test]
     fn grows_above_the_boot_allocation_up_to_maxmem() {
         // memory=32, maxmem=96: pfns above 32 MiB start ballooned out.
-        let mut m = sim(96 * MIB, 32 * MIB);
+        let (_g, mut m) = sim(96 * MIB, 32 * MIB);
         assert_eq!(m.populated_pages(), 32 * MIB);
         let mut b = Balloon::new(96 * MIB);
         let mut clock = 0;
         b.set_target(96 * MIB);
         let Step::Converged(s) = run(&mut b, &mut m, &mut clock).0 else { panic!() };
         assert_eq!((s.current_pages, s.moved.extents_2m), (96 * MIB, 32));
-        assert_eq!(m.xen.frames.borrow().free_extents_2m() as u64, 32 + (32 * MIB - 3300) / 512);
+        assert!(kernel_memory::figures().free_2m_extents >= 32, "the grown regions are whole free extents");
         check_consistent(&m);
     }
 
     #[test]
     fn random_targets_end_at_the_last_one() {
-        let mut m = sim(256 * MIB, 256 * MIB);
+        let (_g, mut m) = sim(256 * MIB, 256 * MIB);
         let mut b = Balloon::new(256 * MIB);
         let mut clock = 0;
         let mut x = 0x2545_f491_4f6c_dd1du64;

@@ -5,10 +5,10 @@
 //! reordered however slow the reader is.
 
 use crate::{events_mask, platform, time};
+use crate::{Hv, Hypervisor};
 use core::fmt::{self, Write};
 use spin::Mutex;
 use xen::console::{ConsoleInterface, ConsoleRing};
-use xen::hv;
 
 struct Console {
     ring: ConsoleRing,
@@ -50,8 +50,8 @@ impl Console {
             bytes = &bytes[n..];
             if n == 0 {
                 // Full: make sure xenconsoled knows, and give it the CPU.
-                hv::evtchn_send(self.port);
-                hv::yield_now();
+                Hv::send(self.port);
+                Hv::yield_now();
             }
         }
     }
@@ -75,7 +75,7 @@ pub fn write_fmt(args: fmt::Arguments) {
     events_mask::without_events(|| {
         if let Some(c) = CONSOLE.lock().as_mut() {
             let _ = c.write_fmt(args);
-            hv::evtchn_send(c.port);
+            Hv::send(c.port);
         }
     });
 }
@@ -86,7 +86,7 @@ pub fn read_available(buf: &mut [u8]) -> usize {
     if n > 0 {
         // Room in the input ring: tell xenconsoled it may send more.
         if let Some(p) = port() {
-            hv::evtchn_send(p);
+            Hv::send(p);
         }
     }
     n
@@ -119,14 +119,14 @@ pub fn emergency_write(args: fmt::Arguments) {
     unsafe { CONSOLE.force_unlock() };
     if let Some(c) = CONSOLE.lock().as_mut() {
         let _ = c.write_fmt(args);
-        hv::evtchn_send(c.port);
+        Hv::send(c.port);
         // Wait (bounded) for xenconsoled to drain, so the last words survive
         // the domain being torn down.
         for _ in 0..10_000 {
             if c.ring.pending_output() == 0 {
                 break;
             }
-            hv::yield_now();
+            Hv::yield_now();
         }
     }
 }
@@ -172,9 +172,9 @@ pub fn flush(timeout_ns: u64) -> bool {
             return false;
         }
         if let Some(p) = port() {
-            hv::evtchn_send(p);
+            Hv::send(p);
         }
-        hv::yield_now();
+        Hv::yield_now();
     }
 }
 

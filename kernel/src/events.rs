@@ -3,10 +3,9 @@
 //! (where all ports are gone) can bind them all again.
 
 use crate::platform;
+use crate::{Hv, Hypervisor, XenError};
 use core::sync::atomic::{AtomicU64, Ordering};
 use spin::Mutex;
-use xen::abi::evtchn as op;
-use xen::hv::{self, XenError};
 
 /// A handler runs in the upcall, with events masked: it must be short and
 /// must not block (typically it wakes a task).
@@ -51,74 +50,63 @@ static TABLE: Mutex<[Option<Slot>; MAX_BINDINGS]> = Mutex::new([None; MAX_BINDIN
 /// Events delivered, for the figures sysrq prints.
 pub static DELIVERED: AtomicU64 = AtomicU64::new(0);
 
-#[repr(C)]
-struct BindVirq {
-    virq: u32,
-    vcpu: u32,
-    port: u32,
-}
-#[repr(C)]
-struct BindIpi {
-    vcpu: u32,
-    port: u32,
-}
-#[repr(C)]
-struct BindInterdomain {
-    remote_dom: u16,
-    remote_port: u32,
-    local_port: u32,
-}
-#[repr(C)]
-struct AllocUnbound {
-    dom: u16,
-    remote_dom: u16,
-    port: u32,
+/// Why a binding failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventError {
+    /// Xen refused the bind.
+    Refused(XenError),
+    /// start_info-provided ports are attached, never bound.
+    FromStartInfo,
+    /// Every slot of the binding table is taken.
+    TableFull,
+    /// A port beyond what 2-level event channels can address.
+    BadPort(u32),
 }
 
-fn bind_raw(binding: Binding) -> Result<u32, XenError> {
-    // SAFETY (all arms): each struct matches the layout its command expects.
+/// Ports the 2-level ABI addresses: 64 words of 64 bits.
+pub const MAX_PORTS: u32 = 64 * 64;
+
+fn bind_raw(binding: Binding) -> Result<u32, EventError> {
     match binding {
-        Binding::Virq { virq, vcpu } => {
-            let mut a = BindVirq { virq, vcpu, port: 0 };
-            unsafe { hv::event_channel_op(op::BIND_VIRQ, &mut a) }.map(|_| a.port)
-        }
-        Binding::Ipi { vcpu } => {
-            let mut a = BindIpi { vcpu, port: 0 };
-            unsafe { hv::event_channel_op(op::BIND_IPI, &mut a) }.map(|_| a.port)
-        }
-        Binding::Interdomain { remote_dom, remote_port } => {
-            let mut a = BindInterdomain { remote_dom, remote_port, local_port: 0 };
-            unsafe { hv::event_channel_op(op::BIND_INTERDOMAIN, &mut a) }.map(|_| a.local_port)
-        }
-        Binding::Unbound { remote_dom } => {
-            let mut a = AllocUnbound { dom: xen::abi::mmu::DOMID_SELF, remote_dom, port: 0 };
-            unsafe { hv::event_channel_op(op::ALLOC_UNBOUND, &mut a) }.map(|_| a.port)
-        }
-        Binding::FromStartInfo => Err(XenError(-22)),
+        Binding::Virq { virq, vcpu } => Hv::bind_virq(virq, vcpu),
+        Binding::Ipi { vcpu } => Hv::bind_ipi(vcpu),
+        Binding::Interdomain { remote_dom, remote_port } => Hv::bind_interdomain(remote_dom, remote_port),
+        Binding::Unbound { remote_dom } => Hv::alloc_unbound(remote_dom),
+        Binding::FromStartInfo => return Err(EventError::FromStartInfo),
     }
+    .map_err(EventError::Refused)
 }
 
-fn insert(slot: Slot) {
+fn insert(slot: Slot) -> Result<(), EventError> {
+    if slot.port >= MAX_PORTS {
+        return Err(EventError::BadPort(slot.port));
+    }
     crate::events_mask::without_events(|| {
         let mut t = TABLE.lock();
-        let free = t.iter().position(|s| s.is_none()).expect("event binding table full");
+        let free = t.iter().position(|s| s.is_none()).ok_or(EventError::TableFull)?;
         t[free] = Some(slot);
-    });
+        Ok(())
+    })?;
     unmask(slot.port);
+    Ok(())
 }
 
 /// Binds `binding` to a new port with `handler` and unmasks it.
-pub fn bind(binding: Binding, name: &'static str, handler: Handler) -> Result<u32, XenError> {
+pub fn bind(binding: Binding, name: &'static str, handler: Handler) -> Result<u32, EventError> {
     let port = bind_raw(binding)?;
-    insert(Slot { port, binding, handler, name });
+    if let Err(e) = insert(Slot { port, binding, handler, name }) {
+        let _ = Hv::close_port(port);
+        return Err(e);
+    }
     log::info!("event: bound {} ({:?}) to port {}", name, binding, port);
     Ok(port)
 }
 
 /// Attaches `handler` to a port Xen gave us in start_info.
-pub fn attach(port: u32, name: &'static str, handler: Handler) {
-    insert(Slot { port, binding: Binding::FromStartInfo, handler, name });
+pub fn attach(port: u32, name: &'static str, handler: Handler) -> Result<(), EventError> {
+    insert(Slot { port, binding: Binding::FromStartInfo, handler, name })?;
     log::info!("event: {} on port {}", name, port);
+    Ok(())
 }
 
 /// Closes `port` and forgets its binding.
@@ -132,9 +120,9 @@ pub fn unbind(port: u32) {
         }
     });
     mask_port(port);
-    let mut p = port;
-    // SAFETY: evtchn_close is a single port.
-    let _ = unsafe { hv::event_channel_op(op::CLOSE, &mut p) };
+    if let Err(e) = Hv::close_port(port) {
+        log::warn!("event: closing port {} failed: {:?}", port, e);
+    }
 }
 
 /// Re-creates every binding after a resume in a new domain, where all old
@@ -176,6 +164,9 @@ fn bit_word(port: u32) -> (usize, u64) {
 /// Stops delivery on `port` (the pending bit still latches).
 pub fn mask_port(port: u32) {
     let si = platform::shared_info();
+    if port >= MAX_PORTS || si.is_null() {
+        return;
+    }
     let (w, bit) = bit_word(port);
     // SAFETY: shared_info is mapped; the mask bitmap is shared with Xen, so
     // it is changed with an atomic read-modify-write.
@@ -187,9 +178,7 @@ pub fn mask_port(port: u32) {
 
 /// Allows delivery on `port`; Xen re-raises it if it is pending.
 pub fn unmask(port: u32) {
-    let mut p = port;
-    // SAFETY: evtchn_unmask is a single port.
-    let _ = unsafe { hv::event_channel_op(op::UNMASK, &mut p) };
+    Hv::unmask_port(port);
 }
 
 /// Called from the upcall entry with events masked.
@@ -238,6 +227,17 @@ fn dispatch(port: u32) {
     if let Some(h) = handler {
         h(port);
     }
+}
+
+/// Forgets every binding without closing it (a fresh simulated boot).
+#[cfg(not(target_os = "none"))]
+pub fn forget_all() {
+    *TABLE.lock() = [None; MAX_BINDINGS];
+}
+
+/// The port bound or attached under `name`.
+pub fn port_of(name: &str) -> Option<u32> {
+    crate::events_mask::without_events(|| TABLE.lock().iter().flatten().find(|s| s.name == name).map(|s| s.port))
 }
 
 /// How many ports are bound.

@@ -6,6 +6,7 @@
 //! upcall can never spin on a lock its own vCPU holds.
 
 use crate::platform;
+use crate::{Hv, Hypervisor};
 use core::sync::atomic::{compiler_fence, Ordering};
 
 /// Masks events and returns whether they were masked already.
@@ -36,7 +37,7 @@ pub fn unmask() {
         core::ptr::addr_of_mut!((*v).evtchn_upcall_mask).write_volatile(0);
         compiler_fence(Ordering::SeqCst);
         if core::ptr::addr_of!((*v).evtchn_upcall_pending).read_volatile() != 0 {
-            xen::hv::force_event_delivery();
+            Hv::force_event_delivery();
         }
     }
 }

@@ -13,14 +13,11 @@ use crate::mm::kernel_memory::with_frames;
 use crate::mm::pagetable::data_entry;
 use crate::mm::physmap::{self, pfn_to_mfn};
 use crate::platform::pfn_to_va;
+use crate::{Hv, Hypervisor, XenError};
 use alloc::vec::Vec;
 use core::sync::atomic::{fence, AtomicU16, Ordering};
 use spin::Mutex;
 use xen::abi::mmu;
-use xen::hv;
-
-const GNTTABOP_SETUP_TABLE: u32 = 2;
-const GNTTABOP_QUERY_SIZE: u32 = 6;
 
 bitflags::bitflags! {
     /// The `flags` half-word of a v1 grant entry (`grant_table.h`).
@@ -53,25 +50,15 @@ pub enum GrantError {
     BadRef(u32),
     /// The grantee still has the page mapped; try again after it unmaps.
     InUse(u32),
+    /// Xen refused to set the table up.
+    Setup(XenError),
+    /// No page table for the table's virtual slot, and no frame to make one.
+    NoPageTable,
+    /// Xen refused to map a table frame.
+    Map(XenError),
 }
 /// Virtual slot (as a pfn-sized index past the p2m region) for the table.
 const TABLE_SLOT: u64 = physmap::MAX_SUPPORTED_PFN as u64 + 8 * 1024;
-
-#[repr(C)]
-struct SetupTable {
-    dom: u16,
-    nr_frames: u32,
-    status: i16,
-    frame_list: *mut u64,
-}
-
-#[repr(C)]
-struct QuerySize {
-    dom: u16,
-    nr_frames: u32,
-    max_nr_frames: u32,
-    status: i16,
-}
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -101,31 +88,36 @@ struct Table {
 /// The table's state; taken by tasks only (never from the upcall).
 static TABLE: Mutex<Option<Table>> = Mutex::new(None);
 
-fn setup() -> Result<[u64; FRAMES], i64> {
+fn setup() -> Result<[u64; FRAMES], GrantError> {
     let mut frames = [0u64; FRAMES];
-    let mut arg =
-        SetupTable { dom: mmu::DOMID_SELF, nr_frames: FRAMES as u32, status: 0, frame_list: frames.as_mut_ptr() };
-    // SAFETY: `arg` matches gnttab_setup_table and `frames` outlives the call.
-    unsafe { hv::grant_table_op(GNTTABOP_SETUP_TABLE, &mut arg) }.map_err(|e| e.0)?;
-    if arg.status != 0 {
-        return Err(arg.status as i64);
-    }
+    Hv::grant_setup_table(&mut frames).map_err(GrantError::Setup)?;
     Ok(frames)
 }
 
-fn map(mfns: &[u64; FRAMES]) -> Result<(), &'static str> {
+/// Sets the table up and maps it: at boot and in a new domain.
+fn setup_and_map() -> Result<[u64; FRAMES], GrantError> {
+    let mfns = setup()?;
+    map(&mfns)?;
+    Ok(mfns)
+}
+
+fn map(mfns: &[u64; FRAMES]) -> Result<(), GrantError> {
     for (i, &mfn) in mfns.iter().enumerate() {
         let slot = TABLE_SLOT + i as u64;
-        physmap::ensure_l1(slot, || with_frames(|f| f.alloc(0))).ok_or("no page table for the grant frames")?;
-        hv::update_va_mapping(pfn_to_va(slot), data_entry(mfn, true), mmu::UVMF_INVLPG)
-            .map_err(|_| "Xen refused to map a grant frame")?;
+        physmap::ensure_l1(slot, || with_frames(|f| f.alloc(0))).ok_or(GrantError::NoPageTable)?;
+        // SAFETY: the slot is the grant table's own virtual page; `mfn` is
+        // a table frame Xen handed to this domain.
+        unsafe { Hv::update_va_mapping(pfn_to_va(slot), data_entry(mfn, true), mmu::UVMF_INVLPG) }
+            .map_err(GrantError::Map)?;
     }
     Ok(())
 }
 
 fn unmap() {
     for i in 0..FRAMES as u64 {
-        let _ = hv::update_va_mapping(pfn_to_va(TABLE_SLOT + i), 0, mmu::UVMF_INVLPG);
+        // SAFETY: only `TABLE` refers to the slot, and it is locked by the
+        // caller (the suspend path) for as long as the table is unmapped.
+        let _ = unsafe { Hv::update_va_mapping(pfn_to_va(TABLE_SLOT + i), 0, mmu::UVMF_INVLPG) };
     }
 }
 
@@ -164,21 +156,14 @@ fn write_entry(g: &Grant) {
 
 /// Sets the table up at boot.
 pub fn init() {
-    let mut q = QuerySize { dom: mmu::DOMID_SELF, nr_frames: 0, max_nr_frames: 0, status: 0 };
-    // SAFETY: `q` matches gnttab_query_size.
-    let _ = unsafe { hv::grant_table_op(GNTTABOP_QUERY_SIZE, &mut q) };
-    match setup().map_err(|_| "setup_table refused").and_then(|mfns| map(&mfns).map(|_| mfns)) {
+    let max_frames = Hv::grant_query_size().map_or(0, |(_, max)| max);
+    match setup_and_map() {
         Ok(mfns) => {
-            *TABLE.lock() = Some(Table {
-                mfns,
-                grants: Vec::new(),
-                next_ref: FIRST_FREE_REF,
-                free_refs: Vec::new(),
-                max_frames: q.max_nr_frames,
-            });
-            log::info!("grant: table of {} frame(s) mapped (Xen allows {})", FRAMES, q.max_nr_frames);
+            *TABLE.lock() =
+                Some(Table { mfns, grants: Vec::new(), next_ref: FIRST_FREE_REF, free_refs: Vec::new(), max_frames });
+            log::info!("grant: table of {} frame(s) mapped (Xen allows {})", FRAMES, max_frames);
         }
-        Err(e) => log::error!("grant: no grant table: {}", e),
+        Err(e) => log::error!("grant: no grant table: {:?}", e),
     }
 }
 
@@ -258,7 +243,7 @@ impl crate::pm::Device for GrantDevice {
     fn resume(&self) {
         let mut guard = TABLE.lock();
         let Some(t) = guard.as_mut() else { return };
-        match setup().map_err(|_| "setup_table refused").and_then(|m| map(&m).map(|_| m)) {
+        match setup_and_map() {
             Ok(mfns) => {
                 t.mfns = mfns;
                 for g in &t.grants {
@@ -271,13 +256,13 @@ impl crate::pm::Device for GrantDevice {
                     t.grants.len()
                 );
             }
-            Err(e) => log::error!("grant: after resume: {}", e),
+            Err(e) => log::error!("grant: after resume: {:?}", e),
         }
     }
     fn cancel(&self) {
         if let Some(t) = TABLE.lock().as_ref() {
             if let Err(e) = map(&t.mfns) {
-                log::error!("grant: remapping after a cancelled suspend: {}", e);
+                log::error!("grant: remapping after a cancelled suspend: {:?}", e);
             }
         }
     }

@@ -1,6 +1,7 @@
 //! The end of the line: report a panic on the console and have Xen mark the
 //! domain crashed (so `on_crash` in the xl config decides what happens).
 
+use crate::{Hv, Hypervisor};
 use core::panic::PanicInfo;
 use core::sync::atomic::{AtomicBool, Ordering};
 use xen::abi::sched;
@@ -20,5 +21,5 @@ pub fn report_and_crash(info: &PanicInfo) -> ! {
             None => crate::console::emergency_write(format_args!("ballast panicked: {}\n", info.message())),
         }
     }
-    xen::hv::shutdown(sched::REASON_CRASH)
+    Hv::shutdown(sched::REASON_CRASH)
 }

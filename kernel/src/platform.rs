@@ -1,15 +1,11 @@
 //! The pages Xen shares with the guest: start_info, shared_info, and the
 //! machine-to-physical table, plus the kernel's view of pseudo-physical
-//! memory (pfn N lives at `KERNEL_BASE + N * 4096`).
+//! memory (pfn N lives at `Hv::direct_map_base() + N * 4096`).
 
+use crate::{Hv, Hypervisor};
 use core::ptr::{addr_of_mut, null_mut};
 use core::sync::atomic::{AtomicPtr, Ordering};
 use xen::abi::{self, shared_info, start_info, vcpu_info};
-use xen::hv;
-
-/// Where Xen maps the image and the bootstrap region, and where ballast keeps
-/// every pfn mapped.
-pub const KERNEL_BASE: u64 = 0xffff_ffff_8000_0000;
 
 static START_INFO: AtomicPtr<start_info> = AtomicPtr::new(null_mut());
 static SHARED_INFO: AtomicPtr<shared_info> = AtomicPtr::new(null_mut());
@@ -52,14 +48,18 @@ fn shared_info_slot_va() -> u64 {
 pub fn map_shared_info() {
     let maddr = with_start_info(|si| si.shared_info);
     let entry = crate::mm::pagetable::data_entry(maddr >> 12, true);
-    hv::update_va_mapping(shared_info_slot_va(), entry, abi::mmu::UVMF_INVLPG).expect("Xen refused to map shared_info");
+    // SAFETY: the slot is shared_info's own page of the image.
+    unsafe { Hv::update_va_mapping(shared_info_slot_va(), entry, abi::mmu::UVMF_INVLPG) }
+        .expect("Xen refused to map shared_info");
     SHARED_INFO.store(shared_info_slot_va() as *mut shared_info, Ordering::Release);
 }
 
 /// Clears the shared_info mapping (before suspending).
 pub fn unmap_shared_info() {
     SHARED_INFO.store(null_mut(), Ordering::Release);
-    hv::update_va_mapping(shared_info_slot_va(), 0, abi::mmu::UVMF_INVLPG).expect("Xen refused to unmap shared_info");
+    // SAFETY: SHARED_INFO is cleared first; readers check it for null.
+    unsafe { Hv::update_va_mapping(shared_info_slot_va(), 0, abi::mmu::UVMF_INVLPG) }
+        .expect("Xen refused to unmap shared_info");
 }
 
 /// shared_info, or null while it is not mapped.
@@ -79,17 +79,15 @@ pub fn vcpu0() -> *mut vcpu_info {
 
 /// The pfn Xen's m2p table gives for machine frame `mfn`.
 pub fn mfn_to_pfn(mfn: u64) -> u64 {
-    // SAFETY: Xen maps the m2p read-only at MACH2PHYS_VIRT_START in every PV
-    // guest; reading an entry for a frame we own is always valid.
-    unsafe { ((abi::MACH2PHYS_VIRT_START as *const u64).add(mfn as usize)).read_volatile() }
+    Hv::mfn_to_pfn(mfn)
 }
 
 /// The kernel virtual address of pfn `pfn`.
-pub const fn pfn_to_va(pfn: u64) -> u64 {
-    KERNEL_BASE + (pfn << abi::PAGE_SHIFT)
+pub fn pfn_to_va(pfn: u64) -> u64 {
+    Hv::direct_map_base() + (pfn << abi::PAGE_SHIFT)
 }
 
 /// The pfn behind a kernel virtual address.
-pub const fn va_to_pfn(va: u64) -> u64 {
-    (va - KERNEL_BASE) >> abi::PAGE_SHIFT
+pub fn va_to_pfn(va: u64) -> u64 {
+    (va - Hv::direct_map_base()) >> abi::PAGE_SHIFT
 }

@@ -1,6 +1,7 @@
 //! Ending the domain in order: park every task, say so, then ask Xen.
 
 use crate::{console, sched};
+use crate::{Hv, Hypervisor};
 use xen::abi::sched as reason;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,5 +35,5 @@ pub fn stop(how: Stop) -> ! {
     );
     // Let xenconsoled take the last lines before the domain goes.
     console::flush(1_000_000_000);
-    xen::hv::shutdown(code)
+    Hv::shutdown(code)
 }

@@ -12,6 +12,7 @@
 //! sleeper and blocks.
 
 use crate::{events_mask, time};
+use crate::{Hv, Hypervisor};
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
@@ -182,7 +183,7 @@ impl Scheduler {
         if want != self.armed {
             self.armed = want;
             if let Some(d) = want {
-                let _ = xen::hv::set_timer(time::clock().to_system(d));
+                let _ = Hv::set_timer(time::clock().to_system(d));
             }
         }
     }
@@ -420,7 +421,7 @@ pub fn idle() -> ! {
         if nothing_to_do {
             // SCHEDOP_block unmasks events atomically with blocking, and
             // returns at once if one is already pending.
-            xen::hv::block();
+            Hv::block();
         }
         events_mask::unmask();
     }

@@ -234,7 +234,7 @@ pub fn spawn_aspace(pages: u64) {
                 unsafe { page.add(w).write(pattern_word(seed, i as usize * 512 + w)) };
             }
             if let Err(e) = aspace::map(space, BASE + i * 4096, pfn) {
-                log::error!("aspace: mapping page {} failed: {}", i, e);
+                log::error!("aspace: mapping page {} failed: {:?}", i, e);
                 return;
             }
             frames.push(pfn);

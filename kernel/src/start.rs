@@ -2,9 +2,9 @@
 
 use crate::events::{self, Binding};
 use crate::{cmdline, console, events_mask, mm, platform, sched, selftest, time, traps};
+use crate::{Hv, Hypervisor};
 use xen::abi::evtchn::VIRQ_TIMER;
 use xen::abi::start_info;
-use xen::hv;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -24,9 +24,9 @@ pub unsafe fn kmain(si: *mut start_info) -> cmdline::Options {
     console::init_logger();
     traps::init();
 
-    let (major, minor) = hv::version();
+    let (major, minor) = Hv::version();
     let mut extra = [0u8; 16];
-    let extra = hv::extraversion(&mut extra);
+    let extra = Hv::extraversion(&mut extra);
     let (pages, raw_cmdline) = platform::with_start_info(|si| {
         // SAFETY: cmd_line is a plain byte array inside start_info.
         let raw: &'static [u8; 1024] = unsafe { &*(core::ptr::addr_of!(si.cmd_line) as *const [u8; 1024]) };
@@ -54,7 +54,9 @@ pub unsafe fn kmain(si: *mut start_info) -> cmdline::Options {
     events::bind(Binding::Virq { virq: VIRQ_TIMER, vcpu: 0 }, "timer", |_| sched::on_timer())
         .expect("binding VIRQ_TIMER");
     if let Some(port) = console::port() {
-        events::attach(port, "console", console::on_event);
+        if let Err(e) = events::attach(port, "console", console::on_event) {
+            log::error!("console: cannot attach port {}: {:?}", port, e);
+        }
     }
     crate::grant::init();
     let (secs, _) = time::wall_clock();

@@ -10,6 +10,7 @@ use crate::mm::suspend_release::{self, Released};
 use crate::mm::{aspace, physmap, reservation};
 use crate::suspend_seq::{self, SuspendSteps};
 use crate::{console, events, events_mask, platform, pm, sched, time};
+use crate::{Hv, Hypervisor};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -182,7 +183,7 @@ impl SuspendSteps for RealSteps {
         // SAFETY: tasks are frozen, devices quiesced, every root pinned,
         // start_info canonical and shared_info unmapped: the state the
         // toolstack expects. Xen returns here when the domain runs again.
-        unsafe { xen::hv::suspend(start_info_mfn) }
+        unsafe { Hv::suspend(start_info_mfn) }
     }
 
     fn reconnect_new_domain(&mut self) -> usize {

@@ -6,6 +6,7 @@
 //! error code and registers and panics. The event upcall saves every
 //! register, runs the dispatcher, and returns through the `iret` hypercall.
 
+use crate::{Hv, Hypervisor};
 use core::arch::global_asm;
 use xen::abi::{trap_info, FLAT_KERNEL_CS};
 
@@ -188,8 +189,8 @@ pub fn init() {
     // SAFETY: the table ends with a zero entry and names stubs written for
     // Xen's PV exception frame; the callbacks follow the upcall frame.
     unsafe {
-        xen::hv::set_trap_table(&table).expect("set_trap_table");
-        xen::hv::set_callbacks(ballast_event_upcall as *const () as u64, ballast_failsafe as *const () as u64)
+        Hv::set_trap_table(&table).expect("set_trap_table");
+        Hv::set_callbacks(ballast_event_upcall as *const () as u64, ballast_failsafe as *const () as u64)
             .expect("set_callbacks");
     }
 }

@@ -11,6 +11,7 @@
 
 use crate::sched::WaitQueue;
 use crate::{events, events_mask, platform};
+use crate::{Hv, Hypervisor};
 use alloc::collections::VecDeque;
 use alloc::format;
 use alloc::string::String;
@@ -71,7 +72,9 @@ pub fn init() {
             paused: false,
         })
     });
-    events::attach(port, "xenstore", |_| WAITERS.wake_all());
+    if let Err(e) = events::attach(port, "xenstore", |_| WAITERS.wake_all()) {
+        log::error!("xenstore: cannot attach port {}: {:?}", port, e);
+    }
 }
 
 impl Conn {
@@ -111,7 +114,7 @@ impl Conn {
             log::error!("xenstore: ring fault {:?}", f);
         }
         if notify {
-            xen::hv::evtchn_send(self.port);
+            Hv::send(self.port);
         }
     }
 }

@@ -100,12 +100,6 @@ pub mod evtchn {
     pub const VIRQ_DEBUG: u32 = 1;
 }
 
-/// `vm_assist` commands and types.
-pub mod vmassist {
-    pub const CMD_ENABLE: u32 = 0;
-    pub const TYPE_WRITABLE_PAGETABLES: u32 = 2;
-}
-
 /// Flat segment selectors Xen sets up for a 64-bit PV guest.
 pub const FLAT_KERNEL_CS: u16 = 0xe033;
 pub const FLAT_KERNEL_SS: u16 = 0xe02b;

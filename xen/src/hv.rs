@@ -1,205 +1,292 @@
-//! Typed wrappers around the hypercalls ballast issues on the real Xen.
-//!
-//! Each wrapper builds the argument structure the ABI wants and turns
-//! Xen's negative errno results into `Err(XenError)`.
+//! `Hypervisor` on the real Xen: each call builds the argument structure
+//! the ABI wants, issues the hypercall through the hypercall page, and
+//! turns Xen's negative errno results into `Err(XenError)`. This file and
+//! `hypercall.rs` are the only places ballast issues hypercalls.
 
-use crate::abi::{self, hc, sched};
+use crate::abi::{self, evtchn, hc, mem, mmu, sched};
 use crate::hypercall::{hypercall2, hypercall3, hypercall5};
+use crate::seam::{Hypervisor, MmuExtOp, XenError};
 
-/// A negative errno returned by Xen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct XenError(pub i64);
-
-fn check(rc: i64) -> Result<i64, XenError> {
-    if rc < 0 {
-        Err(XenError(rc))
-    } else {
-        Ok(rc)
-    }
-}
+/// The running hypervisor. Zero-sized: all of Xen's state is Xen's.
+pub struct Xen;
 
 #[repr(C)]
 struct SchedShutdown {
     reason: u32,
 }
 
-/// Ends the domain with `reason` (poweroff, reboot, crash). Xen does not
-/// return from this for those reasons; if it ever did, we block forever.
-pub fn shutdown(reason: u32) -> ! {
-    let arg = SchedShutdown { reason };
-    loop {
-        // SAFETY: `arg` is a valid sched_shutdown for the call's duration.
-        unsafe { hypercall2(hc::SCHED_OP, sched::SHUTDOWN as u64, &arg as *const _ as u64) };
-        block();
-    }
-}
-
-/// Suspends the domain. Returns 0 when resumed in a new domain, 1 when the
-/// suspend was cancelled and the old domain continues.
-///
-/// # Safety
-/// The caller must have canonicalised start_info and quiesced everything
-/// the suspend path requires; `start_info_mfn` must be start_info's frame.
-pub unsafe fn suspend(start_info_mfn: u64) -> i64 {
-    let arg = SchedShutdown { reason: sched::REASON_SUSPEND };
-    // SAFETY: the caller upholds the suspend preconditions; `arg` is valid.
-    unsafe { hypercall3(hc::SCHED_OP, sched::SHUTDOWN as u64, &arg as *const _ as u64, start_info_mfn) }
-}
-
-/// Gives up the CPU until an event is pending. Xen unmasks event delivery
-/// atomically with blocking, so a wake-up cannot be lost in between.
-pub fn block() {
-    // SAFETY: SCHEDOP_block takes no argument.
-    unsafe { hypercall2(hc::SCHED_OP, sched::BLOCK as u64, 0) };
-}
-
-/// Lets Xen run someone else for a moment.
-pub fn yield_now() {
-    // SAFETY: SCHEDOP_yield takes no argument.
-    unsafe { hypercall2(hc::SCHED_OP, sched::YIELD as u64, 0) };
-}
-
-/// `(major, minor)` of the running hypervisor.
-pub fn version() -> (u32, u32) {
-    // SAFETY: XENVER_version takes no buffer.
-    let v = unsafe { hypercall2(hc::XEN_VERSION, abi::version::VERSION as u64, 0) } as u32;
-    (v >> 16, v & 0xffff)
-}
-
-/// The extra version string, e.g. ".7+13-g2445b30a44-pre" (at most 16 bytes).
-pub fn extraversion(buf: &mut [u8; 16]) -> &str {
-    // SAFETY: XENVER_extraversion writes 16 bytes to `buf`.
-    unsafe { hypercall2(hc::XEN_VERSION, abi::version::EXTRAVERSION as u64, buf.as_mut_ptr() as u64) };
-    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    core::str::from_utf8(&buf[..len]).unwrap_or("?")
-}
-
-/// Maps `va` to the page-table entry `pte` (0 unmaps).
-pub fn update_va_mapping(va: u64, pte: u64, flags: u64) -> Result<(), XenError> {
-    // SAFETY: Xen validates the new entry; a bad one is refused with an error.
-    check(unsafe { hypercall3(hc::UPDATE_VA_MAPPING, va, pte, flags) }).map(|_| ())
-}
-
-/// Applies a batch of page-table or m2p updates; returns how many succeeded.
-pub fn mmu_update(reqs: &[abi::mmu_update]) -> Result<(), XenError> {
-    let mut done: u32 = 0;
-    // SAFETY: `reqs` is a live slice of mmu_update structs; `done` is written.
-    let rc = unsafe {
-        hypercall5(
-            hc::MMU_UPDATE,
-            reqs.as_ptr() as u64,
-            reqs.len() as u64,
-            &mut done as *mut u32 as u64,
-            abi::mmu::DOMID_SELF as u64,
-            0,
-        )
-    };
-    check(rc).map(|_| ())
-}
-
-/// One `mmuext_op` (pin, unpin, new base pointer, TLB flush).
 #[repr(C)]
-#[derive(Clone, Copy)]
-pub struct MmuExtOp {
-    pub cmd: u32,
-    pub arg1: u64,
-    pub arg2: u64,
+struct BindVirq {
+    virq: u32,
+    vcpu: u32,
+    port: u32,
 }
 
-pub fn mmuext_op(ops: &[MmuExtOp]) -> Result<(), XenError> {
-    let mut done: u32 = 0;
-    // SAFETY: `ops` is a live slice laid out as `struct mmuext_op`.
-    let rc = unsafe {
-        hypercall5(
-            hc::MMUEXT_OP,
-            ops.as_ptr() as u64,
-            ops.len() as u64,
-            &mut done as *mut u32 as u64,
-            abi::mmu::DOMID_SELF as u64,
-            0,
-        )
-    };
-    check(rc).map(|_| ())
+#[repr(C)]
+struct BindIpi {
+    vcpu: u32,
+    port: u32,
 }
 
-/// `memory_op` on a reservation; returns how many extents Xen handled.
-pub fn memory_reservation(cmd: u32, extents: &mut [u64], order: u32) -> Result<usize, XenError> {
-    let mut res = abi::MemoryReservation {
-        extent_start: extents.as_mut_ptr(),
-        nr_extents: extents.len() as u64,
-        extent_order: order,
-        mem_flags: 0,
-        domid: abi::mmu::DOMID_SELF,
-    };
-    // SAFETY: `res` and the extent list are live for the call.
-    check(unsafe { hypercall2(hc::MEMORY_OP, cmd as u64, &mut res as *mut _ as u64) }).map(|n| n as usize)
+#[repr(C)]
+struct BindInterdomain {
+    remote_dom: u16,
+    remote_port: u32,
+    local_port: u32,
 }
 
-/// `memory_op` queries that take a domain id (current/maximum reservation).
-pub fn memory_query(cmd: u32) -> Result<u64, XenError> {
-    let domid: u16 = abi::mmu::DOMID_SELF;
-    // SAFETY: the argument is a domid_t.
-    check(unsafe { hypercall2(hc::MEMORY_OP, cmd as u64, &domid as *const u16 as u64) }).map(|n| n as u64)
+#[repr(C)]
+struct AllocUnbound {
+    dom: u16,
+    remote_dom: u16,
+    port: u32,
 }
 
-/// Installs the virtual IDT.
-///
-/// # Safety
-/// `table` must end with a zero entry and name handlers that follow Xen's
-/// PV exception frame conventions.
-pub unsafe fn set_trap_table(table: &[abi::trap_info]) -> Result<(), XenError> {
-    // SAFETY: forwarded contract.
-    check(unsafe { hypercall2(hc::SET_TRAP_TABLE, table.as_ptr() as u64, 0) }).map(|_| ())
+#[repr(C)]
+struct GntSetupTable {
+    dom: u16,
+    nr_frames: u32,
+    status: i16,
+    frame_list: *mut u64,
 }
 
-/// Registers the event upcall and failsafe entry points.
-///
-/// # Safety
-/// Both addresses must be entry points written for Xen's callback frames.
-pub unsafe fn set_callbacks(event: u64, failsafe: u64) -> Result<(), XenError> {
-    // SAFETY: forwarded contract; no syscall entry (ballast has no user mode).
-    check(unsafe { hypercall3(hc::SET_CALLBACKS, event, failsafe, 0) }).map(|_| ())
+#[repr(C)]
+struct GntQuerySize {
+    dom: u16,
+    nr_frames: u32,
+    max_nr_frames: u32,
+    status: i16,
 }
 
-/// Arms the one-shot timer for system time `deadline_ns` (0 cancels).
-pub fn set_timer(deadline_ns: u64) -> Result<(), XenError> {
-    // SAFETY: plain integer argument.
-    check(unsafe { hypercall2(hc::SET_TIMER_OP, deadline_ns, 0) }).map(|_| ())
-}
+const GNTTABOP_SETUP_TABLE: u32 = 2;
+const GNTTABOP_QUERY_SIZE: u32 = 6;
+
+/// Where Xen loads the image; ballast keeps every pfn mapped from here.
+pub const KERNEL_BASE: u64 = 0xffff_ffff_8000_0000;
 
 /// `event_channel_op(cmd, arg)`.
 ///
 /// # Safety
-/// `arg` must point to the structure `cmd` expects.
-pub unsafe fn event_channel_op<T>(cmd: u32, arg: &mut T) -> Result<(), XenError> {
+/// `arg` must be the structure `cmd` expects.
+unsafe fn event_channel_op<T>(cmd: u32, arg: &mut T) -> Result<u64, XenError> {
     // SAFETY: forwarded contract.
-    check(unsafe { hypercall2(hc::EVENT_CHANNEL_OP, cmd as u64, arg as *mut T as u64) }).map(|_| ())
+    XenError::check(unsafe { hypercall2(hc::EVENT_CHANNEL_OP, cmd as u64, arg as *mut T as u64) })
 }
 
-/// Notifies the other end of `port`.
-pub fn evtchn_send(port: u32) {
-    let mut p = port;
-    // SAFETY: evtchn_send is a single u32 port.
-    let _ = unsafe { event_channel_op(abi::evtchn::SEND, &mut p) };
-}
-
-/// `vm_assist(cmd, type)`.
-pub fn vm_assist(cmd: u32, kind: u32) -> Result<(), XenError> {
-    // SAFETY: integer arguments.
-    check(unsafe { hypercall2(hc::VM_ASSIST, cmd as u64, kind as u64) }).map(|_| ())
-}
-
-/// Any cheap hypercall: on its way back Xen delivers pending events.
-pub fn force_event_delivery() {
-    let _ = version();
-}
-
-/// `grant_table_op(cmd, arg, 1)`: one grant-table operation.
+/// `grant_table_op(cmd, arg, 1)`, with the operation's own status folded in.
 ///
 /// # Safety
-/// `arg` must point to the structure `cmd` expects, with any guest handles
-/// in it naming live memory.
-pub unsafe fn grant_table_op<T>(cmd: u32, arg: &mut T) -> Result<(), XenError> {
+/// `arg` must be the structure `cmd` expects, any handle in it naming live memory.
+unsafe fn grant_table_op<T>(cmd: u32, arg: &mut T) -> Result<u64, XenError> {
     // SAFETY: forwarded contract; a count of one operation.
-    check(unsafe { hypercall3(hc::GRANT_TABLE_OP, cmd as u64, arg as *mut T as u64, 1) }).map(|_| ())
+    XenError::check(unsafe { hypercall3(hc::GRANT_TABLE_OP, cmd as u64, arg as *mut T as u64, 1) })
+}
+
+fn memory_op_domid(cmd: u32) -> Result<u64, XenError> {
+    let domid: u16 = mmu::DOMID_SELF;
+    // SAFETY: the argument is a domid_t that lives for the call.
+    XenError::check(unsafe { hypercall2(hc::MEMORY_OP, cmd as u64, &domid as *const u16 as u64) })
+}
+
+fn memory_reservation(cmd: u32, extents: *mut u64, nr: usize, order: u32) -> Result<usize, XenError> {
+    let mut res = abi::MemoryReservation {
+        extent_start: extents,
+        nr_extents: nr as u64,
+        extent_order: order,
+        mem_flags: 0,
+        domid: mmu::DOMID_SELF,
+    };
+    // SAFETY: `res` and the `nr` extents it names live for the call.
+    XenError::check(unsafe { hypercall2(hc::MEMORY_OP, cmd as u64, &mut res as *mut _ as u64) }).map(|n| n as usize)
+}
+
+impl Hypervisor for Xen {
+    fn direct_map_base() -> u64 {
+        KERNEL_BASE
+    }
+
+    fn version() -> (u32, u32) {
+        // SAFETY: XENVER_version takes no buffer.
+        let v = unsafe { hypercall2(hc::XEN_VERSION, abi::version::VERSION as u64, 0) } as u32;
+        (v >> 16, v & 0xffff)
+    }
+
+    fn extraversion(buf: &mut [u8; 16]) -> &str {
+        // SAFETY: XENVER_extraversion writes 16 bytes to `buf`.
+        unsafe { hypercall2(hc::XEN_VERSION, abi::version::EXTRAVERSION as u64, buf.as_mut_ptr() as u64) };
+        let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+        core::str::from_utf8(&buf[..len]).unwrap_or("?")
+    }
+
+    fn shutdown(reason: u32) -> ! {
+        let arg = SchedShutdown { reason };
+        loop {
+            // SAFETY: `arg` is a valid sched_shutdown for the call's duration.
+            unsafe { hypercall2(hc::SCHED_OP, sched::SHUTDOWN as u64, &arg as *const _ as u64) };
+            Self::block();
+        }
+    }
+
+    unsafe fn suspend(start_info_mfn: u64) -> i64 {
+        let arg = SchedShutdown { reason: sched::REASON_SUSPEND };
+        // SAFETY: the caller upholds the suspend preconditions; `arg` is valid.
+        unsafe { hypercall3(hc::SCHED_OP, sched::SHUTDOWN as u64, &arg as *const _ as u64, start_info_mfn) }
+    }
+
+    fn block() {
+        // SAFETY: SCHEDOP_block takes no argument.
+        unsafe { hypercall2(hc::SCHED_OP, sched::BLOCK as u64, 0) };
+    }
+
+    fn yield_now() {
+        // SAFETY: SCHEDOP_yield takes no argument.
+        unsafe { hypercall2(hc::SCHED_OP, sched::YIELD as u64, 0) };
+    }
+
+    fn force_event_delivery() {
+        let _ = Self::version();
+    }
+
+    fn set_timer(deadline_ns: u64) -> Result<(), XenError> {
+        // SAFETY: plain integer argument.
+        XenError::check(unsafe { hypercall2(hc::SET_TIMER_OP, deadline_ns, 0) }).map(drop)
+    }
+
+    unsafe fn set_trap_table(table: &[abi::trap_info]) -> Result<(), XenError> {
+        // SAFETY: forwarded contract.
+        XenError::check(unsafe { hypercall2(hc::SET_TRAP_TABLE, table.as_ptr() as u64, 0) }).map(drop)
+    }
+
+    unsafe fn set_callbacks(event: u64, failsafe: u64) -> Result<(), XenError> {
+        // SAFETY: forwarded contract; no syscall entry (ballast has no user mode).
+        XenError::check(unsafe { hypercall3(hc::SET_CALLBACKS, event, failsafe, 0) }).map(drop)
+    }
+
+    unsafe fn update_va_mapping(va: u64, pte: u64, flags: u64) -> Result<(), XenError> {
+        // SAFETY: the caller owns the page; Xen validates the entry itself.
+        XenError::check(unsafe { hypercall3(hc::UPDATE_VA_MAPPING, va, pte, flags) }).map(drop)
+    }
+
+    unsafe fn mmu_update(reqs: &[abi::mmu_update]) -> Result<(), XenError> {
+        let mut done: u32 = 0;
+        // SAFETY: `reqs` is a live slice of mmu_update structs and `done` is
+        // written; what the updates change is the caller's contract.
+        XenError::check(unsafe {
+            hypercall5(
+                hc::MMU_UPDATE,
+                reqs.as_ptr() as u64,
+                reqs.len() as u64,
+                &mut done as *mut u32 as u64,
+                mmu::DOMID_SELF as u64,
+                0,
+            )
+        })
+        .map(drop)
+    }
+
+    unsafe fn mmuext_op(ops: &[MmuExtOp]) -> Result<(), XenError> {
+        let mut done: u32 = 0;
+        // SAFETY: `ops` is a live slice laid out as `struct mmuext_op`.
+        XenError::check(unsafe {
+            hypercall5(
+                hc::MMUEXT_OP,
+                ops.as_ptr() as u64,
+                ops.len() as u64,
+                &mut done as *mut u32 as u64,
+                mmu::DOMID_SELF as u64,
+                0,
+            )
+        })
+        .map(drop)
+    }
+
+    unsafe fn decrease_reservation(mfns: &[u64], order: u32) -> Result<usize, XenError> {
+        // Xen only reads the list for a decrease.
+        memory_reservation(mem::DECREASE_RESERVATION, mfns.as_ptr() as *mut u64, mfns.len(), order)
+    }
+
+    fn populate_physmap(extents: &mut [u64], order: u32) -> Result<usize, XenError> {
+        memory_reservation(mem::POPULATE_PHYSMAP, extents.as_mut_ptr(), extents.len(), order)
+    }
+
+    fn current_reservation() -> Result<u64, XenError> {
+        memory_op_domid(mem::CURRENT_RESERVATION)
+    }
+
+    fn maximum_reservation() -> Result<u64, XenError> {
+        memory_op_domid(mem::MAXIMUM_RESERVATION)
+    }
+
+    fn mfn_to_pfn(mfn: u64) -> u64 {
+        // SAFETY: Xen maps the m2p read-only at MACH2PHYS_VIRT_START in every
+        // PV guest; reading an entry for a frame the guest owns is valid.
+        unsafe { ((abi::MACH2PHYS_VIRT_START as *const u64).add(mfn as usize)).read_volatile() }
+    }
+
+    fn bind_virq(virq: u32, vcpu: u32) -> Result<u32, XenError> {
+        let mut a = BindVirq { virq, vcpu, port: 0 };
+        // SAFETY: `a` is an evtchn_bind_virq.
+        unsafe { event_channel_op(evtchn::BIND_VIRQ, &mut a) }.map(|_| a.port)
+    }
+
+    fn bind_ipi(vcpu: u32) -> Result<u32, XenError> {
+        let mut a = BindIpi { vcpu, port: 0 };
+        // SAFETY: `a` is an evtchn_bind_ipi.
+        unsafe { event_channel_op(evtchn::BIND_IPI, &mut a) }.map(|_| a.port)
+    }
+
+    fn bind_interdomain(remote_dom: u16, remote_port: u32) -> Result<u32, XenError> {
+        let mut a = BindInterdomain { remote_dom, remote_port, local_port: 0 };
+        // SAFETY: `a` is an evtchn_bind_interdomain.
+        unsafe { event_channel_op(evtchn::BIND_INTERDOMAIN, &mut a) }.map(|_| a.local_port)
+    }
+
+    fn alloc_unbound(remote_dom: u16) -> Result<u32, XenError> {
+        let mut a = AllocUnbound { dom: mmu::DOMID_SELF, remote_dom, port: 0 };
+        // SAFETY: `a` is an evtchn_alloc_unbound.
+        unsafe { event_channel_op(evtchn::ALLOC_UNBOUND, &mut a) }.map(|_| a.port)
+    }
+
+    fn close_port(port: u32) -> Result<(), XenError> {
+        let mut p = port;
+        // SAFETY: evtchn_close is a single port.
+        unsafe { event_channel_op(evtchn::CLOSE, &mut p) }.map(drop)
+    }
+
+    fn unmask_port(port: u32) {
+        let mut p = port;
+        // SAFETY: evtchn_unmask is a single port.
+        let _ = unsafe { event_channel_op(evtchn::UNMASK, &mut p) };
+    }
+
+    fn send(port: u32) {
+        let mut p = port;
+        // SAFETY: evtchn_send is a single port.
+        let _ = unsafe { event_channel_op(evtchn::SEND, &mut p) };
+    }
+
+    fn grant_setup_table(frames: &mut [u64]) -> Result<(), XenError> {
+        let mut a = GntSetupTable {
+            dom: mmu::DOMID_SELF,
+            nr_frames: frames.len() as u32,
+            status: 0,
+            frame_list: frames.as_mut_ptr(),
+        };
+        // SAFETY: `a` is a gnttab_setup_table whose list holds nr_frames entries.
+        unsafe { grant_table_op(GNTTABOP_SETUP_TABLE, &mut a) }?;
+        match a.status {
+            0 => Ok(()),
+            s => Err(XenError(s as i64)),
+        }
+    }
+
+    fn grant_query_size() -> Result<(u32, u32), XenError> {
+        let mut q = GntQuerySize { dom: mmu::DOMID_SELF, nr_frames: 0, max_nr_frames: 0, status: 0 };
+        // SAFETY: `q` is a gnttab_query_size.
+        unsafe { grant_table_op(GNTTABOP_QUERY_SIZE, &mut q) }?;
+        match q.status {
+            0 => Ok((q.nr_frames, q.max_nr_frames)),
+            s => Err(XenError(s as i64)),
+        }
+    }
 }

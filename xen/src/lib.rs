@@ -7,7 +7,7 @@
 //! `hypercall` needs the real Xen and is built for the bare-metal target
 //! alone.
 
-#![cfg_attr(not(test), no_std)]
+#![cfg_attr(not(any(test, feature = "sim")), no_std)]
 
 // `alloc` needs a `#[global_allocator]` in the final image: the kernel
 // turns this feature on once its heap is installed.
@@ -20,5 +20,8 @@ pub mod console;
 pub mod hv;
 #[cfg(target_os = "none")]
 pub mod hypercall;
+pub mod seam;
+#[cfg(feature = "sim")]
+pub mod sim;
 #[cfg(any(test, feature = "alloc"))]
 pub mod xenstore;

@@ -15,12 +15,32 @@ use super::pagetable::{data_entry, entry_mfn, indices, is_present, table_entry, 
 use super::physmap::{pfn_to_mfn, set_writable};
 use crate::events_mask;
 use crate::platform::{self, pfn_to_va};
+use crate::{Hv, Hypervisor, XenError};
 use alloc::vec::Vec;
 use spin::Mutex;
 use xen::abi::{mmu, mmu_update};
-use xen::hv::{self, MmuExtOp, XenError};
+use xen::seam::MmuExtOp;
 
 pub type SpaceId = u32;
+
+/// Why an address-space operation failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AspaceError {
+    /// No space with that id (in the state the operation needs).
+    NoSuchSpace(SpaceId),
+    /// The address is in the kernel's upper half.
+    KernelHalf(u64),
+    /// No free frame for a page table.
+    OutOfFrames,
+    /// Xen refused an update, a pin or a root switch.
+    Refused(XenError),
+}
+
+impl From<XenError> for AspaceError {
+    fn from(e: XenError) -> Self {
+        AspaceError::Refused(e)
+    }
+}
 
 struct Space {
     id: SpaceId,
@@ -74,22 +94,23 @@ pub fn create() -> Option<SpaceId> {
 /// Maps `pfn` writable at `va` (lower half) in space `id`, adding tables as
 /// needed. Works on an unpinned tree by writing entries directly, and on a
 /// pinned one through Xen.
-pub fn map(id: SpaceId, va: u64, pfn: u64) -> Result<(), &'static str> {
+pub fn map(id: SpaceId, va: u64, pfn: u64) -> Result<(), AspaceError> {
     let idx = indices(va);
     if idx[0] >= 256 {
-        return Err("only the lower half belongs to an address space");
+        return Err(AspaceError::KernelHalf(va));
     }
-    let (l4, pinned) =
-        with_registry(|r| r.iter().find(|s| s.id == id).map(|s| (s.l4, s.pinned))).ok_or("no such space")?;
+    let (l4, pinned) = with_registry(|r| r.iter().find(|s| s.id == id).map(|s| (s.l4, s.pinned)))
+        .ok_or(AspaceError::NoSuchSpace(id))?;
     let mut table = l4;
     for &index in &idx[..3] {
         let e = read(table, index);
         table = if is_present(e) {
             platform::mfn_to_pfn(entry_mfn(e))
         } else {
-            let t = alloc_table().ok_or("out of frames")?;
+            let t = alloc_table().ok_or(AspaceError::OutOfFrames)?;
             if pinned {
-                set_writable(t, false).map_err(|_| "map table read-only")?;
+                // SAFETY: `t` was just allocated for this space.
+                unsafe { set_writable(t, false) }?;
             }
             write_entry(table, index, table_entry(pfn_to_mfn(t)), pinned)?;
             with_registry(|r| r.iter_mut().find(|s| s.id == id).map(|s| s.tables.push(t)));
@@ -99,9 +120,11 @@ pub fn map(id: SpaceId, va: u64, pfn: u64) -> Result<(), &'static str> {
     write_entry(table, idx[3], data_entry(pfn_to_mfn(pfn), true), pinned)
 }
 
-fn write_entry(table: u64, i: usize, val: u64, pinned: bool) -> Result<(), &'static str> {
+fn write_entry(table: u64, i: usize, val: u64, pinned: bool) -> Result<(), AspaceError> {
     if pinned {
-        hv::mmu_update(&[mmu_update { ptr: update_ptr(pfn_to_mfn(table), i), val }]).map_err(|_| "mmu_update refused")
+        // SAFETY: the entry is in a lower-half table of this space, which
+        // maps only frames the space's owner handed over.
+        Ok(unsafe { Hv::mmu_update(&[mmu_update { ptr: update_ptr(pfn_to_mfn(table), i), val }]) }?)
     } else {
         // SAFETY: an unpinned table is an ordinary writable page of ours.
         unsafe { (pfn_to_va(table) as *mut u64).add(i).write_volatile(val) };
@@ -111,32 +134,37 @@ fn write_entry(table: u64, i: usize, val: u64, pinned: bool) -> Result<(), &'sta
 
 fn pin_frames(l4: u64, tables: &[u64]) -> Result<(), XenError> {
     for &t in tables.iter().chain(core::iter::once(&l4)) {
-        set_writable(t, false)?;
+        // SAFETY: the tables are this space's own frames.
+        unsafe { set_writable(t, false) }?;
     }
-    hv::mmuext_op(&[MmuExtOp { cmd: mmu::EXT_PIN_L4_TABLE, arg1: pfn_to_mfn(l4), arg2: 0 }])
+    // SAFETY: pinning only has Xen validate the tree; no mapping changes.
+    unsafe { Hv::mmuext_op(&[MmuExtOp { cmd: mmu::EXT_PIN_L4_TABLE, arg1: pfn_to_mfn(l4), arg2: 0 }]) }
 }
 
 fn unpin_frames(l4: u64, tables: &[u64]) -> Result<(), XenError> {
-    hv::mmuext_op(&[MmuExtOp { cmd: mmu::EXT_UNPIN_TABLE, arg1: pfn_to_mfn(l4), arg2: 0 }])?;
+    // SAFETY: a space is never loaded as the root outside `with_space`,
+    // which only runs on pinned spaces and switches back before returning.
+    unsafe { Hv::mmuext_op(&[MmuExtOp { cmd: mmu::EXT_UNPIN_TABLE, arg1: pfn_to_mfn(l4), arg2: 0 }]) }?;
     for &t in tables.iter().chain(core::iter::once(&l4)) {
-        set_writable(t, true)?;
+        // SAFETY: as in `pin_frames`.
+        unsafe { set_writable(t, true) }?;
     }
     Ok(())
 }
 
 /// Pins space `id` (maps its tables read-only and has Xen validate them).
-pub fn pin(id: SpaceId) -> Result<(), XenError> {
+pub fn pin(id: SpaceId) -> Result<(), AspaceError> {
     let (l4, tables) = with_registry(|r| r.iter().find(|s| s.id == id && !s.pinned).map(|s| (s.l4, s.tables.clone())))
-        .ok_or(XenError(-22))?;
+        .ok_or(AspaceError::NoSuchSpace(id))?;
     pin_frames(l4, &tables)?;
     with_registry(|r| r.iter_mut().find(|s| s.id == id).map(|s| s.pinned = true));
     Ok(())
 }
 
 /// Unpins space `id` so that it can be built on directly again.
-pub fn unpin(id: SpaceId) -> Result<(), XenError> {
+pub fn unpin(id: SpaceId) -> Result<(), AspaceError> {
     let (l4, tables) = with_registry(|r| r.iter().find(|s| s.id == id && s.pinned).map(|s| (s.l4, s.tables.clone())))
-        .ok_or(XenError(-22))?;
+        .ok_or(AspaceError::NoSuchSpace(id))?;
     unpin_frames(l4, &tables)?;
     with_registry(|r| r.iter_mut().find(|s| s.id == id).map(|s| s.pinned = false));
     Ok(())
@@ -144,11 +172,14 @@ pub fn unpin(id: SpaceId) -> Result<(), XenError> {
 
 /// Runs `f` with space `id` loaded as the page-table root (it must be
 /// pinned), then switches back to the kernel's root.
-pub fn with_space<R>(id: SpaceId, f: impl FnOnce() -> R) -> Result<R, XenError> {
-    let l4 = with_registry(|r| r.iter().find(|s| s.id == id && s.pinned).map(|s| s.l4)).ok_or(XenError(-22))?;
+pub fn with_space<R>(id: SpaceId, f: impl FnOnce() -> R) -> Result<R, AspaceError> {
+    let l4 = with_registry(|r| r.iter().find(|s| s.id == id && s.pinned).map(|s| s.l4))
+        .ok_or(AspaceError::NoSuchSpace(id))?;
     let was = events_mask::mask();
-    let switch = |mfn| hv::mmuext_op(&[MmuExtOp { cmd: mmu::EXT_NEW_BASEPTR, arg1: mfn, arg2: 0 }]);
-    let r = switch(pfn_to_mfn(l4)).map(|_| f());
+    // SAFETY: every space's L4 carries the kernel's upper-half entry
+    // (copied at `create`), so the running kernel stays mapped.
+    let switch = |mfn| unsafe { Hv::mmuext_op(&[MmuExtOp { cmd: mmu::EXT_NEW_BASEPTR, arg1: mfn, arg2: 0 }]) };
+    let r = switch(pfn_to_mfn(l4)).map(|_| f()).map_err(AspaceError::from);
     switch(kernel_root_mfn()).expect("switching back to the kernel root");
     events_mask::restore(was);
     r
@@ -169,7 +200,7 @@ pub fn destroy(id: SpaceId) {
 
 /// Suspend step: pins every space that is not pinned; returns their ids so
 /// that exactly those are unpinned afterwards.
-pub fn pin_all_unpinned() -> Result<Vec<SpaceId>, (SpaceId, XenError)> {
+pub fn pin_all_unpinned() -> Result<Vec<SpaceId>, (SpaceId, AspaceError)> {
     let todo: Vec<SpaceId> = with_registry(|r| r.iter().filter(|s| !s.pinned).map(|s| s.id).collect());
     let mut done = Vec::new();
     for id in todo {

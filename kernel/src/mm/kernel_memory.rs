@@ -6,9 +6,8 @@ use super::heap::{Heap, HeapStats, PageSource};
 use super::physmap;
 use crate::events_mask;
 use crate::platform::{pfn_to_va, va_to_pfn};
+use crate::{Hv, Hypervisor};
 use spin::Mutex;
-use xen::abi::mem;
-use xen::hv;
 
 /// Every pfn's state. A lock because tasks, the heap and the balloon all
 /// take frames; it is only taken with events masked (the heap masks them
@@ -41,7 +40,8 @@ impl PageSource for KernelPages {
     }
 }
 
-#[global_allocator]
+// Host builds (tests) keep the host's allocator.
+#[cfg_attr(target_os = "none", global_allocator)]
 static HEAP: Heap<KernelPages> = Heap::new(KernelPages, events_mask::mask, events_mask::restore);
 
 pub fn heap_stats() -> HeapStats {
@@ -69,7 +69,7 @@ pub fn figures() -> MemoryFigures {
 /// Maps all RAM, builds the p2m, starts the frame allocator and the heap.
 pub fn init() {
     let nr_pages = crate::platform::with_start_info(|si| si.nr_pages);
-    let max_pages = hv::memory_query(mem::MAXIMUM_RESERVATION).unwrap_or(nr_pages);
+    let max_pages = Hv::maximum_reservation().unwrap_or(nr_pages);
     let mut info = physmap::init(max_pages);
     let words = FrameAllocator::words_needed(info.max_pfn);
     let pages = (words * 8).div_ceil(4096);

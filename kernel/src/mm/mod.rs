@@ -1,16 +1,13 @@
-//! Memory: frames, heap, page tables, address spaces.
+//! Memory: frames, heap, page tables, address spaces, and moving memory
+//! to and from Xen.
 
 pub mod frames;
 pub mod heap;
 pub mod pagetable;
 
-#[cfg(target_os = "none")]
 pub mod aspace;
-#[cfg(target_os = "none")]
+pub mod ballooning;
 pub mod kernel_memory;
-#[cfg(target_os = "none")]
 pub mod physmap;
-#[cfg(target_os = "none")]
 pub mod reservation;
-#[cfg(target_os = "none")]
 pub mod suspend_release;

@@ -9,10 +9,10 @@
 
 use super::pagetable::{self, data_entry, entry_mfn, indices, is_present, table_entry, update_ptr};
 use crate::platform::{self, pfn_to_va};
+use crate::{Hv, Hypervisor, XenError};
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use spin::Mutex;
 use xen::abi::{mmu, mmu_update, INVALID_MFN};
-use xen::hv;
 
 /// The p2m array (pfn -> mfn) and its size. Written at boot; afterwards
 /// only by the balloon and the resume path, which serialise through
@@ -92,13 +92,14 @@ pub fn set_p2m(pfn: u64, mfn: u64) {
 }
 
 /// Points the m2p entries of `pairs` (pfn, mfn) at their pfns.
-pub fn update_m2p(pairs: &[(u64, u64)]) -> Result<(), hv::XenError> {
+pub fn update_m2p(pairs: &[(u64, u64)]) -> Result<(), XenError> {
     let mut batch = [mmu_update { ptr: 0, val: 0 }; 128];
     for chunk in pairs.chunks(batch.len()) {
         for (slot, &(pfn, mfn)) in batch.iter_mut().zip(chunk) {
             *slot = mmu_update { ptr: (mfn << 12) | mmu::MACHPHYS_UPDATE, val: pfn };
         }
-        hv::mmu_update(&batch[..chunk.len()])?;
+        // SAFETY: m2p entries are Xen's bookkeeping; they change no mapping.
+        unsafe { Hv::mmu_update(&batch[..chunk.len()]) }?;
     }
     Ok(())
 }
@@ -165,27 +166,45 @@ fn link_new_table(parent_mfn: u64, index: usize, pfn: u64) -> Option<u64> {
     // the kernel mapping, that nothing else refers to.
     unsafe { core::ptr::write_bytes(pfn_to_va(pfn) as *mut u8, 0, 4096) };
     let mfn = pfn_to_mfn(pfn);
-    set_writable(pfn, false).ok()?;
-    if hv::mmu_update(&[mmu_update { ptr: update_ptr(parent_mfn, index), val: table_entry(mfn) }]).is_err() {
-        let _ = set_writable(pfn, true);
+    // SAFETY: the frame is the caller's and nothing else refers to it.
+    unsafe { set_writable(pfn, false) }.ok()?;
+    // SAFETY: links an empty table under the kernel mapping: maps nothing yet.
+    if unsafe { Hv::mmu_update(&[mmu_update { ptr: update_ptr(parent_mfn, index), val: table_entry(mfn) }]) }.is_err() {
+        // SAFETY: as above.
+        let _ = unsafe { set_writable(pfn, true) };
         return None;
     }
     Some(mfn)
 }
 
 /// Maps `pfn` to `mfn` writable in the kernel mapping (its L1 must exist).
-pub fn map_pfn(pfn: u64, mfn: u64) -> Result<(), hv::XenError> {
-    hv::update_va_mapping(pfn_to_va(pfn), data_entry(mfn, true), mmu::UVMF_INVLPG)
+///
+/// # Safety
+/// `pfn` must be the caller's (a ballooned pfn it is backing, or a frame
+/// Xen kept back) and `mfn` the domain's frame for it: whatever `pfn`'s
+/// address showed before is replaced.
+pub unsafe fn map_pfn(pfn: u64, mfn: u64) -> Result<(), XenError> {
+    // SAFETY: forwarded contract.
+    unsafe { Hv::update_va_mapping(pfn_to_va(pfn), data_entry(mfn, true), mmu::UVMF_INVLPG) }
 }
 
 /// Removes the kernel mapping of `pfn` (before giving its frame away).
-pub fn unmap_pfn(pfn: u64) -> Result<(), hv::XenError> {
-    hv::update_va_mapping(pfn_to_va(pfn), 0, mmu::UVMF_INVLPG)
+///
+/// # Safety
+/// Nothing may use `pfn`'s memory any more: a later access faults.
+pub unsafe fn unmap_pfn(pfn: u64) -> Result<(), XenError> {
+    // SAFETY: forwarded contract.
+    unsafe { Hv::update_va_mapping(pfn_to_va(pfn), 0, mmu::UVMF_INVLPG) }
 }
 
 /// Maps a page read-only (it is about to become a page table) or writable again.
-pub fn set_writable(pfn: u64, writable: bool) -> Result<(), hv::XenError> {
-    hv::update_va_mapping(pfn_to_va(pfn), data_entry(pfn_to_mfn(pfn), writable), mmu::UVMF_INVLPG)
+///
+/// # Safety
+/// `pfn` must be the caller's: a read-only page faults on the next write
+/// of whoever else thought it was theirs.
+pub unsafe fn set_writable(pfn: u64, writable: bool) -> Result<(), XenError> {
+    // SAFETY: forwarded contract.
+    unsafe { Hv::update_va_mapping(pfn_to_va(pfn), data_entry(pfn_to_mfn(pfn), writable), mmu::UVMF_INVLPG) }
 }
 
 /// Extends the kernel mapping to pfns `0..end`, taking table frames from
@@ -196,7 +215,8 @@ fn map_all(end: u64, boot: &mut BootFrames) -> u64 {
     let mut pending = 0usize;
     let flush = |updates: &[mmu_update]| {
         if !updates.is_empty() {
-            hv::mmu_update(updates).expect("mmu_update while mapping RAM");
+            // SAFETY: maps RAM pfns at their own addresses, as Xen's bootstrap does.
+            unsafe { Hv::mmu_update(updates) }.expect("mmu_update while mapping RAM");
         }
     };
     let root_mfn = pfn_to_mfn(platform::va_to_pfn(platform::with_start_info(|si| si.pt_base)));
@@ -215,8 +235,12 @@ fn map_all(end: u64, boot: &mut BootFrames) -> u64 {
         } else {
             let t = boot.take();
             let t_mfn = pfn_to_mfn(t);
-            set_writable(t, false).expect("map new L2 read-only");
-            hv::mmu_update(&[mmu_update { ptr: update_ptr(l3, i3), val: table_entry(t_mfn) }]).expect("link L2");
+            // SAFETY: `t` is a fresh boot frame that becomes a table; linking
+            // an empty table maps nothing yet.
+            unsafe {
+                set_writable(t, false).expect("map new L2 read-only");
+                Hv::mmu_update(&[mmu_update { ptr: update_ptr(l3, i3), val: table_entry(t_mfn) }]).expect("link L2");
+            }
             t_mfn
         };
         let l2e = read_entry(l2, i2);
@@ -246,9 +270,13 @@ fn map_all(end: u64, boot: &mut BootFrames) -> u64 {
                 // SAFETY: `t` is a fresh, writable, mapped boot frame.
                 unsafe { table.add(indices(pfn_to_va(p))[3]).write(data_entry(pfn_to_mfn(p), true)) };
             }
-            set_writable(t, false).expect("map new L1 read-only");
-            hv::mmu_update(&[mmu_update { ptr: update_ptr(l2, i2), val: table_entry(pfn_to_mfn(t)) }])
-                .expect("link L1");
+            // SAFETY: `t` is a fresh boot frame that becomes the L1 mapping RAM
+            // pfns at their own addresses.
+            unsafe {
+                set_writable(t, false).expect("map new L1 read-only");
+                Hv::mmu_update(&[mmu_update { ptr: update_ptr(l2, i2), val: table_entry(pfn_to_mfn(t)) }])
+                    .expect("link L1");
+            }
             newly += last - first;
             pfn = last;
             boot.mapped_end = boot.mapped_end.max(last);
@@ -269,6 +297,9 @@ pub struct PhysmapInfo {
 
 /// Maps all RAM, builds the p2m for `max_pfn` entries and publishes it.
 pub fn init(max_pages: u64) -> PhysmapInfo {
+    // Until the p2m is built, translations come from Xen's own list.
+    P2M_BASE.store(0, Ordering::Release);
+    MAX_PFN.store(0, Ordering::Release);
     let (nr_pages, pt_base, nr_pt_frames) = platform::with_start_info(|si| (si.nr_pages, si.pt_base, si.nr_pt_frames));
     // Xen placed, in order: image, p2m list, start_info, xenstore and
     // console pages, the bootstrap page tables, then one stack page; at
@@ -320,7 +351,8 @@ fn add_p2m_page(index: usize, page: u64, take_frame: &mut dyn FnMut() -> Option<
     unsafe { core::slice::from_raw_parts_mut(pfn_to_va(page) as *mut u64, 512).fill(INVALID_MFN) };
     let slot = P2M_VA_SLOT + index as u64;
     ensure_l1(slot, take_frame)?;
-    hv::update_va_mapping(pfn_to_va(slot), data_entry(pfn_to_mfn(page), true), mmu::UVMF_INVLPG).ok()?;
+    // SAFETY: the slot is the p2m region's own and `page` is handed over.
+    unsafe { Hv::update_va_mapping(pfn_to_va(slot), data_entry(pfn_to_mfn(page), true), mmu::UVMF_INVLPG) }.ok()?;
     P2M_PAGES.lock()[index] = page;
     Some(())
 }

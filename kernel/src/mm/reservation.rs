@@ -27,9 +27,10 @@ use super::kernel_memory;
 use super::pagetable::{data_entry, indices, update_ptr};
 use super::physmap::{self, pfn_to_mfn, set_p2m};
 use crate::platform::pfn_to_va;
+use crate::{Hv, Hypervisor, XenError};
 use alloc::vec::Vec;
-use xen::abi::{mem, mmu, mmu_update, INVALID_MFN};
-use xen::hv::{self, MmuExtOp};
+use xen::abi::{mmu, mmu_update, INVALID_MFN};
+use xen::seam::MmuExtOp;
 
 /// Frames in one 2 MiB extent, and its order.
 pub const EXTENT_FRAMES: u64 = 512;
@@ -77,8 +78,9 @@ impl L1Cache {
     }
 }
 
-fn flush_tlb() -> Result<(), hv::XenError> {
-    hv::mmuext_op(&[MmuExtOp { cmd: mmu::EXT_TLB_FLUSH_LOCAL, arg1: 0, arg2: 0 }])
+fn flush_tlb() -> Result<(), XenError> {
+    // SAFETY: a local TLB flush changes no mapping.
+    unsafe { Hv::mmuext_op(&[MmuExtOp { cmd: mmu::EXT_TLB_FLUSH_LOCAL, arg1: 0, arg2: 0 }]) }
 }
 
 /// Maps each `(pfn, mfn)` writable again and restores its p2m entry: the
@@ -93,8 +95,10 @@ fn restore(pairs: &[(u64, u64)]) {
             reqs.push(mmu_update { ptr, val: data_entry(mfn, true) });
         }
     }
-    if hv::mmu_update(&reqs).is_err() {
-        let failed = pairs.iter().filter(|&&(pfn, mfn)| physmap::map_pfn(pfn, mfn).is_err()).count();
+    // SAFETY: maps frames Xen kept back at their own pfns, as before the unmap.
+    if unsafe { Hv::mmu_update(&reqs) }.is_err() {
+        // SAFETY: the frames are Xen's answer to our own decrease: still ours, at their own pfns.
+        let failed = pairs.iter().filter(|&&(pfn, mfn)| unsafe { physmap::map_pfn(pfn, mfn) }.is_err()).count();
         log::error!("reservation: remapping {} frames Xen kept: {} could not be mapped", pairs.len(), failed);
     }
 }
@@ -111,7 +115,8 @@ fn unmap_and_invalidate(pairs: &[(u64, u64)]) -> bool {
             None => return false, // not mapped through an L1 of ours: not a frame to give
         }
     }
-    if hv::mmu_update(&reqs).is_err() {
+    // SAFETY: the caller hands over these free frames; nothing refers to them.
+    if unsafe { Hv::mmu_update(&reqs) }.is_err() {
         restore(pairs);
         return false;
     }
@@ -130,7 +135,11 @@ fn unmap_and_invalidate(pairs: &[(u64, u64)]) -> bool {
 /// machine-contiguous per the p2m; returns false (and changes nothing) when
 /// they are not or Xen refuses, so the caller can fall back to
 /// `release_frames`.
-pub fn release_2m(pfn: u64) -> bool {
+///
+/// # Safety
+/// The 512 frames must be free frames the caller took from the allocator:
+/// nothing may refer to their memory.
+pub unsafe fn release_2m(pfn: u64) -> bool {
     if !pfn.is_multiple_of(EXTENT_FRAMES) || (pfn + EXTENT_FRAMES) as usize > physmap::max_pfn() {
         return false;
     }
@@ -142,8 +151,9 @@ pub fn release_2m(pfn: u64) -> bool {
     if !unmap_and_invalidate(&pairs) {
         return false;
     }
-    let mut extent = [first_mfn];
-    match hv::memory_reservation(mem::DECREASE_RESERVATION, &mut extent, EXTENT_ORDER) {
+    let extent = [first_mfn];
+    // SAFETY: the extent's mappings are gone and its frames were free.
+    match unsafe { Hv::decrease_reservation(&extent, EXTENT_ORDER) } {
         Ok(1) => true,
         other => {
             // Xen stops at the first page it cannot remove, so part of the
@@ -153,7 +163,8 @@ pub fn release_2m(pfn: u64) -> bool {
             let mut gone = 0;
             for &(p, m) in &pairs {
                 set_p2m(p, m);
-                if physmap::map_pfn(p, m).is_err() {
+                // SAFETY: the pfn was ours before the refused decrease.
+                if unsafe { physmap::map_pfn(p, m) }.is_err() {
                     set_p2m(p, INVALID_MFN);
                     gone += 1;
                 }
@@ -173,7 +184,11 @@ pub fn release_2m(pfn: u64) -> bool {
 /// Every pfn must be a free, backed frame. Returns how many were given: the
 /// first `n` of `pfns`; the rest are still backed and mapped (Xen stopped
 /// short, or a pfn was not backed), and the caller keeps them.
-pub fn release_frames(pfns: &[u64]) -> usize {
+///
+/// # Safety
+/// Every pfn must be a free frame the caller took from the allocator:
+/// nothing may refer to its memory.
+pub unsafe fn release_frames(pfns: &[u64]) -> usize {
     let mut done = 0;
     for chunk in pfns.chunks(FRAME_BATCH) {
         let mut pairs = Vec::with_capacity(chunk.len());
@@ -187,8 +202,9 @@ pub fn release_frames(pfns: &[u64]) -> usize {
         if pairs.is_empty() || !unmap_and_invalidate(&pairs) {
             return done;
         }
-        let mut mfns: Vec<u64> = pairs.iter().map(|&(_, mfn)| mfn).collect();
-        let taken = hv::memory_reservation(mem::DECREASE_RESERVATION, &mut mfns, 0).unwrap_or(0).min(pairs.len());
+        let mfns: Vec<u64> = pairs.iter().map(|&(_, mfn)| mfn).collect();
+        // SAFETY: unmapped and invalidated above; the frames were free.
+        let taken = unsafe { Hv::decrease_reservation(&mfns, 0) }.unwrap_or(0).min(pairs.len());
         if taken < pairs.len() {
             restore(&pairs[taken..]);
         }
@@ -203,6 +219,8 @@ pub fn release_frames(pfns: &[u64]) -> usize {
 /// Asks Xen for memory behind `pfns` (each the first pfn of a block of
 /// 2^`order` ballooned-out frames, aligned to it), then records and maps
 /// what it gave. Returns how many blocks are now backed: the first `n`.
+/// A block with a backed pfn in it ends the list there: backing it again
+/// would replace memory somebody uses.
 ///
 /// For pfns above the boot allocation the kernel mapping may lack its L1
 /// table; one is made first from a free frame, and a pfn whose table cannot
@@ -215,12 +233,17 @@ pub fn populate(pfns: &[u64], order: u32) -> usize {
         // Tables first, so that nothing Xen hands over is left unmappable.
         let mappable = chunk
             .iter()
-            .take_while(|&&pfn| (0..frames).step_by(EXTENT_FRAMES as usize).all(|o| has_l1(pfn + o)))
+            .take_while(|&&pfn| {
+                pfn.is_multiple_of(frames)
+                    && (pfn + frames) as usize <= physmap::max_pfn()
+                    && (pfn..pfn + frames).all(|p| !is_backed(p))
+                    && (0..frames).step_by(EXTENT_FRAMES as usize).all(|o| has_l1(pfn + o))
+            })
             .count();
         let mut extents: Vec<u64> = chunk[..mappable].to_vec();
         let got = match mappable {
             0 => 0,
-            _ => hv::memory_reservation(mem::POPULATE_PHYSMAP, &mut extents, order).unwrap_or(0).min(mappable),
+            _ => Hv::populate_physmap(&mut extents, order).unwrap_or(0).min(mappable),
         };
         if got > 0 && !record_and_map(&chunk[..got], &extents[..got], frames) {
             return done;
@@ -336,24 +359,26 @@ fn record_and_map(pfns: &[u64], mfns: &[u64], frames: u64) -> bool {
                 None => ok = false,
             }
             if reqs.len() >= 2 * FRAME_BATCH {
-                ok &= hv::mmu_update(&reqs).is_ok();
+                // SAFETY: maps frames Xen just gave at ballooned pfns nothing refers to.
+                ok &= unsafe { Hv::mmu_update(&reqs) }.is_ok();
                 reqs.clear();
             }
         }
     }
     if !reqs.is_empty() {
-        ok &= hv::mmu_update(&reqs).is_ok();
+        // SAFETY: as above.
+        ok &= unsafe { Hv::mmu_update(&reqs) }.is_ok();
     }
     if !ok {
         log::error!("reservation: mapping {} populated blocks failed; giving them back", pfns.len());
         for (&pfn, &mfn) in pfns.iter().zip(mfns) {
             for i in 0..frames {
-                let _ = physmap::unmap_pfn(pfn + i);
+                // SAFETY: populated just now; nothing has seen the pfn yet.
+                let _ = unsafe { physmap::unmap_pfn(pfn + i) };
                 set_p2m(pfn + i, INVALID_MFN);
             }
-            let mut extent = [mfn];
-            let order = frames.trailing_zeros();
-            let _ = hv::memory_reservation(mem::DECREASE_RESERVATION, &mut extent, order);
+            // SAFETY: just unmapped; nothing else saw these frames.
+            let _ = unsafe { Hv::decrease_reservation(&[mfn], frames.trailing_zeros()) };
         }
     }
     ok

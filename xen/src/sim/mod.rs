@@ -1,0 +1,545 @@
+//! The one simulated Xen: `Hypervisor` for host tests.
+//!
+//! A single guest domain with: memory in an arena with Xen's m2p, frame
+//! ownership, validated page tables and Xen-owned pages (`memory`);
+//! reservations with `max_pages`, a host pool and failure injection; event
+//! channels whose ports all change in a new domain; grant frames; a
+//! xenstore daemon on the store ring and the console ring's output; a
+//! suspend that returns 1 (cancelled) or 0 in a new domain where every
+//! machine frame number is new (`domain`); virtual time that moves only
+//! when the guest blocks or a test says so.
+//!
+//! Kernel state is global, like the guest's memory, so tests that boot a
+//! simulated guest run one at a time: `SimXen::boot` returns a session
+//! that holds the test lock until dropped.
+
+mod arena;
+mod domain;
+mod memory;
+
+use crate::abi::{mmu_update, shared_info, trap_info, vcpu_info};
+use crate::seam::{Hypervisor, MmuExtOp, XenError};
+use crate::xenstore::sim::SimXenstored;
+use arena::Arena;
+use memory::Memory;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::string::String;
+use std::sync::{Mutex, MutexGuard};
+
+pub use domain::{SimConfig, SuspendPlan};
+
+/// What a port is bound to in the simulated domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortKind {
+    Store,
+    Console,
+    Virq { virq: u32, vcpu: u32 },
+    Ipi { vcpu: u32 },
+    Interdomain { remote_dom: u16, remote_port: u32 },
+    Unbound { remote_dom: u16 },
+}
+
+/// Knobs that make Xen fall short.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Faults {
+    /// Pages Xen will still populate (None: as many as the host has).
+    pub populate_budget: Option<u64>,
+    /// Pages Xen will still take back (None: any number).
+    pub decrease_budget: Option<u64>,
+    /// Whether the host has 2 MiB runs to hand out.
+    pub no_2m: bool,
+    /// Event-channel binds that fail from now on.
+    pub refuse_binds: bool,
+}
+
+/// The simulated hypervisor's state.
+pub struct Sim {
+    arena: Arena,
+    mem: Memory,
+    pub faults: Faults,
+    pub max_pages: u64,
+    /// Frames the host can still hand out.
+    pub host_free: u64,
+    ports: BTreeMap<u32, PortKind>,
+    next_port: u32,
+    generation: u32,
+    start_info_pfn: u64,
+    store_pfn: u64,
+    console_pfn: u64,
+    shared_info_mfn: u64,
+    grant_frames: Vec<u64>,
+    timer_ns: Option<u64>,
+    now_ns: u64,
+    plans: VecDeque<SuspendPlan>,
+    pub xenstore: SimXenstored,
+    /// Bytes the guest wrote to its console.
+    pub console_out: Vec<u8>,
+    /// Hypercalls made, by name.
+    pub calls: HashMap<&'static str, u64>,
+    /// Notifications sent, by port.
+    pub sends: HashMap<u32, u64>,
+    /// Reason of a shutdown the guest asked for.
+    pub shutdown: Option<u32>,
+}
+
+static STATE: Mutex<Option<Sim>> = Mutex::new(None);
+static TEST_LOCK: Mutex<()> = Mutex::new(());
+
+/// Runs `f` on the booted simulation.
+pub fn with<R>(f: impl FnOnce(&mut Sim) -> R) -> R {
+    let mut g = STATE.lock().unwrap_or_else(|e| e.into_inner());
+    f(g.as_mut().expect("sim: no guest booted (SimXen::boot)"))
+}
+
+/// One test's hold on the simulated machine.
+pub struct SimSession {
+    _lock: MutexGuard<'static, ()>,
+}
+
+/// The simulated hypervisor.
+pub struct SimXen;
+
+impl SimXen {
+    /// Builds a new domain as Xen's domain builder does and returns the
+    /// session (hold it for the test) and the start_info page.
+    pub fn boot(cfg: SimConfig) -> (SimSession, *mut crate::abi::start_info) {
+        let lock = TEST_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slot = STATE.lock().unwrap_or_else(|e| e.into_inner());
+        *slot = None; // the old arena goes before the new one is made
+        let (sim, si) = domain::build(cfg);
+        *slot = Some(sim);
+        (SimSession { _lock: lock }, si)
+    }
+}
+
+impl Sim {
+    fn count(&mut self, name: &'static str) {
+        *self.calls.entry(name).or_default() += 1;
+    }
+
+    /// Guest mistakes Xen let pass; tests expect none.
+    pub fn violations(&self) -> &[String] {
+        &self.mem.violations
+    }
+
+    /// Frames the domain holds.
+    pub fn owned_pages(&self) -> u64 {
+        self.mem.owned.len() as u64
+    }
+
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    pub fn now_ns(&self) -> u64 {
+        self.now_ns
+    }
+
+    /// Queues what the next suspend hypercall does.
+    pub fn plan_suspend(&mut self, plan: SuspendPlan) {
+        self.plans.push_back(plan);
+    }
+
+    pub fn store_port(&self) -> u32 {
+        self.port_of(PortKind::Store)
+    }
+
+    pub fn console_port(&self) -> u32 {
+        self.port_of(PortKind::Console)
+    }
+
+    fn port_of(&self, kind: PortKind) -> u32 {
+        self.ports.iter().find(|(_, &k)| k == kind).map(|(&p, _)| p).unwrap_or(0)
+    }
+
+    /// Bound ports and what they are.
+    pub fn ports(&self) -> Vec<(u32, PortKind)> {
+        self.ports.iter().map(|(&p, &k)| (p, k)).collect()
+    }
+
+    /// The machine frame of `pfn` as Xen's m2p sees it (reverse lookup).
+    pub fn mfn_of_pfn(&self, pfn: u64) -> Option<u64> {
+        self.mem.m2p.iter().find(|(m, &p)| p == pfn && self.mem.owned.contains(m)).map(|(&m, _)| m)
+    }
+
+    /// Whether `mfn` is mapped anywhere the guest can reach it.
+    pub fn mfn_mapped(&self, mfn: u64) -> bool {
+        self.mem.is_mapped(&self.arena, mfn)
+    }
+
+    /// Whether the domain owns machine frame `mfn`.
+    pub fn owns(&self, mfn: u64) -> bool {
+        self.mem.is_ram(mfn)
+    }
+
+    /// Whether the guest's page at `pfn` is mapped at its place.
+    pub fn pfn_mapped(&self, pfn: u64) -> bool {
+        self.mfn_of_pfn(pfn).is_some_and(|m| self.mem.is_mapped(&self.arena, m))
+    }
+
+    fn shared_info(&self) -> Option<*mut shared_info> {
+        self.mem.frame_ptr(&self.arena, self.shared_info_mfn).map(|p| p as *mut shared_info)
+    }
+
+    fn vcpu0(&self) -> Option<*mut vcpu_info> {
+        // SAFETY: shared_info's bytes are live (mapped or Xen's copy).
+        self.shared_info().map(|si| unsafe { core::ptr::addr_of_mut!((*si).vcpu_info[0]) })
+    }
+
+    /// Marks `port` pending and, unless masked, signals vCPU 0.
+    pub fn raise(&mut self, port: u32) {
+        let (Some(si), Some(v)) = (self.shared_info(), self.vcpu0()) else { return };
+        if port >= 4096 || !self.ports.contains_key(&port) {
+            return;
+        }
+        let (w, bit) = ((port / 64) as usize, 1u64 << (port % 64));
+        // SAFETY: shared_info's bytes are live; the guest runs only when a
+        // test calls into it, so nothing races these writes.
+        unsafe {
+            (*si).evtchn_pending[w] |= bit;
+            if (*si).evtchn_mask[w] & bit == 0 {
+                (*v).evtchn_pending_sel |= 1 << w;
+                (*v).evtchn_upcall_pending = 1;
+            }
+        }
+    }
+
+    /// Whether anything is pending for vCPU 0.
+    pub fn upcall_pending(&self) -> bool {
+        // SAFETY: as in `raise`.
+        self.vcpu0().is_some_and(|v| unsafe { (*v).evtchn_upcall_pending != 0 })
+    }
+
+    /// Moves virtual time on by `ns` (firing the timer if it is due).
+    pub fn advance(&mut self, ns: u64) {
+        self.now_ns += ns;
+        self.publish_time();
+        if let Some(d) = self.timer_ns {
+            if d <= self.now_ns {
+                self.timer_ns = None;
+                self.raise(self.port_of(PortKind::Virq { virq: 0, vcpu: 0 }));
+            }
+        }
+    }
+
+    fn publish_time(&mut self) {
+        let Some(v) = self.vcpu0() else { return };
+        // SAFETY: as in `raise`. A multiplier of 0 makes the pvclock read
+        // exactly `system_time`, whatever the host's TSC says.
+        unsafe {
+            let t = core::ptr::addr_of_mut!((*v).time);
+            (*t).version = (*t).version.wrapping_add(2) & !1;
+            (*t).tsc_timestamp = 0;
+            (*t).system_time = self.now_ns;
+            (*t).tsc_to_system_mul = 0;
+            (*t).tsc_shift = 0;
+        }
+    }
+
+    /// The grant entry `gref` as a backend sees it: (flags, domid, frame).
+    pub fn grant_entry(&self, gref: u32) -> Option<(u16, u16, u32)> {
+        let frame = *self.grant_frames.get(gref as usize / 512)?;
+        let p = self.mem.frame_ptr(&self.arena, frame)? as *const u64;
+        // SAFETY: a live grant frame; 512 entries of 8 bytes.
+        let e = unsafe { p.add(gref as usize % 512).read_volatile() };
+        Some((e as u16, (e >> 16) as u16, (e >> 32) as u32))
+    }
+
+    /// Sets flag bits in a grant entry, as Xen does while a backend maps it.
+    pub fn grant_set_flags(&mut self, gref: u32, bits: u16, set: bool) {
+        let Some(&frame) = self.grant_frames.get(gref as usize / 512) else { return };
+        let Some(p) = self.mem.frame_ptr(&self.arena, frame) else { return };
+        // SAFETY: as in `grant_entry`; the flags are the entry's first 2 bytes.
+        unsafe {
+            let f = (p as *mut u16).add((gref as usize % 512) * 4);
+            f.write_volatile(if set { f.read_volatile() | bits } else { f.read_volatile() & !bits });
+        }
+    }
+
+    /// The machine frames Xen gave the grant table in this domain.
+    pub fn grant_frames(&self) -> &[u64] {
+        &self.grant_frames
+    }
+
+    fn alloc_port(&mut self, kind: PortKind) -> Result<u32, XenError> {
+        if self.faults.refuse_binds && !matches!(kind, PortKind::Store | PortKind::Console) {
+            return Err(XenError::ENOSPC);
+        }
+        let port = self.next_port;
+        self.next_port += 1;
+        self.ports.insert(port, kind);
+        Ok(port)
+    }
+
+    fn serve_store(&mut self) {
+        let Some(page) = self.mfn_of_pfn(self.store_pfn).and_then(|m| self.mem.frame_ptr(&self.arena, m)) else {
+            return;
+        };
+        // SAFETY: the store page is the guest's, live in the arena; the
+        // guest is not running while the simulator serves it.
+        if unsafe { self.xenstore.serve_ring(page as *mut _) } {
+            self.raise(self.store_port());
+        }
+    }
+
+    fn drain_console(&mut self) {
+        let Some(page) = self.mfn_of_pfn(self.console_pfn).and_then(|m| self.mem.frame_ptr(&self.arena, m)) else {
+            return;
+        };
+        let ring = page as *mut crate::console::ConsoleInterface;
+        // SAFETY: as in `serve_store`; indexes are reduced modulo the ring.
+        unsafe {
+            let cons = (*ring).out_cons;
+            let prod = (*ring).out_prod;
+            let n = prod.wrapping_sub(cons).min(crate::console::OUT_SIZE as u32);
+            for i in 0..n {
+                self.console_out.push((*ring).output[(cons.wrapping_add(i) as usize) % crate::console::OUT_SIZE]);
+            }
+            (*ring).out_cons = cons.wrapping_add(n);
+        }
+    }
+
+    fn memory_op_frames(&mut self, extents: &mut [u64], order: u32) -> usize {
+        let frames = 1u64 << order;
+        let mut done = 0;
+        for e in extents.iter_mut() {
+            let pfn = *e;
+            let budget_ok = self.faults.populate_budget.is_none_or(|b| b >= frames);
+            if !budget_ok
+                || (order > 0 && self.faults.no_2m)
+                || self.host_free < frames
+                || self.mem.owned.len() as u64 + frames > self.max_pages
+            {
+                break;
+            }
+            if let Some(b) = self.faults.populate_budget.as_mut() {
+                *b -= frames;
+            }
+            self.mem.next_mfn = self.mem.next_mfn.next_multiple_of(frames);
+            let mfn = self.mem.new_frames(frames);
+            for i in 0..frames {
+                self.mem.owned.insert(mfn + i);
+                self.mem.m2p.insert(mfn + i, pfn + i);
+                self.mem.released_pfns.remove(&(pfn + i));
+            }
+            self.host_free -= frames;
+            *e = mfn;
+            done += 1;
+        }
+        done
+    }
+
+    fn decrease(&mut self, mfns: &[u64], order: u32) -> usize {
+        let frames = 1u64 << order;
+        let mut done = 0;
+        for &mfn in mfns {
+            if self.faults.decrease_budget.is_some_and(|b| b < frames)
+                || !(mfn..mfn + frames).all(|m| self.mem.is_ram(m))
+            {
+                break;
+            }
+            if let Some(b) = self.faults.decrease_budget.as_mut() {
+                *b -= frames;
+            }
+            for m in mfn..mfn + frames {
+                if self.mem.is_mapped(&self.arena, m) {
+                    self.mem.violations.push(format!("frame {m:#x} given back while still mapped"));
+                }
+                self.mem.owned.remove(&m);
+                if let Some(pfn) = self.mem.m2p.remove(&m) {
+                    self.mem.released_pfns.insert(pfn);
+                }
+            }
+            self.host_free += frames;
+            done += 1;
+        }
+        done
+    }
+}
+
+fn sim<R>(name: &'static str, f: impl FnOnce(&mut Sim) -> R) -> R {
+    with(|s| {
+        s.count(name);
+        f(s)
+    })
+}
+
+impl Hypervisor for SimXen {
+    fn direct_map_base() -> u64 {
+        with(|s| s.arena.base())
+    }
+
+    fn version() -> (u32, u32) {
+        (4, 17)
+    }
+
+    fn extraversion(buf: &mut [u8; 16]) -> &str {
+        let s = b"-sim";
+        buf[..s.len()].copy_from_slice(s);
+        core::str::from_utf8(&buf[..s.len()]).unwrap_or("?")
+    }
+
+    fn shutdown(reason: u32) -> ! {
+        sim("shutdown", |s| s.shutdown = Some(reason));
+        panic!("sim: the guest shut down (reason {reason})");
+    }
+
+    unsafe fn suspend(start_info_mfn: u64) -> i64 {
+        sim("suspend", |s| domain::suspend(s, start_info_mfn))
+    }
+
+    fn block() {
+        sim("block", |s| {
+            if !s.upcall_pending() {
+                let Some(d) = s.timer_ns else { panic!("sim: vCPU 0 blocked with no timer armed and nothing pending") };
+                let wait = d.saturating_sub(s.now_ns);
+                s.advance(wait);
+            }
+        })
+    }
+
+    fn yield_now() {
+        sim("yield", |_| {})
+    }
+
+    fn force_event_delivery() {
+        sim("force_event_delivery", |_| {})
+    }
+
+    fn set_timer(deadline_ns: u64) -> Result<(), XenError> {
+        sim("set_timer", |s| {
+            s.timer_ns = (deadline_ns != 0).then_some(deadline_ns);
+            s.advance(0);
+            Ok(())
+        })
+    }
+
+    unsafe fn set_trap_table(_table: &[trap_info]) -> Result<(), XenError> {
+        sim("set_trap_table", |_| Ok(()))
+    }
+
+    unsafe fn set_callbacks(_event: u64, _failsafe: u64) -> Result<(), XenError> {
+        sim("set_callbacks", |_| Ok(()))
+    }
+
+    unsafe fn update_va_mapping(va: u64, pte: u64, _flags: u64) -> Result<(), XenError> {
+        sim("update_va_mapping", |s| s.mem.update_va_mapping(&s.arena, va, pte).map_err(|_| XenError::EINVAL))
+    }
+
+    unsafe fn mmu_update(reqs: &[mmu_update]) -> Result<(), XenError> {
+        sim("mmu_update", |s| {
+            for r in reqs {
+                s.mem.mmu_update(&s.arena, r.ptr, r.val).map_err(|_| XenError::EINVAL)?;
+            }
+            Ok(())
+        })
+    }
+
+    unsafe fn mmuext_op(ops: &[MmuExtOp]) -> Result<(), XenError> {
+        use crate::abi::mmu;
+        sim("mmuext_op", |s| {
+            for op in ops {
+                match op.cmd {
+                    mmu::EXT_PIN_L4_TABLE if s.mem.is_ram(op.arg1) => {
+                        s.mem.register_table(&s.arena, op.arg1, 4);
+                        s.mem.pinned.insert(op.arg1);
+                    }
+                    mmu::EXT_UNPIN_TABLE if s.mem.pinned.remove(&op.arg1) => {}
+                    mmu::EXT_NEW_BASEPTR if s.mem.pinned.contains(&op.arg1) => {}
+                    mmu::EXT_TLB_FLUSH_LOCAL | mmu::EXT_INVLPG_LOCAL => {}
+                    _ => return Err(XenError::EINVAL),
+                }
+            }
+            Ok(())
+        })
+    }
+
+    unsafe fn decrease_reservation(mfns: &[u64], order: u32) -> Result<usize, XenError> {
+        sim("decrease_reservation", |s| Ok(s.decrease(mfns, order)))
+    }
+
+    fn populate_physmap(extents: &mut [u64], order: u32) -> Result<usize, XenError> {
+        sim("populate_physmap", |s| Ok(s.memory_op_frames(extents, order)))
+    }
+
+    fn current_reservation() -> Result<u64, XenError> {
+        sim("current_reservation", |s| Ok(s.owned_pages()))
+    }
+
+    fn maximum_reservation() -> Result<u64, XenError> {
+        sim("maximum_reservation", |s| Ok(s.max_pages))
+    }
+
+    fn mfn_to_pfn(mfn: u64) -> u64 {
+        with(|s| s.mem.m2p.get(&mfn).copied().unwrap_or(!0))
+    }
+
+    fn bind_virq(virq: u32, vcpu: u32) -> Result<u32, XenError> {
+        sim("bind_virq", |s| s.alloc_port(PortKind::Virq { virq, vcpu }))
+    }
+
+    fn bind_ipi(vcpu: u32) -> Result<u32, XenError> {
+        sim("bind_ipi", |s| s.alloc_port(PortKind::Ipi { vcpu }))
+    }
+
+    fn bind_interdomain(remote_dom: u16, remote_port: u32) -> Result<u32, XenError> {
+        sim("bind_interdomain", |s| s.alloc_port(PortKind::Interdomain { remote_dom, remote_port }))
+    }
+
+    fn alloc_unbound(remote_dom: u16) -> Result<u32, XenError> {
+        sim("alloc_unbound", |s| s.alloc_port(PortKind::Unbound { remote_dom }))
+    }
+
+    fn close_port(port: u32) -> Result<(), XenError> {
+        sim("close_port", |s| s.ports.remove(&port).map(drop).ok_or(XenError::EINVAL))
+    }
+
+    fn unmask_port(port: u32) {
+        sim("unmask_port", |s| {
+            let (Some(si), Some(v)) = (s.shared_info(), s.vcpu0()) else { return };
+            if port >= 4096 {
+                return;
+            }
+            let (w, bit) = ((port / 64) as usize, 1u64 << (port % 64));
+            // SAFETY: as in `Sim::raise`.
+            unsafe {
+                (*si).evtchn_mask[w] &= !bit;
+                if (*si).evtchn_pending[w] & bit != 0 {
+                    (*v).evtchn_pending_sel |= 1 << w;
+                    (*v).evtchn_upcall_pending = 1;
+                }
+            }
+        })
+    }
+
+    fn send(port: u32) {
+        sim("send", |s| {
+            *s.sends.entry(port).or_default() += 1;
+            match s.ports.get(&port) {
+                Some(PortKind::Store) => s.serve_store(),
+                Some(PortKind::Console) => s.drain_console(),
+                _ => {}
+            }
+        })
+    }
+
+    fn grant_setup_table(frames: &mut [u64]) -> Result<(), XenError> {
+        sim("grant_setup_table", |s| {
+            while s.grant_frames.len() < frames.len() {
+                let f = s.mem.new_xen_page();
+                s.grant_frames.push(f);
+            }
+            frames.copy_from_slice(&s.grant_frames[..frames.len()]);
+            Ok(())
+        })
+    }
+
+    fn grant_query_size() -> Result<(u32, u32), XenError> {
+        sim("grant_query_size", |s| Ok((s.grant_frames.len() as u32, 64)))
+    }
+}
+
+/// The console output so far, as text.
+pub fn console_text() -> String {
+    with(|s| String::from_utf8_lossy(&s.console_out).into_owned())
+}
