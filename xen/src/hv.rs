@@ -82,6 +82,29 @@ unsafe fn grant_table_op<T>(cmd: u32, arg: &mut T) -> Result<u64, XenError> {
     XenError::check(unsafe { hypercall3(hc::GRANT_TABLE_OP, cmd as u64, arg as *mut T as u64, 1) })
 }
 
+/// `mmu_update` and `mmuext_op` share one calling convention: a list, its
+/// length, a count of what was done, and the domain.
+///
+/// # Safety
+/// `T` must be the structure hypercall `nr` takes, and what the batch
+/// changes must be the caller's to change.
+unsafe fn batch_op<T>(nr: u32, batch: &[T]) -> Result<(), XenError> {
+    let mut done: u32 = 0;
+    // SAFETY: `batch` is live for the call and `done` is written; the rest
+    // is the caller's contract.
+    XenError::check(unsafe {
+        hypercall5(
+            nr,
+            batch.as_ptr() as u64,
+            batch.len() as u64,
+            &mut done as *mut u32 as u64,
+            mmu::DOMID_SELF as u64,
+            0,
+        )
+    })
+    .map(drop)
+}
+
 fn memory_op_domid(cmd: u32) -> Result<u64, XenError> {
     let domid: u16 = mmu::DOMID_SELF;
     // SAFETY: the argument is a domid_t that lives for the call.
@@ -168,36 +191,15 @@ impl Hypervisor for Xen {
     }
 
     unsafe fn mmu_update(reqs: &[abi::mmu_update]) -> Result<(), XenError> {
-        let mut done: u32 = 0;
-        // SAFETY: `reqs` is a live slice of mmu_update structs and `done` is
-        // written; what the updates change is the caller's contract.
-        XenError::check(unsafe {
-            hypercall5(
-                hc::MMU_UPDATE,
-                reqs.as_ptr() as u64,
-                reqs.len() as u64,
-                &mut done as *mut u32 as u64,
-                mmu::DOMID_SELF as u64,
-                0,
-            )
-        })
-        .map(drop)
+        // SAFETY: `reqs` are mmu_update structs; what they change is the
+        // caller's contract.
+        unsafe { batch_op(hc::MMU_UPDATE, reqs) }
     }
 
     unsafe fn mmuext_op(ops: &[MmuExtOp]) -> Result<(), XenError> {
-        let mut done: u32 = 0;
-        // SAFETY: `ops` is a live slice laid out as `struct mmuext_op`.
-        XenError::check(unsafe {
-            hypercall5(
-                hc::MMUEXT_OP,
-                ops.as_ptr() as u64,
-                ops.len() as u64,
-                &mut done as *mut u32 as u64,
-                mmu::DOMID_SELF as u64,
-                0,
-            )
-        })
-        .map(drop)
+        // SAFETY: `MmuExtOp` is laid out as `struct mmuext_op`; what the ops
+        // change is the caller's contract.
+        unsafe { batch_op(hc::MMUEXT_OP, ops) }
     }
 
     unsafe fn decrease_reservation(mfns: &[u64], order: u32) -> Result<usize, XenError> {
