@@ -280,7 +280,6 @@ impl BalloonMemory for KernelMemory {
     }
 }
 
-#[cfg(target_os = "none")]
 mod task {
     //! The driver task: advertises the feature, watches `memory/target`,
     //! reconciles, and publishes figures under `data/balloon/`.
@@ -466,7 +465,6 @@ mod task {
     }
 }
 
-#[cfg(target_os = "none")]
 pub use task::{recheck, spawn};
 
 /// The balloon as a suspend-aware device: its size needs no work across a
@@ -474,10 +472,8 @@ pub use task::{recheck, spawn};
 /// afterwards it reconciles again: the target may have changed while the
 /// domain was suspended, and a resume that could not get every released
 /// frame back leaves memory to ask for.
-#[cfg(target_os = "none")]
 pub struct BalloonDevice;
 
-#[cfg(target_os = "none")]
 impl kernel::pm::Device for BalloonDevice {
     fn name(&self) -> &'static str {
         "balloon"

@@ -2,7 +2,6 @@
 //! interactive, and a reader blocked across a suspend must still get what
 //! is typed after the resume.
 
-#[cfg(target_os = "none")]
 pub fn spawn() {
     kernel::sched::spawn("console-input", || {
         let mut buf = [0u8; 128];

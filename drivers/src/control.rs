@@ -62,7 +62,6 @@ impl SysrqRequest {
 /// Features written under `control/` at start.
 pub const FEATURES: [&str; 4] = ["feature-poweroff", "feature-reboot", "feature-suspend", "feature-sysrq"];
 
-#[cfg(target_os = "none")]
 mod task {
     use super::*;
     use kernel::power::{self, Stop};
@@ -175,7 +174,6 @@ mod task {
     }
 }
 
-#[cfg(target_os = "none")]
 pub use task::spawn;
 
 #[cfg(test)]

@@ -1,7 +1,6 @@
 //! Figures under the guest's own `data/` directory, for dom0 to read with
 //! `xenstore-read`, and an echo of what dom0 writes to `data/echo`.
 
-#[cfg(target_os = "none")]
 mod task {
     use alloc::format;
     use core::sync::atomic::Ordering;
@@ -10,6 +9,7 @@ mod task {
 
     fn publish() -> xenstore::Result<()> {
         let m = kernel_memory::figures();
+        let f = suspend::figures();
         let figures = [
             ("data/uptime", format!("{}", time::now_ns() / 1_000_000_000)),
             ("data/free_kb", format!("{}", m.free * 4)),
@@ -19,22 +19,19 @@ mod task {
             ("data/selftest/dirty_passes", format!("{}", selftest::DIRTY_PASSES.load(Ordering::Relaxed))),
             ("data/selftest/pattern_errors", format!("{}", selftest::PATTERN_ERRORS.load(Ordering::Relaxed))),
             ("data/selftest/sleeper_wakeups", format!("{}", selftest::SLEEPER_WAKEUPS.load(Ordering::Relaxed))),
-            ("data/suspend/count", format!("{}", suspend::SUSPENDS.load(Ordering::Relaxed))),
-            ("data/suspend/cancels", format!("{}", suspend::CANCELS.load(Ordering::Relaxed))),
-            ("data/suspend/refused", format!("{}", suspend::REFUSED.load(Ordering::Relaxed))),
-            ("data/suspend/freeze_retries", format!("{}", suspend::FREEZE_RETRIES.load(Ordering::Relaxed))),
-            ("data/suspend/last_total_us", format!("{}", suspend::LAST_TOTAL_US.load(Ordering::Relaxed))),
-            ("data/suspend/last_frozen_us", format!("{}", suspend::LAST_FROZEN_US.load(Ordering::Relaxed))),
-            ("data/suspend/last_suspend_us", format!("{}", suspend::LAST_SUSPEND_US.load(Ordering::Relaxed))),
-            ("data/suspend/last_resume_us", format!("{}", suspend::LAST_RESUME_US.load(Ordering::Relaxed))),
-            ("data/suspend/last_released_pages", format!("{}", suspend::LAST_RELEASED_PAGES.load(Ordering::Relaxed))),
-            ("data/suspend/last_release_us", format!("{}", suspend::LAST_RELEASE_US.load(Ordering::Relaxed))),
-            (
-                "data/suspend/last_repopulated_pages",
-                format!("{}", suspend::LAST_REPOPULATED_PAGES.load(Ordering::Relaxed)),
-            ),
-            ("data/suspend/last_adopted_pages", format!("{}", suspend::LAST_ADOPTED_PAGES.load(Ordering::Relaxed))),
-            ("data/suspend/last_repopulate_us", format!("{}", suspend::LAST_REPOPULATE_US.load(Ordering::Relaxed))),
+            ("data/suspend/count", format!("{}", f.suspends)),
+            ("data/suspend/cancels", format!("{}", f.cancels)),
+            ("data/suspend/refused", format!("{}", f.refused)),
+            ("data/suspend/freeze_retries", format!("{}", f.freeze_retries)),
+            ("data/suspend/last_total_us", format!("{}", f.last.total_us)),
+            ("data/suspend/last_frozen_us", format!("{}", f.last.frozen_us)),
+            ("data/suspend/last_suspend_us", format!("{}", f.last.before_us)),
+            ("data/suspend/last_resume_us", format!("{}", f.last.after_us)),
+            ("data/suspend/last_released_pages", format!("{}", f.last_released_pages)),
+            ("data/suspend/last_release_us", format!("{}", f.last_release_us)),
+            ("data/suspend/last_repopulated_pages", format!("{}", f.last_repopulated_pages)),
+            ("data/suspend/last_adopted_pages", format!("{}", f.last_adopted_pages)),
+            ("data/suspend/last_repopulate_us", format!("{}", f.last_repopulate_us)),
         ];
         xenstore::transaction(|tx| {
             for (path, value) in &figures {
@@ -76,5 +73,4 @@ mod task {
     }
 }
 
-#[cfg(target_os = "none")]
 pub use task::spawn;

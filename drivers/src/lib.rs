@@ -1,7 +1,7 @@
 //! ballast's drivers. Like Tock's capsules, this crate has no `unsafe`:
 //! whatever needs raw memory or hypercalls is a method of `kernel` or `xen`.
-//! Request parsing and policy are plain functions, tested on the host; the
-//! driver tasks build only for the kernel.
+//! Request parsing and policy are plain functions; the driver tasks run on
+//! the real Xen and, under `cargo test`, on the one simulated Xen.
 
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
@@ -14,13 +14,13 @@ pub mod control;
 pub mod data;
 
 /// Starts every driver's task (called once the kernel is up).
-#[cfg(target_os = "none")]
 pub fn start(_opts: &kernel::cmdline::Options) {
     kernel::xenstore::init();
-    kernel::pm::register(&kernel::console::ConsoleDevice);
-    kernel::pm::register(&kernel::xenstore::XenstoreDevice);
-    kernel::pm::register(&balloon::BalloonDevice);
-    kernel::pm::register(&kernel::grant::GrantDevice);
+    use alloc::sync::Arc;
+    kernel::pm::register(Arc::new(kernel::console::ConsoleDevice));
+    kernel::pm::register(Arc::new(kernel::xenstore::XenstoreDevice));
+    kernel::pm::register(Arc::new(balloon::BalloonDevice));
+    kernel::pm::register(Arc::new(kernel::grant::GrantDevice));
     control::spawn();
     balloon::spawn();
     console_input::spawn();

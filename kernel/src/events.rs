@@ -229,10 +229,10 @@ fn dispatch(port: u32) {
     }
 }
 
-/// Forgets every binding without closing it (a fresh simulated boot).
-#[cfg(not(target_os = "none"))]
-pub fn forget_all() {
-    *TABLE.lock() = [None; MAX_BINDINGS];
+/// Starts with an empty binding table (a simulated guest boots again in
+/// the same process; on Xen the table is empty at boot anyway).
+pub fn init() {
+    crate::events_mask::without_events(|| *TABLE.lock() = [None; MAX_BINDINGS]);
 }
 
 /// The port bound or attached under `name`.

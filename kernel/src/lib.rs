@@ -2,9 +2,8 @@
 //!
 //! Xen is reached only through `Hv`: the real hypervisor on the bare-metal
 //! target, the one simulated Xen (`xen::sim`) in host builds, where the
-//! memory, event, grant and power-management layers run under `cargo test`
-//! (`testing` boots them). Modules still tied to the target (the scheduler
-//! and what needs it, traps, the console) are gated below.
+//! whole kernel runs under `cargo test` (`testing` boots it). Only the
+//! panic path, which ends the program, is the target's alone.
 
 #![cfg_attr(not(test), no_std)]
 
@@ -20,33 +19,24 @@ pub type Hv = xen::sim::SimXen;
 pub use xen::seam::{Hypervisor, XenError};
 
 pub mod cmdline;
-pub mod mm;
-pub mod selftest;
-pub mod suspend_seq;
-#[cfg(not(target_os = "none"))]
-pub mod testing;
-pub mod time;
-
-#[cfg(target_os = "none")]
 pub mod console;
 pub mod events;
 pub mod events_mask;
 pub mod grant;
+pub mod mm;
 #[cfg(target_os = "none")]
 pub mod panic;
 pub mod platform;
 pub mod pm;
-#[cfg(target_os = "none")]
 pub mod power;
-#[cfg(target_os = "none")]
 pub mod report;
-#[cfg(target_os = "none")]
 pub mod sched;
-#[cfg(target_os = "none")]
+pub mod selftest;
 pub mod start;
-#[cfg(target_os = "none")]
 pub mod suspend;
-#[cfg(target_os = "none")]
+pub mod suspend_seq;
+#[cfg(not(target_os = "none"))]
+pub mod testing;
+pub mod time;
 pub mod traps;
-#[cfg(target_os = "none")]
 pub mod xenstore;

@@ -3,11 +3,17 @@
 //! suspended; afterwards either `resume` (running in a new domain: rings,
 //! ports and grant frames are new) or `cancel` (the suspend was cancelled,
 //! as after `xl save -c`: the old domain continues) runs in reverse order.
+//!
+//! Devices come and go at run time (a frontend per backend): `register`
+//! returns the id that `unregister` takes, and the list holds the only
+//! reference the PM layer keeps.
 
+use alloc::sync::Arc;
 use alloc::vec::Vec;
+use core::fmt;
 use spin::Mutex;
 
-pub trait Device: Sync {
+pub trait Device: Send + Sync {
     fn name(&self) -> &'static str;
     /// Quiesce; an error aborts the suspend (devices already suspended are
     /// cancelled).
@@ -18,27 +24,73 @@ pub trait Device: Sync {
     fn cancel(&self);
 }
 
-/// Registered devices, in registration order. Locked only briefly by tasks.
-static DEVICES: Mutex<Vec<&'static dyn Device>> = Mutex::new(Vec::new());
+/// A registration, for `unregister`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceId(u64);
 
-pub fn register(dev: &'static dyn Device) {
-    DEVICES.lock().push(dev);
+/// A device that would not suspend; the suspend is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    pub device: &'static str,
+    pub reason: &'static str,
 }
 
-fn devices() -> Vec<&'static dyn Device> {
-    DEVICES.lock().clone()
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "device {} could not suspend: {}", self.device, self.reason)
+    }
+}
+
+struct Registry {
+    devices: Vec<(DeviceId, Arc<dyn Device>)>,
+    next_id: u64,
+}
+
+/// Registered devices, in registration order. Locked only briefly, never
+/// while a device callback runs (a callback may register or unregister).
+static DEVICES: Mutex<Registry> = Mutex::new(Registry { devices: Vec::new(), next_id: 1 });
+
+/// Starts with no devices (a simulated guest boots again in the same
+/// process; on Xen the list is empty at boot anyway).
+pub fn init() {
+    DEVICES.lock().devices.clear();
+}
+
+pub fn register(dev: Arc<dyn Device>) -> DeviceId {
+    let mut r = DEVICES.lock();
+    let id = DeviceId(r.next_id);
+    r.next_id += 1;
+    r.devices.push((id, dev));
+    id
+}
+
+/// Forgets a device; returns whether it was registered.
+pub fn unregister(id: DeviceId) -> bool {
+    let mut r = DEVICES.lock();
+    let before = r.devices.len();
+    r.devices.retain(|(d, _)| *d != id);
+    r.devices.len() != before
+}
+
+/// How many devices are registered.
+pub fn count() -> usize {
+    DEVICES.lock().devices.len()
+}
+
+fn devices() -> Vec<Arc<dyn Device>> {
+    DEVICES.lock().devices.iter().map(|(_, d)| d.clone()).collect()
 }
 
 /// Suspends every device in order; on failure cancels the ones already
 /// suspended (in reverse) and names the device that failed.
-pub fn suspend_all() -> Result<usize, (&'static str, &'static str)> {
+pub fn suspend_all() -> Result<usize, Refusal> {
     let devs = devices();
     for (i, d) in devs.iter().enumerate() {
-        if let Err(why) = d.suspend() {
+        if let Err(reason) = d.suspend() {
             for done in devs[..i].iter().rev() {
                 done.cancel();
             }
-            return Err((d.name(), why));
+            return Err(Refusal { device: d.name(), reason });
         }
     }
     Ok(devs.len())

@@ -22,7 +22,9 @@ use spin::Mutex;
 
 pub type TaskId = u32;
 
-const STACK_SIZE: usize = 32 * 1024;
+/// A task's stack. Unoptimised host builds (`cargo test`) need several
+/// times what the kernel does.
+const STACK_SIZE: usize = if cfg!(target_os = "none") { 32 * 1024 } else { 256 * 1024 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -189,8 +191,11 @@ impl Scheduler {
     }
 }
 
-/// Turns the boot context into the idle task.
+/// Turns the boot context into the idle task (any earlier tasks are
+/// forgotten: a simulated guest boots again in the same process).
 pub fn init() {
+    FREEZING.store(false, Ordering::Release);
+    *FREEZER.lock() = None;
     events_mask::without_events(|| {
         *SCHED.lock() = Some(Scheduler {
             tasks: alloc::vec![Task {
@@ -409,22 +414,28 @@ pub fn on_timer() {
 /// event arrives.
 pub fn idle() -> ! {
     loop {
-        schedule();
-        events_mask::mask();
-        let nothing_to_do = {
-            let mut g = SCHED.lock();
-            let s = g.as_mut().unwrap();
-            s.wake_sleepers(time::now_ns());
-            s.arm_timer();
-            s.run_queue.is_empty()
-        };
-        if nothing_to_do {
-            // SCHEDOP_block unmasks events atomically with blocking, and
-            // returns at once if one is already pending.
-            Hv::block();
-        }
-        events_mask::unmask();
+        idle_once();
     }
+}
+
+/// One round of the idle loop: lets every runnable task run, then wakes
+/// due sleepers, and blocks in Xen if there is still nothing to do.
+pub fn idle_once() {
+    schedule();
+    events_mask::mask();
+    let nothing_to_do = {
+        let mut g = SCHED.lock();
+        let s = g.as_mut().unwrap();
+        s.wake_sleepers(time::now_ns());
+        s.arm_timer();
+        s.run_queue.is_empty()
+    };
+    if nothing_to_do {
+        // SCHEDOP_block unmasks events atomically with blocking, and
+        // returns at once if one is already pending.
+        Hv::block();
+    }
+    events_mask::unmask();
 }
 
 /// A list of tasks waiting for something.

@@ -3,11 +3,9 @@
 //! read their console lines and `data/selftest/*` to prove that nothing
 //! was lost across suspends, balloon changes and restores.
 
-#[cfg(target_os = "none")]
 use crate::sched;
 use alloc::vec::Vec;
 use core::sync::atomic::AtomicU64;
-#[cfg(target_os = "none")]
 use core::sync::atomic::Ordering;
 
 /// Figures the data publisher exports.
@@ -56,10 +54,8 @@ pub fn verify_at(
 
 /// Words per pattern chunk: the pattern is held in 1 MiB pieces, since the
 /// heap serves at most 2 MiB in one piece.
-#[cfg(target_os = "none")]
 const CHUNK_WORDS: usize = 1 << 17;
 
-#[cfg(target_os = "none")]
 /// `mib` MiB of the pattern for `seed`, in 1 MiB chunks, yielding after each;
 /// None (and a log line naming `what`) when memory runs out.
 fn filled_chunks(mib: u64, seed: u64, what: &str) -> Option<Vec<Vec<u64>>> {
@@ -77,7 +73,6 @@ fn filled_chunks(mib: u64, seed: u64, what: &str) -> Option<Vec<Vec<u64>>> {
     Some(chunks)
 }
 
-#[cfg(target_os = "none")]
 /// The pattern task: fills `mib` MiB and verifies it forever, yielding every
 /// 64 KiB so it never holds the CPU for long.
 pub fn spawn_pattern(mib: u64) {
@@ -117,7 +112,6 @@ pub fn spawn_pattern(mib: u64) {
     });
 }
 
-#[cfg(target_os = "none")]
 /// The dirtying task (`ballast.dirty=MIB`): keeps rewriting `mib` MiB, each
 /// MiB verified against the generation it holds before it gets the next,
 /// so that pages are always being dirtied (a live migration's rounds never
@@ -169,7 +163,6 @@ pub fn spawn_dirtier(mib: u64) {
     });
 }
 
-#[cfg(target_os = "none")]
 /// Sleeper tasks with different periods; each counts wake-ups and notices
 /// one that comes more than 1 s late.
 pub fn spawn_sleepers(count: u32) {
@@ -207,7 +200,6 @@ pub fn spawn_sleepers(count: u32) {
 pub static ASPACE_CHECKS: AtomicU64 = AtomicU64::new(0);
 pub static ASPACE_ERRORS: AtomicU64 = AtomicU64::new(0);
 
-#[cfg(target_os = "none")]
 /// An address space kept under construction (unpinned) with `pages` pattern
 /// pages mapped in its lower half. Every 2 s it is pinned, loaded, read
 /// through its own mappings, and unpinned again, so at any suspend it is
@@ -286,7 +278,6 @@ pub fn spawn_aspace(pages: u64) {
     });
 }
 
-#[cfg(target_os = "none")]
 /// A task that stays away from every freezer safe point until `attempts`
 /// freeze attempts have timed out because of it, then gives in. With fewer
 /// than a suspend's attempts it is a laggard the suspend waits out; with
@@ -295,16 +286,17 @@ pub fn spawn_aspace(pages: u64) {
 pub fn spawn_stubborn(attempts: u64) {
     sched::spawn("stubborn", move || {
         log::info!("stubborn: running outside any safe point until {} freeze attempts time out", attempts);
-        while crate::suspend::FREEZE_RETRIES.load(Ordering::Relaxed) + crate::suspend::REFUSED.load(Ordering::Relaxed)
-            < attempts
-        {
+        let timed_out = || {
+            let f = crate::suspend::figures();
+            f.freeze_retries + f.refused
+        };
+        while timed_out() < attempts {
             sched::yield_without_freezing();
         }
         log::info!("stubborn: {} freeze attempts timed out; giving in", attempts);
     });
 }
 
-#[cfg(target_os = "none")]
 /// Grants one page to dom0 (read-only) and checks every 5 s that the entry
 /// still names the page's current machine frame: after a resume in a new
 /// domain the frame is new and the table must have been set up again.

@@ -48,9 +48,11 @@ pub unsafe fn kmain(si: *mut start_info) -> cmdline::Options {
         panic!("panic requested on the command line (ballast.panic=1)");
     }
 
-    crate::suspend::RELEASE_AT_SUSPEND.store(opts.release_at_suspend, core::sync::atomic::Ordering::Relaxed);
+    crate::suspend::init(opts.release_at_suspend);
+    crate::pm::init();
     mm::kernel_memory::init();
     sched::init();
+    events::init();
     events::bind(Binding::Virq { virq: VIRQ_TIMER, vcpu: 0 }, "timer", |_| sched::on_timer())
         .expect("binding VIRQ_TIMER");
     if let Some(port) = console::port() {

@@ -11,12 +11,11 @@ use crate::mm::{aspace, physmap, reservation};
 use crate::suspend_seq::{self, SuspendSteps};
 use crate::{console, events, events_mask, platform, pm, sched, time};
 use crate::{Hv, Hypervisor};
-use alloc::format;
-use alloc::string::String;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, Ordering};
+use spin::Mutex;
 
-pub use crate::suspend_seq::Outcome;
+pub use crate::suspend_seq::{Outcome, Refusal, Timings};
 
 /// How long tasks get to reach a safe point in one freeze attempt.
 const FREEZE_TIMEOUT_NS: u64 = 2_000_000_000;
@@ -31,20 +30,53 @@ const FREEZE_ATTEMPTS: u32 = 5;
 const FREEZE_RETRY_PAUSE_MS: u64 = 200;
 
 /// Figures of the suspends so far, published under `data/suspend/`.
-pub static SUSPENDS: AtomicU64 = AtomicU64::new(0);
-pub static CANCELS: AtomicU64 = AtomicU64::new(0);
-pub static REFUSED: AtomicU64 = AtomicU64::new(0);
-/// Freeze attempts that timed out (a suspend may still succeed after them).
-pub static FREEZE_RETRIES: AtomicU64 = AtomicU64::new(0);
-pub static LAST_TOTAL_US: AtomicU64 = AtomicU64::new(0);
-pub static LAST_FROZEN_US: AtomicU64 = AtomicU64::new(0);
-pub static LAST_SUSPEND_US: AtomicU64 = AtomicU64::new(0);
-pub static LAST_RESUME_US: AtomicU64 = AtomicU64::new(0);
-pub static LAST_RELEASED_PAGES: AtomicU64 = AtomicU64::new(0);
-pub static LAST_RELEASE_US: AtomicU64 = AtomicU64::new(0);
-pub static LAST_REPOPULATED_PAGES: AtomicU64 = AtomicU64::new(0);
-pub static LAST_REPOPULATE_US: AtomicU64 = AtomicU64::new(0);
-pub static LAST_ADOPTED_PAGES: AtomicU64 = AtomicU64::new(0);
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Figures {
+    /// Suspends that reached the hypercall (resumed or cancelled).
+    pub suspends: u64,
+    pub cancels: u64,
+    pub refused: u64,
+    /// Freeze attempts that timed out (a suspend may still succeed after them).
+    pub freeze_retries: u64,
+    /// Durations of the last suspend that reached the hypercall.
+    pub last: Timings,
+    pub last_released_pages: u64,
+    pub last_release_us: u64,
+    pub last_repopulated_pages: u64,
+    pub last_repopulate_us: u64,
+    pub last_adopted_pages: u64,
+}
+
+/// Written only by the suspend path, read by publishers: a lock so that a
+/// reader always sees one suspend's figures together.
+static FIGURES: Mutex<Figures> = Mutex::new(Figures {
+    suspends: 0,
+    cancels: 0,
+    refused: 0,
+    freeze_retries: 0,
+    last: Timings { total_us: 0, frozen_us: 0, before_us: 0, after_us: 0 },
+    last_released_pages: 0,
+    last_release_us: 0,
+    last_repopulated_pages: 0,
+    last_repopulate_us: 0,
+    last_adopted_pages: 0,
+});
+
+/// A consistent copy of the figures.
+pub fn figures() -> Figures {
+    *FIGURES.lock()
+}
+
+fn update(f: impl FnOnce(&mut Figures)) {
+    f(&mut FIGURES.lock());
+}
+
+/// Starts from no suspends, with release at suspend as the command line
+/// says.
+pub fn init(release_at_suspend: bool) {
+    *FIGURES.lock() = Figures::default();
+    RELEASE_AT_SUSPEND.store(release_at_suspend, Ordering::Relaxed);
+}
 
 /// Whether free memory is given back at suspend (small images). On by
 /// default; `ballast.release=0` or `data/suspend/release` = 0 turns it off.
@@ -69,7 +101,7 @@ impl SuspendSteps for RealSteps {
         log::info!("suspend: {}", line);
     }
 
-    fn freeze_tasks(&mut self) -> Result<usize, String> {
+    fn freeze_tasks(&mut self) -> Result<usize, Refusal> {
         let mut attempt = 1;
         loop {
             let e = match sched::freeze(FREEZE_TIMEOUT_NS) {
@@ -77,15 +109,9 @@ impl SuspendSteps for RealSteps {
                 Err(e) => e,
             };
             if attempt == FREEZE_ATTEMPTS {
-                return Err(format!(
-                    "task {} ({}) did not freeze in {} attempts of {} ms",
-                    e.task,
-                    e.id,
-                    FREEZE_ATTEMPTS,
-                    FREEZE_TIMEOUT_NS / 1_000_000
-                ));
+                return Err(Refusal::TaskDidNotFreeze { task: e.task, id: e.id, attempts: attempt });
             }
-            FREEZE_RETRIES.fetch_add(1, Ordering::Relaxed);
+            update(|f| f.freeze_retries += 1);
             log::warn!(
                 "suspend: task {} ({}) did not freeze within {} ms (attempt {} of {}); all thawed, retrying in {} ms",
                 e.task,
@@ -104,8 +130,8 @@ impl SuspendSteps for RealSteps {
         sched::thaw();
     }
 
-    fn suspend_devices(&mut self) -> Result<usize, String> {
-        pm::suspend_all().map_err(|(dev, why)| format!("device {} could not suspend: {}", dev, why))
+    fn suspend_devices(&mut self) -> Result<usize, Refusal> {
+        pm::suspend_all().map_err(Refusal::Device)
     }
 
     fn resume_devices(&mut self) {
@@ -116,7 +142,7 @@ impl SuspendSteps for RealSteps {
         pm::cancel_all();
     }
 
-    fn quiesce_vcpus(&mut self) -> Result<usize, String> {
+    fn quiesce_vcpus(&mut self) -> Result<usize, Refusal> {
         // ballast runs on vCPU 0 alone: the hypercall already comes from
         // vCPU 0 and nothing else runs.
         Ok(0)
@@ -124,9 +150,8 @@ impl SuspendSteps for RealSteps {
 
     fn wake_vcpus(&mut self) {}
 
-    fn pin_roots(&mut self) -> Result<(usize, usize), String> {
-        self.pinned =
-            aspace::pin_all_unpinned().map_err(|(id, e)| format!("pinning address space {} failed: {:?}", id, e))?;
+    fn pin_roots(&mut self) -> Result<(usize, usize), Refusal> {
+        self.pinned = aspace::pin_all_unpinned().map_err(|(space, error)| Refusal::PinFailed { space, error })?;
         Ok((self.pinned.len(), aspace::counts().0))
     }
 
@@ -136,25 +161,26 @@ impl SuspendSteps for RealSteps {
 
     fn release_free_memory(&mut self) -> Option<u64> {
         if !RELEASE_AT_SUSPEND.load(Ordering::Relaxed) {
-            LAST_RELEASED_PAGES.store(0, Ordering::Relaxed);
+            update(|f| (f.last_released_pages, f.last_release_us) = (0, 0));
             return None;
         }
         let t0 = time::now_ns();
         self.released = suspend_release::release_free(suspend_release::RESERVE_PAGES);
         let pages = self.released.pages();
-        LAST_RELEASED_PAGES.store(pages, Ordering::Relaxed);
-        LAST_RELEASE_US.store((time::now_ns() - t0) / 1000, Ordering::Relaxed);
+        let us = (time::now_ns() - t0) / 1000;
+        update(|f| (f.last_released_pages, f.last_release_us) = (pages, us));
         Some(pages)
     }
 
     fn repopulate_memory(&mut self) -> (u64, u64) {
         if self.released.pages() == 0 {
+            update(|f| (f.last_repopulated_pages, f.last_repopulate_us) = (0, 0));
             return (0, 0);
         }
         let t0 = time::now_ns();
         let suspend_release::Repopulated { got, wanted } = suspend_release::repopulate(&self.released);
-        LAST_REPOPULATED_PAGES.store(got, Ordering::Relaxed);
-        LAST_REPOPULATE_US.store((time::now_ns() - t0) / 1000, Ordering::Relaxed);
+        let us = (time::now_ns() - t0) / 1000;
+        update(|f| (f.last_repopulated_pages, f.last_repopulate_us) = (got, us));
         if got < wanted {
             log::warn!("suspend: Xen supplied {} of {} pages; the balloon driver will keep asking", got, wanted);
         }
@@ -209,7 +235,7 @@ impl SuspendSteps for RealSteps {
     fn adopt_backed_memory(&mut self) -> u64 {
         let t0 = time::now_ns();
         let adopted = reservation::adopt_backed_unmapped();
-        LAST_ADOPTED_PAGES.store(adopted, Ordering::Relaxed);
+        update(|f| f.last_adopted_pages = adopted);
         if adopted > 0 {
             log::info!(
                 "suspend: {} pages ({} MiB) came back populated (a live migration sends every page); adopted in {} us",
@@ -239,34 +265,35 @@ impl SuspendSteps for RealSteps {
 
 /// Runs a suspend requested through `control/shutdown`.
 pub fn do_suspend() -> Outcome {
-    log::info!("suspend: starting (suspend #{})", SUSPENDS.load(Ordering::Relaxed) + 1);
+    log::info!("suspend: starting (suspend #{})", figures().suspends + 1);
     read_release_switch();
+    update(|f| f.last_adopted_pages = 0);
     let (outcome, t) = suspend_seq::run(&mut RealSteps::default());
-    match outcome {
-        Outcome::Refused => {
-            REFUSED.fetch_add(1, Ordering::Relaxed);
-            return outcome;
+    let f = {
+        let mut f = FIGURES.lock();
+        match outcome {
+            Outcome::Refused(_) => f.refused += 1,
+            Outcome::Cancelled => f.cancels += 1,
+            Outcome::Resumed => {}
         }
-        Outcome::Cancelled => {
-            CANCELS.fetch_add(1, Ordering::Relaxed);
+        if !matches!(outcome, Outcome::Refused(_)) {
+            f.suspends += 1;
+            f.last = t;
         }
-        Outcome::Resumed => {}
+        *f
+    };
+    if !matches!(outcome, Outcome::Refused(_)) {
+        log::info!(
+            "suspend: done: {:?}, total {} us, frozen {} us, before hypercall {} us, after {} us; suspends={} cancels={}",
+            outcome,
+            t.total_us,
+            t.frozen_us,
+            t.before_us,
+            t.after_us,
+            f.suspends,
+            f.cancels
+        );
     }
-    let suspends = SUSPENDS.fetch_add(1, Ordering::Relaxed) + 1;
-    LAST_TOTAL_US.store(t.total_us, Ordering::Relaxed);
-    LAST_FROZEN_US.store(t.frozen_us, Ordering::Relaxed);
-    LAST_SUSPEND_US.store(t.before_us, Ordering::Relaxed);
-    LAST_RESUME_US.store(t.after_us, Ordering::Relaxed);
-    log::info!(
-        "suspend: done: {:?}, total {} us, frozen {} us, before hypercall {} us, after {} us; suspends={} cancels={}",
-        outcome,
-        t.total_us,
-        t.frozen_us,
-        t.before_us,
-        t.after_us,
-        suspends,
-        CANCELS.load(Ordering::Relaxed)
-    );
     outcome
 }
 

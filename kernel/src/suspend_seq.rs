@@ -10,7 +10,36 @@
 //! domain) or continue (cancelled) devices, thaw. A failure before the
 //! hypercall runs the same unwinding (`unwind`) from the step it reached.
 
-use alloc::string::String;
+use crate::mm::aspace::{AspaceError, SpaceId};
+use crate::{pm, sched::TaskId};
+use core::fmt;
+
+/// Why a suspend was refused: a step before the hypercall failed, the
+/// steps before it were undone, and the guest runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A task stayed out of every safe point through all freeze attempts.
+    TaskDidNotFreeze { task: &'static str, id: TaskId, attempts: u32 },
+    /// A device would not quiesce.
+    Device(pm::Refusal),
+    /// A vCPU did not reach the rendezvous in time.
+    VcpuDidNotArrive { vcpu: u32 },
+    /// Xen would not pin an address space's root.
+    PinFailed { space: SpaceId, error: AspaceError },
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            Refusal::TaskDidNotFreeze { task, id, attempts } => {
+                write!(f, "task {} ({}) did not freeze in {} attempts", task, id, attempts)
+            }
+            Refusal::Device(r) => write!(f, "{}", r),
+            Refusal::VcpuDidNotArrive { vcpu } => write!(f, "vCPU {} did not reach the rendezvous", vcpu),
+            Refusal::PinFailed { space, error } => write!(f, "pinning address space {} failed: {:?}", space, error),
+        }
+    }
+}
 
 /// What the sequence needs from the kernel, one method per step.
 pub trait SuspendSteps {
@@ -19,16 +48,16 @@ pub trait SuspendSteps {
     /// One log line per step.
     fn report(&mut self, line: core::fmt::Arguments);
 
-    fn freeze_tasks(&mut self) -> Result<usize, String>;
+    fn freeze_tasks(&mut self) -> Result<usize, Refusal>;
     fn thaw_tasks(&mut self);
-    fn suspend_devices(&mut self) -> Result<usize, String>;
+    fn suspend_devices(&mut self) -> Result<usize, Refusal>;
     fn resume_devices(&mut self);
     fn cancel_devices(&mut self);
     /// Other vCPUs down; returns how many were stopped.
-    fn quiesce_vcpus(&mut self) -> Result<usize, String>;
+    fn quiesce_vcpus(&mut self) -> Result<usize, Refusal>;
     fn wake_vcpus(&mut self);
     /// Pins every unpinned root; returns (pinned now, roots in all).
-    fn pin_roots(&mut self) -> Result<(usize, usize), String>;
+    fn pin_roots(&mut self) -> Result<(usize, usize), Refusal>;
     /// Unpins exactly what `pin_roots` pinned.
     fn unpin_roots(&mut self);
     /// Gives free frames back to Xen so the image is small; returns how
@@ -58,7 +87,7 @@ pub enum Outcome {
     /// The old domain continues (checkpoint, or the save failed).
     Cancelled,
     /// Never suspended: a step before the hypercall failed.
-    Refused,
+    Refused(Refusal),
 }
 
 /// Durations of the last run, in microseconds.
@@ -124,10 +153,10 @@ pub fn run<S: SuspendSteps>(s: &mut S) -> (Outcome, Timings) {
         s.report(format_args!("{} ({} us)", what, (now - lap.get()) / 1000));
         lap.set(now);
     };
-    let refuse = |s: &mut S, reached: Reached, why: String| {
+    let refuse = |s: &mut S, reached: Reached, why: Refusal| {
         s.report(format_args!("refused: {}; all tasks thawed, guest runs on", why));
         unwind(s, reached, DeviceUndo::Cancel);
-        (Outcome::Refused, Timings::default())
+        (Outcome::Refused(why), Timings::default())
     };
 
     // The freezer thaws what it parked when it gives up.
@@ -212,7 +241,7 @@ pub fn run<S: SuspendSteps>(s: &mut S) -> (Outcome, Timings) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use alloc::string::ToString;
+    use alloc::string::String;
     use alloc::vec::Vec;
 
     /// Records every step; fails the one named in `fail`.
@@ -226,10 +255,10 @@ mod tests {
     }
 
     impl Fake {
-        fn step(&mut self, name: &'static str) -> Result<usize, String> {
+        fn step(&mut self, name: &'static str) -> Result<usize, Refusal> {
             self.log.push(name);
             if self.fail == Some(name) {
-                Err(name.to_string() + " failed")
+                Err(Refusal::Device(pm::Refusal { device: name, reason: "failed on purpose" }))
             } else {
                 Ok(1)
             }
@@ -244,14 +273,14 @@ mod tests {
             self.clock += 1000;
             self.lines.push(alloc::format!("{}", line));
         }
-        fn freeze_tasks(&mut self) -> Result<usize, String> {
+        fn freeze_tasks(&mut self) -> Result<usize, Refusal> {
             self.clock += 2_000_000; // parking takes time: frozen_us excludes it
             self.step("freeze")
         }
         fn thaw_tasks(&mut self) {
             self.log.push("thaw");
         }
-        fn suspend_devices(&mut self) -> Result<usize, String> {
+        fn suspend_devices(&mut self) -> Result<usize, Refusal> {
             self.step("devices")
         }
         fn resume_devices(&mut self) {
@@ -260,13 +289,13 @@ mod tests {
         fn cancel_devices(&mut self) {
             self.log.push("cancel-devices");
         }
-        fn quiesce_vcpus(&mut self) -> Result<usize, String> {
+        fn quiesce_vcpus(&mut self) -> Result<usize, Refusal> {
             self.step("quiesce")
         }
         fn wake_vcpus(&mut self) {
             self.log.push("wake-vcpus");
         }
-        fn pin_roots(&mut self) -> Result<(usize, usize), String> {
+        fn pin_roots(&mut self) -> Result<(usize, usize), Refusal> {
             self.step("pin").map(|n| (n, 2))
         }
         fn unpin_roots(&mut self) {
@@ -367,7 +396,8 @@ mod tests {
         ];
         for (fail, expected) in cases {
             let mut f = Fake { fail: Some(fail), ..Default::default() };
-            assert_eq!(run(&mut f).0, Outcome::Refused, "{}", fail);
+            let why = Refusal::Device(pm::Refusal { device: fail, reason: "failed on purpose" });
+            assert_eq!(run(&mut f).0, Outcome::Refused(why), "{}", fail);
             assert_eq!(f.log, expected, "failing {}", fail);
             assert!(f.lines.last().unwrap().starts_with("refused"), "{:?}", f.lines);
         }

@@ -1,31 +1,53 @@
 //! The kernel booted on the one simulated Xen, for host tests: the same
-//! start as on the real Xen up to the memory, event and grant layers
-//! (platform, physmap, frame allocator, grant table).
+//! `kmain` as on the real Xen, with the test's thread as the idle task.
 
-use crate::{events, grant, mm, platform};
+use crate::{cmdline, sched, start};
 use xen::sim::{SimConfig, SimSession, SimXen};
 
 /// A booted guest; the simulated machine is the test's while it lives.
 pub struct Guest {
+    pub opts: cmdline::Options,
     _session: SimSession,
 }
 
-/// Boots a guest of `cfg` on a fresh simulated Xen.
-pub fn boot(cfg: SimConfig) -> Guest {
+/// Boots a guest of `cfg` on a fresh simulated Xen, up to where drivers
+/// start. The address-space self-test is off whatever the command line
+/// says: it reads through page tables of its own, which a host process
+/// cannot load.
+pub fn boot(mut cfg: SimConfig) -> Guest {
+    cfg.cmdline.push_str(" ballast.aspace=0");
     let (session, si) = SimXen::boot(cfg);
-    // SAFETY: `si` is the simulated domain's start_info page, live until
-    // the next boot.
-    unsafe { platform::init(si) };
-    events::forget_all();
-    platform::map_shared_info();
-    mm::kernel_memory::init();
-    grant::init();
-    Guest { _session: session }
+    // SAFETY: `si` is the simulated domain's start_info page, and this
+    // thread holds the simulated machine (the session) while it runs.
+    let opts = unsafe { start::kmain(si) };
+    Guest { opts, _session: session }
 }
 
 /// Runs `f` on the simulated hypervisor's state.
 pub fn sim<R>(f: impl FnOnce(&mut xen::sim::Sim) -> R) -> R {
     xen::sim::with(f)
+}
+
+/// Runs the guest (this thread is its idle task) until `done()` holds.
+/// Panics when `limit_ms` of system time pass first, or when the guest
+/// blocks with nothing armed that could ever wake it.
+pub fn run_until(what: &str, limit_ms: u64, mut done: impl FnMut() -> bool) {
+    let deadline = sim(|s| s.now_ns()) + limit_ms * 1_000_000;
+    while !done() {
+        let (now, idle) = sim(|s| (s.now_ns(), s.idle_blocks));
+        assert!(now < deadline, "waited {limit_ms} ms of guest time for {what}");
+        sched::idle_once();
+        assert!(
+            done() || sim(|s| s.idle_blocks) == idle,
+            "the guest sleeps with no timer armed while waiting for {what}"
+        );
+    }
+}
+
+/// Lets the guest run for `ms` of system time.
+pub fn run_for(ms: u64) {
+    let until = sim(|s| s.now_ns()) + ms * 1_000_000;
+    run_until("time to pass", ms + 1, || sim(|s| s.now_ns()) >= until);
 }
 
 /// Panics with the list if the simulated Xen saw a guest mistake.

@@ -80,8 +80,7 @@ impl Default for MonotonicClock {
     }
 }
 
-#[cfg(target_os = "none")]
-mod real {
+mod xen_time {
     use super::*;
     use crate::platform;
 
@@ -156,8 +155,7 @@ mod real {
     }
 }
 
-#[cfg(target_os = "none")]
-pub use real::{clock, now_ns, system_time_ns, wall_clock};
+pub use xen_time::{clock, now_ns, system_time_ns, wall_clock};
 
 #[cfg(test)]
 mod tests {

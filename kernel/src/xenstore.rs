@@ -224,6 +224,14 @@ impl Watch {
         })
     }
 
+    /// The next event if one has arrived, without blocking.
+    pub fn try_next(&self) -> Option<String> {
+        with_conn(|c| {
+            c.pump();
+            c.router.pop_event(&self.token)
+        })
+    }
+
     pub fn path(&self) -> &str {
         &self.path
     }

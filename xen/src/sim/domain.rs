@@ -5,7 +5,7 @@
 
 use super::arena::Arena;
 use super::memory::{indices, pte_mfn, Memory, PTE_PRESENT};
-use super::{PortKind, Sim};
+use super::{PortKind, Sim, SimClock};
 use crate::abi::{shared_info, start_info, INVALID_MFN};
 use crate::xenstore::sim::SimXenstored;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -129,7 +129,9 @@ pub fn build(cfg: SimConfig) -> (Sim, *mut start_info) {
         shared_info_mfn: shared,
         grant_frames: Vec::new(),
         timer_ns: None,
-        now_ns: 1_000_000,
+        clock: SimClock::starting_at(1_000_000),
+        event_callback: None,
+        idle_blocks: 0,
         plans: VecDeque::new(),
         xenstore: SimXenstored::new(cfg.domid),
         console_out: Vec::new(),

@@ -50,6 +50,39 @@ pub struct Faults {
     pub no_2m: bool,
     /// Event-channel binds that fail from now on.
     pub refuse_binds: bool,
+    /// Pinning page tables fails from now on.
+    pub refuse_pins: bool,
+}
+
+/// System time: it runs with the host's TSC, scaled up so that timeouts
+/// of seconds cost milliseconds, and jumps ahead when the guest blocks
+/// until its timer. The guest reads it through the same pvclock formula
+/// as on Xen.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SimClock {
+    base_ns: u64,
+    base_tsc: u64,
+}
+
+impl SimClock {
+    /// 16 ns of system time per TSC tick (about 50 times faster than the
+    /// host at 3 GHz): a multiplier of almost 1.0 after a shift by 4.
+    const MUL: u32 = u32::MAX;
+    const SHIFT: i8 = 4;
+
+    fn starting_at(ns: u64) -> Self {
+        Self { base_ns: ns, base_tsc: tsc() }
+    }
+
+    fn now(&self) -> u64 {
+        let delta = tsc().saturating_sub(self.base_tsc) << Self::SHIFT;
+        self.base_ns + ((delta as u128 * Self::MUL as u128) >> 32) as u64
+    }
+}
+
+fn tsc() -> u64 {
+    // SAFETY: rdtsc has no preconditions on x86_64 hosts.
+    unsafe { core::arch::x86_64::_rdtsc() }
 }
 
 /// The simulated hypervisor's state.
@@ -69,7 +102,13 @@ pub struct Sim {
     shared_info_mfn: u64,
     grant_frames: Vec<u64>,
     timer_ns: Option<u64>,
-    now_ns: u64,
+    clock: SimClock,
+    /// The guest's event callback (`set_callbacks`): on the simulated Xen,
+    /// the address of an `extern "C" fn()`.
+    event_callback: Option<u64>,
+    /// Blocks with nothing pending and no timer armed: a real domain would
+    /// sleep until someone outside sends it an event.
+    pub idle_blocks: u64,
     plans: VecDeque<SuspendPlan>,
     pub xenstore: SimXenstored,
     /// Bytes the guest wrote to its console.
@@ -131,8 +170,16 @@ impl Sim {
         self.generation
     }
 
+    /// System time now, as the guest's pvclock reads it.
     pub fn now_ns(&self) -> u64 {
-        self.now_ns
+        self.clock.now()
+    }
+
+    /// dom0 writes a node, as `xl` or `xenstore-write` would: xenstored
+    /// fires the guest's watches into its ring at once and notifies it.
+    pub fn toolstack_write(&mut self, path: &str, value: &[u8]) {
+        self.xenstore.toolstack_write(path, value);
+        self.serve_store();
     }
 
     /// Queues what the next suspend hypercall does.
@@ -204,35 +251,63 @@ impl Sim {
         }
     }
 
+    /// Starts an upcall if one is due: masks events and returns the callback.
+    fn begin_upcall(&mut self) -> Option<u64> {
+        let entry = self.event_callback?;
+        let v = self.vcpu0()?;
+        // SAFETY: as in `raise`.
+        unsafe {
+            if (*v).evtchn_upcall_pending == 0 || (*v).evtchn_upcall_mask != 0 {
+                return None;
+            }
+            (*v).evtchn_upcall_mask = 1;
+        }
+        Some(entry)
+    }
+
+    /// The guest's `iret` from the upcall: events unmasked again.
+    fn end_upcall(&mut self) {
+        if let Some(v) = self.vcpu0() {
+            // SAFETY: as in `raise`.
+            unsafe { (*v).evtchn_upcall_mask = 0 };
+        }
+    }
+
     /// Whether anything is pending for vCPU 0.
     pub fn upcall_pending(&self) -> bool {
         // SAFETY: as in `raise`.
         self.vcpu0().is_some_and(|v| unsafe { (*v).evtchn_upcall_pending != 0 })
     }
 
-    /// Moves virtual time on by `ns` (firing the timer if it is due).
+    /// Moves virtual time on by `ns` at once (a block until the timer),
+    /// firing the timer if it is due.
     pub fn advance(&mut self, ns: u64) {
-        self.now_ns += ns;
+        self.clock = SimClock::starting_at(self.clock.now().saturating_add(ns));
         self.publish_time();
-        if let Some(d) = self.timer_ns {
-            if d <= self.now_ns {
-                self.timer_ns = None;
-                self.raise(self.port_of(PortKind::Virq { virq: 0, vcpu: 0 }));
-            }
+        self.fire_timer_if_due();
+    }
+
+    /// Raises the timer VIRQ if its deadline has passed (Xen checks on the
+    /// way back from every hypercall).
+    fn fire_timer_if_due(&mut self) {
+        if self.timer_ns.is_some_and(|d| d <= self.clock.now()) {
+            self.timer_ns = None;
+            self.raise(self.port_of(PortKind::Virq { virq: 0, vcpu: 0 }));
         }
     }
 
+    /// Publishes the clock in vCPU 0's pvclock, which the guest reads
+    /// without asking Xen.
     fn publish_time(&mut self) {
         let Some(v) = self.vcpu0() else { return };
-        // SAFETY: as in `raise`. A multiplier of 0 makes the pvclock read
-        // exactly `system_time`, whatever the host's TSC says.
+        // SAFETY: as in `raise`.
         unsafe {
             let t = core::ptr::addr_of_mut!((*v).time);
             (*t).version = (*t).version.wrapping_add(2) & !1;
-            (*t).tsc_timestamp = 0;
-            (*t).system_time = self.now_ns;
-            (*t).tsc_to_system_mul = 0;
-            (*t).tsc_shift = 0;
+            (*t).tsc_timestamp = self.clock.base_tsc;
+            (*t).system_time = self.clock.base_ns;
+            (*t).tsc_to_system_mul = SimClock::MUL;
+            (*t).tsc_shift = SimClock::SHIFT;
         }
     }
 
@@ -357,11 +432,32 @@ impl Sim {
     }
 }
 
+/// One hypercall: `f` on the state, then, as Xen does on the way back to
+/// the guest, the timer if due and the event upcall if anything is pending
+/// and unmasked.
 fn sim<R>(name: &'static str, f: impl FnOnce(&mut Sim) -> R) -> R {
-    with(|s| {
+    let r = with(|s| {
         s.count(name);
-        f(s)
-    })
+        let r = f(s);
+        s.fire_timer_if_due();
+        r
+    });
+    deliver_upcalls();
+    r
+}
+
+/// Runs the guest's event callback while vCPU 0 has an event pending and
+/// unmasked: Xen masks events on entry, and the guest's `iret` unmasks them
+/// again, after which anything raised meanwhile is delivered in turn.
+fn deliver_upcalls() {
+    while let Some(entry) = with(|s| s.begin_upcall()) {
+        // SAFETY: on the simulated Xen, `set_callbacks` takes the address
+        // of an `extern "C" fn()` (its contract); it runs on the caller's
+        // stack as Xen's upcall runs on the guest's.
+        let callback: extern "C" fn() = unsafe { core::mem::transmute::<usize, extern "C" fn()>(entry as usize) };
+        callback();
+        with(|s| s.end_upcall());
+    }
 }
 
 impl Hypervisor for SimXen {
@@ -390,10 +486,17 @@ impl Hypervisor for SimXen {
 
     fn block() {
         sim("block", |s| {
-            if !s.upcall_pending() {
-                let Some(d) = s.timer_ns else { panic!("sim: vCPU 0 blocked with no timer armed and nothing pending") };
-                let wait = d.saturating_sub(s.now_ns);
-                s.advance(wait);
+            // SCHEDOP_block enables event delivery as it blocks.
+            if let Some(v) = s.vcpu0() {
+                // SAFETY: as in `Sim::raise`.
+                unsafe { (*v).evtchn_upcall_mask = 0 };
+            }
+            if s.upcall_pending() {
+                return;
+            }
+            match s.timer_ns {
+                Some(d) => s.advance(d.saturating_sub(s.clock.now())),
+                None => s.idle_blocks += 1,
             }
         })
     }
@@ -418,8 +521,13 @@ impl Hypervisor for SimXen {
         sim("set_trap_table", |_| Ok(()))
     }
 
-    unsafe fn set_callbacks(_event: u64, _failsafe: u64) -> Result<(), XenError> {
-        sim("set_callbacks", |_| Ok(()))
+    /// On the simulated Xen `event` is the address of an `extern "C" fn()`
+    /// and `failsafe` is unused.
+    unsafe fn set_callbacks(event: u64, _failsafe: u64) -> Result<(), XenError> {
+        sim("set_callbacks", |s| {
+            s.event_callback = Some(event);
+            Ok(())
+        })
     }
 
     unsafe fn update_va_mapping(va: u64, pte: u64, _flags: u64) -> Result<(), XenError> {
@@ -440,6 +548,7 @@ impl Hypervisor for SimXen {
         sim("mmuext_op", |s| {
             for op in ops {
                 match op.cmd {
+                    mmu::EXT_PIN_L4_TABLE if s.faults.refuse_pins => return Err(XenError::ENOMEM),
                     mmu::EXT_PIN_L4_TABLE if s.mem.is_ram(op.arg1) => {
                         s.mem.register_table(&s.arena, op.arg1, 4);
                         s.mem.pinned.insert(op.arg1);

@@ -1,0 +1,250 @@
+//! The whole guest (kernel, drivers, self-tests) on the one simulated Xen,
+//! driven the way the toolstack drives it: `control/shutdown` = suspend,
+//! then a restore in a new domain where every machine frame and port is
+//! new, a migration, a cancelled suspend (checkpoint), and refusals from
+//! every step that can refuse, each unwound with nothing lost.
+
+use kernel::events;
+use kernel::grant::{self, GrantFlags};
+use kernel::mm::{ballooning, kernel_memory, physmap};
+use kernel::pm::{self, Device};
+use kernel::suspend::{self, Figures};
+use kernel::testing::{assert_no_violations, boot, run_for, run_until, sim, Guest};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use xen::sim::{PortKind, SimConfig, SuspendPlan};
+
+const PAGES: u64 = 8192;
+
+/// Boots the kernel and starts the drivers, then runs until the control
+/// driver watches `control/shutdown` and the self-tests have passed once.
+fn start(cmdline: &str) -> Guest {
+    let g =
+        boot(SimConfig { cmdline: format!("ballast.pattern=4 ballast.sleepers=2 {cmdline}"), ..Default::default() });
+    drivers::start(&g.opts);
+    run_until("the control driver to watch control/shutdown", 10_000, || {
+        sim(|s| s.xenstore.value("control/feature-suspend").is_some())
+            && console().contains("watching control/shutdown")
+    });
+    run_until("a pattern pass", 60_000, || kernel::selftest::PATTERN_PASSES.load(Ordering::Relaxed) > 0);
+    g
+}
+
+fn console() -> String {
+    xen::sim::console_text()
+}
+
+fn store(path: &str) -> Option<String> {
+    sim(|s| s.xenstore.value(path).map(|v| String::from_utf8_lossy(v).into_owned()))
+}
+
+/// Asks for a suspend as libxl does and runs until the guest is done with
+/// it (the figures move); returns them.
+fn request_suspend(plan: Option<SuspendPlan>) -> Figures {
+    let before = suspend::figures();
+    if let Some(p) = plan {
+        sim(|s| s.plan_suspend(p));
+    }
+    sim(|s| s.toolstack_write("control/shutdown", b"suspend"));
+    run_until("the suspend to finish", 120_000, || {
+        let f = suspend::figures();
+        f.suspends + f.refused > before.suspends + before.refused
+    });
+    assert_eq!(store("control/shutdown").as_deref(), Some(""), "the request was not acknowledged");
+    suspend::figures()
+}
+
+fn p2m() -> Vec<u64> {
+    (0..PAGES).map(physmap::pfn_to_mfn).collect()
+}
+
+/// The machine frames of the pages in use (not free in the allocator).
+fn frames_in_use() -> Vec<(u64, u64)> {
+    let free: Vec<bool> = kernel_memory::with_frames(|f| (0..PAGES).map(|p| f.is_free(p)).collect());
+    (0..PAGES).filter(|&p| !free[p as usize]).map(|p| (p, physmap::pfn_to_mfn(p))).collect()
+}
+
+/// How many pfns have a different frame in `after` than in `before`.
+fn moved(before: &[u64], after: &[u64]) -> usize {
+    before.iter().zip(after).filter(|(a, b)| a != b).count()
+}
+
+/// The guest still answers through xenstore (its data publisher writes the
+/// suspend count), its self-tests pass again with no error, and Xen saw
+/// no mistake.
+fn assert_guest_healthy(suspends: u64) {
+    run_until("the publisher to report the suspend", 10_000, || {
+        store("data/suspend/count") == Some(suspends.to_string())
+    });
+    let passes = kernel::selftest::PATTERN_PASSES.load(Ordering::Relaxed);
+    run_until("another pattern pass", 60_000, || kernel::selftest::PATTERN_PASSES.load(Ordering::Relaxed) > passes);
+    let wakeups = kernel::selftest::SLEEPER_WAKEUPS.load(Ordering::Relaxed);
+    run_until("a sleeper to wake", 10_000, || kernel::selftest::SLEEPER_WAKEUPS.load(Ordering::Relaxed) > wakeups);
+    assert_eq!(kernel::selftest::PATTERN_ERRORS.load(Ordering::Relaxed), 0, "the memory pattern changed");
+    let errors: Vec<String> = console().lines().filter(|l| l.contains("] ERROR")).map(String::from).collect();
+    assert!(errors.is_empty(), "the guest logged errors:\n{}", errors.join("\n"));
+    assert_no_violations();
+}
+
+/// Every bound port is one the simulated Xen has, bound to what the
+/// kernel's table says.
+fn assert_ports_match_xen() {
+    let ports = sim(|s| s.ports());
+    let timer = events::port_of("timer").expect("timer bound");
+    assert!(ports.contains(&(timer, PortKind::Virq { virq: 0, vcpu: 0 })), "timer port {timer} not in {ports:?}");
+    assert_eq!(events::port_of("xenstore"), Some(sim(|s| s.store_port())));
+    assert_eq!(events::port_of("console"), Some(sim(|s| s.console_port())));
+}
+
+#[test]
+fn save_and_restore_renumber_every_frame_and_port_and_lose_nothing() {
+    let _g = start("");
+    let (frames, timer, owned) = (p2m(), events::port_of("timer").unwrap(), sim(|s| s.owned_pages()));
+    let page = kernel_memory::with_frames(|f| f.alloc(0)).unwrap();
+    let gref = grant::grant_access(0, page, true).unwrap();
+
+    let f = request_suspend(Some(SuspendPlan::Restore));
+    assert_eq!((f.suspends, f.cancels, f.refused), (1, 0, 0));
+    assert!(f.last_released_pages > 1000, "released only {} pages", f.last_released_pages);
+    assert_eq!(f.last_repopulated_pages, f.last_released_pages, "not everything came back");
+    assert_eq!(moved(&frames, &p2m()), PAGES as usize, "a machine frame survived the restore");
+    assert!(p2m().iter().all(|&m| sim(|s| s.owns(m))), "the p2m names frames the new domain does not own");
+    assert_ne!(events::port_of("timer"), Some(timer));
+    assert_ports_match_xen();
+    assert_eq!(sim(|s| s.owned_pages()), owned);
+    assert!(console().contains("xenstore: reconnected"));
+    let (flags, domid, frame) = sim(|s| s.grant_entry(gref)).expect("grant entry");
+    assert_eq!(GrantFlags::from_bits_retain(flags), GrantFlags::PERMIT_ACCESS | GrantFlags::READONLY);
+    assert_eq!((domid, frame as u64), (0, physmap::pfn_to_mfn(page)), "grant not rewritten with the new frame");
+    assert_guest_healthy(1);
+
+    // And once more from the new domain.
+    let f = request_suspend(Some(SuspendPlan::Restore));
+    assert_eq!((f.suspends, f.refused), (2, 0));
+    assert_ports_match_xen();
+    assert_guest_healthy(2);
+}
+
+#[test]
+fn a_checkpoint_cancels_in_the_same_domain() {
+    let _g = start("");
+    let (in_use, timer) = (frames_in_use(), events::port_of("timer").unwrap());
+    let released_before = ballooning::populated_pages();
+    let f = request_suspend(Some(SuspendPlan::Cancel));
+    assert_eq!((f.suspends, f.cancels, f.refused), (1, 1, 0));
+    // Free pages were given back and taken again (new frames); no page in
+    // use moved.
+    assert!(f.last_released_pages > 1000);
+    assert_eq!(frames_in_use(), in_use, "a cancelled suspend moved memory in use");
+    assert_eq!(events::port_of("timer"), Some(timer));
+    assert_eq!(ballooning::populated_pages(), released_before, "released memory did not come back");
+    assert_guest_healthy(1);
+}
+
+#[test]
+fn a_migration_brings_released_memory_back_and_the_guest_adopts_it() {
+    let _g = start("");
+    let f = request_suspend(Some(SuspendPlan::Migrate));
+    assert_eq!((f.suspends, f.refused), (1, 0));
+    assert_eq!(f.last_adopted_pages, f.last_released_pages);
+    assert_eq!(f.last_repopulated_pages, 0, "asked Xen for pages that came back populated");
+    assert_eq!(ballooning::populated_pages(), PAGES);
+    assert_ports_match_xen();
+    assert_guest_healthy(1);
+}
+
+#[test]
+fn a_task_that_never_freezes_refuses_the_suspend_and_the_next_one_works() {
+    // Stays out of safe points through all 5 freeze attempts of one suspend.
+    let _g = start("ballast.stubborn=5");
+    let frames = p2m();
+    let f = request_suspend(None);
+    assert_eq!((f.suspends, f.refused, f.freeze_retries), (0, 1, 4));
+    assert!(console().contains("refused: task stubborn"), "no refusal line");
+    assert_eq!(moved(&frames, &p2m()), 0);
+    assert_eq!(sim(|s| s.calls.get("suspend").copied()), None, "the hypercall ran");
+    assert_guest_healthy(0);
+
+    let f = request_suspend(Some(SuspendPlan::Restore));
+    assert_eq!((f.suspends, f.refused), (1, 1));
+    assert_guest_healthy(1);
+}
+
+/// A device that records what was asked of it and refuses when told to.
+struct Probe {
+    name: &'static str,
+    refuse: AtomicBool,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Device for Probe {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn suspend(&self) -> Result<(), &'static str> {
+        self.log.lock().unwrap().push(format!("{} suspend", self.name));
+        if self.refuse.load(Ordering::Relaxed) {
+            Err("refusing on purpose")
+        } else {
+            Ok(())
+        }
+    }
+    fn resume(&self) {
+        self.log.lock().unwrap().push(format!("{} resume", self.name));
+    }
+    fn cancel(&self) {
+        self.log.lock().unwrap().push(format!("{} cancel", self.name));
+    }
+}
+
+#[test]
+fn a_refusing_device_or_a_failed_pin_unwinds_every_step_before_it() {
+    let _g = start("");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let probe = |name, refuse| Arc::new(Probe { name, refuse: AtomicBool::new(refuse), log: log.clone() });
+    let first = pm::register(probe("first", false));
+    let second = probe("second", true);
+    let second_id = pm::register(second.clone());
+    let frames = p2m();
+
+    // Device step: the one before is cancelled, nobody is resumed.
+    let f = request_suspend(None);
+    assert_eq!((f.suspends, f.refused), (0, 1));
+    assert_eq!(*log.lock().unwrap(), ["first suspend", "second suspend", "first cancel"]);
+    assert!(console().contains("device second could not suspend: refusing on purpose"));
+    assert_eq!(moved(&frames, &p2m()), 0);
+    assert_guest_healthy(0);
+
+    // Pin step (an address space under construction must be pinned for
+    // the toolstack): every device is cancelled, in reverse, tasks thaw.
+    let space = kernel::mm::aspace::create().expect("an address space");
+    log.lock().unwrap().clear();
+    second.refuse.store(false, Ordering::Relaxed);
+    sim(|s| s.faults.refuse_pins = true);
+    let f = request_suspend(None);
+    assert_eq!((f.suspends, f.refused), (0, 2));
+    assert_eq!(*log.lock().unwrap(), ["first suspend", "second suspend", "second cancel", "first cancel"]);
+    assert!(console().contains("refused: pinning address space"));
+    sim(|s| s.faults.refuse_pins = false);
+    assert_guest_healthy(0);
+    kernel::mm::aspace::destroy(space);
+
+    // Unregistered devices are left alone; the rest resume in a new domain.
+    log.lock().unwrap().clear();
+    assert!(pm::unregister(second_id));
+    let f = request_suspend(Some(SuspendPlan::Restore));
+    assert_eq!((f.suspends, f.refused), (1, 2));
+    assert_eq!(*log.lock().unwrap(), ["first suspend", "first resume"]);
+    assert!(pm::unregister(first) && !pm::unregister(first));
+    assert_guest_healthy(1);
+}
+
+#[test]
+fn the_guest_keeps_time_and_sleeps_across_idle_periods() {
+    let _g = start("");
+    let t0 = kernel::time::now_ns();
+    run_for(5_000);
+    assert!(kernel::time::now_ns() >= t0 + 5_000_000_000);
+    assert!(sim(|s| s.calls.get("block").copied().unwrap_or(0)) > 0, "the idle task never blocked in Xen");
+    assert_guest_healthy(0);
+}
