@@ -4,12 +4,15 @@
 
 use crate::platform;
 use crate::{Hv, Hypervisor, XenError};
+use alloc::sync::Arc;
+use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 use spin::Mutex;
 
 /// A handler runs in the upcall, with events masked: it must be short and
-/// must not block (typically it wakes a task).
-pub type Handler = fn(port: u32);
+/// must not block (typically it wakes a task). It carries its own context
+/// (a device's state) in what it captures.
+pub type Handler = Arc<dyn Fn(u32) + Send + Sync>;
 
 /// What a port is bound to, enough to bind it again after a restore.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +36,7 @@ pub enum Binding {
     FromStartInfo,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Slot {
     port: u32,
     binding: Binding,
@@ -45,7 +48,7 @@ const MAX_BINDINGS: usize = 64;
 
 /// Every bound port with its handler. A lock because tasks bind while the
 /// upcall reads; it is only taken with events masked.
-static TABLE: Mutex<[Option<Slot>; MAX_BINDINGS]> = Mutex::new([None; MAX_BINDINGS]);
+static TABLE: Mutex<Vec<Slot>> = Mutex::new(Vec::new());
 
 /// Events delivered, for the figures sysrq prints.
 pub static DELIVERED: AtomicU64 = AtomicU64::new(0);
@@ -81,20 +84,27 @@ fn insert(slot: Slot) -> Result<(), EventError> {
     if slot.port >= MAX_PORTS {
         return Err(EventError::BadPort(slot.port));
     }
+    let port = slot.port;
     crate::events_mask::without_events(|| {
         let mut t = TABLE.lock();
-        let free = t.iter().position(|s| s.is_none()).ok_or(EventError::TableFull)?;
-        t[free] = Some(slot);
+        if t.len() >= MAX_BINDINGS {
+            return Err(EventError::TableFull);
+        }
+        t.push(slot);
         Ok(())
     })?;
-    unmask(slot.port);
+    unmask(port);
     Ok(())
 }
 
 /// Binds `binding` to a new port with `handler` and unmasks it.
-pub fn bind(binding: Binding, name: &'static str, handler: Handler) -> Result<u32, EventError> {
+pub fn bind(
+    binding: Binding,
+    name: &'static str,
+    handler: impl Fn(u32) + Send + Sync + 'static,
+) -> Result<u32, EventError> {
     let port = bind_raw(binding)?;
-    if let Err(e) = insert(Slot { port, binding, handler, name }) {
+    if let Err(e) = insert(Slot { port, binding, handler: Arc::new(handler), name }) {
         let _ = Hv::close_port(port);
         return Err(e);
     }
@@ -103,22 +113,15 @@ pub fn bind(binding: Binding, name: &'static str, handler: Handler) -> Result<u3
 }
 
 /// Attaches `handler` to a port Xen gave us in start_info.
-pub fn attach(port: u32, name: &'static str, handler: Handler) -> Result<(), EventError> {
-    insert(Slot { port, binding: Binding::FromStartInfo, handler, name })?;
+pub fn attach(port: u32, name: &'static str, handler: impl Fn(u32) + Send + Sync + 'static) -> Result<(), EventError> {
+    insert(Slot { port, binding: Binding::FromStartInfo, handler: Arc::new(handler), name })?;
     log::info!("event: {} on port {}", name, port);
     Ok(())
 }
 
 /// Closes `port` and forgets its binding.
 pub fn unbind(port: u32) {
-    crate::events_mask::without_events(|| {
-        let mut t = TABLE.lock();
-        for s in t.iter_mut() {
-            if s.map(|s| s.port) == Some(port) {
-                *s = None;
-            }
-        }
-    });
+    crate::events_mask::without_events(|| TABLE.lock().retain(|s| s.port != port));
     mask_port(port);
     if let Err(e) = Hv::close_port(port) {
         log::warn!("event: closing port {} failed: {:?}", port, e);
@@ -129,11 +132,9 @@ pub fn unbind(port: u32) {
 /// ports are gone. `start_info_port(name)` names the new port of the
 /// start_info-provided channels. Returns how many were rebound.
 pub fn rebind_all(start_info_port: impl Fn(&str) -> Option<u32>) -> usize {
-    let slots: [Option<Slot>; MAX_BINDINGS] = crate::events_mask::without_events(|| *TABLE.lock());
-    let mut count = 0;
-    let mut fresh: [Option<Slot>; MAX_BINDINGS] = [None; MAX_BINDINGS];
-    for (i, slot) in slots.iter().enumerate() {
-        let Some(mut s) = *slot else { continue };
+    let old: Vec<Slot> = crate::events_mask::without_events(|| core::mem::take(&mut *TABLE.lock()));
+    let mut fresh = Vec::with_capacity(old.len());
+    for mut s in old {
         let port = match s.binding {
             Binding::FromStartInfo => start_info_port(s.name),
             b => match bind_raw(b) {
@@ -146,15 +147,15 @@ pub fn rebind_all(start_info_port: impl Fn(&str) -> Option<u32>) -> usize {
         };
         if let Some(p) = port {
             s.port = p;
-            fresh[i] = Some(s);
-            count += 1;
+            fresh.push(s);
         }
     }
+    let ports: Vec<u32> = fresh.iter().map(|s| s.port).collect();
     crate::events_mask::without_events(|| *TABLE.lock() = fresh);
-    for s in fresh.iter().flatten() {
-        unmask(s.port);
+    for &p in &ports {
+        unmask(p);
     }
-    count
+    ports.len()
 }
 
 fn bit_word(port: u32) -> (usize, u64) {
@@ -184,7 +185,7 @@ pub fn unmask(port: u32) {
 /// Called from the upcall entry with events masked.
 pub fn handle_upcall() {
     let si = platform::shared_info();
-    let v = platform::vcpu0();
+    let v = platform::this_vcpu_info();
     if si.is_null() || v.is_null() {
         return;
     }
@@ -223,7 +224,8 @@ pub fn handle_upcall() {
 
 fn dispatch(port: u32) {
     DELIVERED.fetch_add(1, Ordering::Relaxed);
-    let handler = TABLE.lock().iter().flatten().find(|s| s.port == port).map(|s| s.handler);
+    // The handler runs after the lock is dropped: it may bind or unbind.
+    let handler = TABLE.lock().iter().find(|s| s.port == port).map(|s| s.handler.clone());
     if let Some(h) = handler {
         h(port);
     }
@@ -232,15 +234,15 @@ fn dispatch(port: u32) {
 /// Starts with an empty binding table (a simulated guest boots again in
 /// the same process; on Xen the table is empty at boot anyway).
 pub fn init() {
-    crate::events_mask::without_events(|| *TABLE.lock() = [None; MAX_BINDINGS]);
+    crate::events_mask::without_events(|| TABLE.lock().clear());
 }
 
 /// The port bound or attached under `name`.
 pub fn port_of(name: &str) -> Option<u32> {
-    crate::events_mask::without_events(|| TABLE.lock().iter().flatten().find(|s| s.name == name).map(|s| s.port))
+    crate::events_mask::without_events(|| TABLE.lock().iter().find(|s| s.name == name).map(|s| s.port))
 }
 
 /// How many ports are bound.
 pub fn count() -> usize {
-    crate::events_mask::without_events(|| TABLE.lock().iter().flatten().count())
+    crate::events_mask::without_events(|| TABLE.lock().len())
 }

@@ -1,6 +1,6 @@
 //! Masking event delivery, the PV guest's "interrupts off".
 //!
-//! Xen delivers events through the upcall only while vCPU 0's
+//! Xen delivers events through the upcall only while the vCPU's
 //! `evtchn_upcall_mask` is clear. Code that takes a lock the upcall also
 //! takes (the console, the scheduler's run queue) masks events first so the
 //! upcall can never spin on a lock its own vCPU holds.
@@ -11,7 +11,7 @@ use core::sync::atomic::{compiler_fence, Ordering};
 
 /// Masks events and returns whether they were masked already.
 pub fn mask() -> bool {
-    let v = platform::vcpu0();
+    let v = platform::this_vcpu_info();
     if v.is_null() {
         return true; // before shared_info is mapped, events are masked from entry
     }
@@ -27,7 +27,7 @@ pub fn mask() -> bool {
 
 /// Unmasks events, and has anything already pending delivered now.
 pub fn unmask() {
-    let v = platform::vcpu0();
+    let v = platform::this_vcpu_info();
     if v.is_null() {
         return;
     }

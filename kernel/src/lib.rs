@@ -26,6 +26,7 @@ pub mod grant;
 pub mod mm;
 #[cfg(target_os = "none")]
 pub mod panic;
+pub mod percpu;
 pub mod platform;
 pub mod pm;
 pub mod power;

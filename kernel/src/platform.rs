@@ -2,6 +2,7 @@
 //! machine-to-physical table, plus the kernel's view of pseudo-physical
 //! memory (pfn N lives at `Hv::direct_map_base() + N * 4096`).
 
+use crate::percpu::{self, VcpuId};
 use crate::{Hv, Hypervisor};
 use core::ptr::{addr_of_mut, null_mut};
 use core::sync::atomic::{AtomicPtr, Ordering};
@@ -67,14 +68,19 @@ pub fn shared_info() -> *mut shared_info {
     SHARED_INFO.load(Ordering::Acquire)
 }
 
-/// vCPU 0's vcpu_info inside shared_info, or null while it is not mapped.
-pub fn vcpu0() -> *mut vcpu_info {
+/// `vcpu`'s vcpu_info inside shared_info, or null while it is not mapped.
+pub fn vcpu_info(vcpu: VcpuId) -> *mut vcpu_info {
     let si = shared_info();
-    if si.is_null() {
+    if si.is_null() || vcpu as usize >= percpu::MAX_VCPUS {
         return null_mut();
     }
-    // SAFETY: shared_info is mapped; vcpu_info[0] is inside it.
-    unsafe { addr_of_mut!((*si).vcpu_info[0]) }
+    // SAFETY: shared_info is mapped and holds MAX_VCPUS vcpu_info slots.
+    unsafe { addr_of_mut!((*si).vcpu_info[vcpu as usize]) }
+}
+
+/// The running vCPU's vcpu_info, or null while shared_info is not mapped.
+pub fn this_vcpu_info() -> *mut vcpu_info {
+    vcpu_info(percpu::current())
 }
 
 /// The pfn Xen's m2p table gives for machine frame `mfn`.

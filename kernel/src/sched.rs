@@ -7,10 +7,11 @@
 //! point or when the idle loop wakes from `SCHEDOP_block`. Long-running
 //! loops (the memory self-test) call `yield_now` regularly.
 //!
-//! The boot context becomes the idle task (id 0): it runs only when no
+//! The boot context becomes vCPU 0's idle task (id 0): it runs only when no
 //! other task is runnable, arms Xen's one-shot timer for the earliest
 //! sleeper and blocks.
 
+use crate::percpu::PerVcpu;
 use crate::{events_mask, time};
 use crate::{Hv, Hypervisor};
 use alloc::boxed::Box;
@@ -52,6 +53,8 @@ struct Task {
     /// Freezable tasks park when the freezer asks; a task that is not is
     /// one the suspend path itself depends on.
     freezable: bool,
+    /// A vCPU's idle task (its boot context): never queued.
+    idle: bool,
     switches: u64,
 }
 
@@ -73,13 +76,22 @@ impl SwitchFrame {
     }
 }
 
+/// What one vCPU is doing.
+#[derive(Clone, Copy)]
+struct VcpuState {
+    /// The task running on it.
+    current: TaskId,
+    /// Its idle task: runs when nothing else is runnable, never queued.
+    idle: TaskId,
+    /// The deadline its Xen timer is armed for, to avoid re-arming it.
+    armed: Option<u64>,
+}
+
 struct Scheduler {
     tasks: Vec<Task>,
-    current: TaskId,
     run_queue: VecDeque<TaskId>,
     next_id: TaskId,
-    /// The deadline the Xen timer is armed for, to avoid re-arming it.
-    armed: Option<u64>,
+    vcpus: PerVcpu<VcpuState>,
 }
 
 /// The scheduler state. Locked only with events masked: the timer handler
@@ -145,6 +157,10 @@ fn with_sched<R>(f: impl FnOnce(&mut Scheduler) -> R) -> R {
 }
 
 impl Scheduler {
+    fn is_idle(&self, id: TaskId) -> bool {
+        self.tasks.iter().any(|t| t.id == id && t.idle)
+    }
+
     fn task(&mut self, id: TaskId) -> Option<&mut Task> {
         self.tasks.iter_mut().find(|t| t.id == id)
     }
@@ -155,7 +171,7 @@ impl Scheduler {
             State::Blocked => {
                 t.state = State::Runnable;
                 t.wake_at = None;
-                if id != 0 {
+                if !self.is_idle(id) {
                     self.run_queue.push_back(id);
                 }
             }
@@ -182,8 +198,9 @@ impl Scheduler {
 
     fn arm_timer(&mut self) {
         let want = self.earliest_deadline();
-        if want != self.armed {
-            self.armed = want;
+        let armed = &mut self.vcpus.here_mut().armed;
+        if want != *armed {
+            *armed = want;
             if let Some(d) = want {
                 let _ = Hv::set_timer(time::clock().to_system(d));
             }
@@ -207,12 +224,12 @@ pub fn init() {
                 wake_at: None,
                 wake_pending: false,
                 freezable: false,
+                idle: true,
                 switches: 0,
             }],
-            current: 0,
             run_queue: VecDeque::new(),
             next_id: 1,
-            armed: None,
+            vcpus: PerVcpu::new(VcpuState { current: 0, idle: 0, armed: None }),
         });
     });
 }
@@ -257,6 +274,7 @@ fn spawn_inner(name: &'static str, freezable: bool, f: Entry) -> TaskId {
             wake_at: None,
             wake_pending: false,
             freezable,
+            idle: false,
             switches: 0,
         });
         s.run_queue.push_back(id);
@@ -265,7 +283,7 @@ fn spawn_inner(name: &'static str, freezable: bool, f: Entry) -> TaskId {
 }
 
 pub fn current() -> TaskId {
-    with_sched(|s| s.current)
+    with_sched(|s| s.vcpus.here().current)
 }
 
 /// Switches to the next runnable task, then parks if the freezer asks.
@@ -281,14 +299,14 @@ fn switch_away() {
     let switch = {
         let mut guard = SCHED.lock();
         let s = guard.as_mut().expect("scheduler not started");
-        let cur = s.current;
+        let cur = s.vcpus.here().current;
         // Reap dead tasks other than the one we are running on.
         s.tasks.retain(|t| t.state != State::Dead || t.id == cur);
         let next = loop {
             match s.run_queue.pop_front() {
                 Some(id) if s.task(id).is_some_and(|t| t.state == State::Runnable) => break id,
                 Some(_) => continue,
-                None => break 0, // idle
+                None => break s.vcpus.here().idle,
             }
         };
         if next == cur {
@@ -300,14 +318,14 @@ fn switch_away() {
                 s.task(cur).unwrap().state = State::Runnable;
             }
             // The idle task is never queued: it runs when the queue is empty.
-            if matches!(cur_state, Some(State::Runnable | State::Running)) && cur != 0 {
+            if matches!(cur_state, Some(State::Runnable | State::Running)) && !s.is_idle(cur) {
                 s.run_queue.push_back(cur);
             }
             let n = s.task(next).unwrap();
             n.state = State::Running;
             n.switches += 1;
             let next_frame = &*n.frame as *const SwitchFrame;
-            s.current = next;
+            s.vcpus.here_mut().current = next;
             s.arm_timer();
             let cur_frame = &mut *s.task(cur).unwrap().frame;
             cur_frame.saved.store(false, Ordering::Relaxed);
@@ -347,7 +365,7 @@ pub fn yield_without_freezing() {
 /// `wake_at` deadline passes). Returns at once if a wake-up is pending.
 fn block_current(deadline: Option<u64>) {
     let blocked = with_sched(|s| {
-        let cur = s.current;
+        let cur = s.vcpus.here().current;
         let t = s.task(cur).unwrap();
         if t.wake_pending {
             t.wake_pending = false;
@@ -384,7 +402,7 @@ pub fn sleep_ms(ms: u64) {
 /// Ends the current task.
 pub fn exit() -> ! {
     with_sched(|s| {
-        let cur = s.current;
+        let cur = s.vcpus.here().current;
         s.task(cur).unwrap().state = State::Dead;
     });
     schedule();
@@ -395,7 +413,7 @@ pub fn exit() -> ! {
 /// has no timer armed, and its system time differs).
 pub fn rearm_timer() {
     with_sched(|s| {
-        s.armed = None;
+        s.vcpus.here_mut().armed = None;
         s.arm_timer();
     });
 }
@@ -404,7 +422,7 @@ pub fn rearm_timer() {
 pub fn on_timer() {
     let now = time::now_ns();
     if let Some(s) = SCHED.lock().as_mut() {
-        s.armed = None;
+        s.vcpus.here_mut().armed = None;
         s.wake_sleepers(now);
         s.arm_timer();
     }
@@ -507,7 +525,7 @@ pub fn try_to_freeze() {
         return;
     }
     let parked = with_sched(|s| {
-        let cur = s.current;
+        let cur = s.vcpus.here().current;
         let t = s.task(cur).unwrap();
         if t.freezable && FREEZING.load(Ordering::Acquire) {
             t.state = State::Frozen;

@@ -53,7 +53,7 @@ pub unsafe fn kmain(si: *mut start_info) -> cmdline::Options {
     mm::kernel_memory::init();
     sched::init();
     events::init();
-    events::bind(Binding::Virq { virq: VIRQ_TIMER, vcpu: 0 }, "timer", |_| sched::on_timer())
+    events::bind(Binding::Virq { virq: VIRQ_TIMER, vcpu: crate::percpu::current() }, "timer", |_| sched::on_timer())
         .expect("binding VIRQ_TIMER");
     if let Some(port) = console::port() {
         if let Err(e) = events::attach(port, "console", console::on_event) {

@@ -86,9 +86,9 @@ mod xen_time {
 
     pub(super) static CLOCK: MonotonicClock = MonotonicClock::new();
 
-    /// Reads vCPU 0's pvclock, retrying while Xen is updating it.
+    /// Reads this vCPU's pvclock, retrying while Xen is updating it.
     pub fn system_time_ns() -> u64 {
-        let v = platform::vcpu0();
+        let v = platform::this_vcpu_info();
         if v.is_null() {
             return 0;
         }
@@ -118,7 +118,7 @@ mod xen_time {
     /// Nanoseconds since boot (more exactly: since Xen's system time began
     /// on the first host), never decreasing.
     pub fn now_ns() -> u64 {
-        if platform::vcpu0().is_null() {
+        if platform::this_vcpu_info().is_null() {
             // shared_info is unmapped around the suspend hypercall: time
             // stands still rather than jumping.
             return CLOCK.last();

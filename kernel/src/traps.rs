@@ -54,7 +54,7 @@ pub fn init() {
 #[no_mangle]
 extern "C" fn ballast_trap_handler(frame: &TrapFrame) -> ! {
     let cr2 = {
-        let v = crate::platform::vcpu0();
+        let v = crate::platform::this_vcpu_info();
         // SAFETY: vcpu_info is mapped when non-null; Xen stores the faulting
         // address of a page fault in arch.cr2.
         if v.is_null() {

@@ -88,3 +88,51 @@ fn grant_refs_are_bounds_checked_and_end_only_when_unmapped() {
     assert_eq!(sim(|s| s.grant_entry(gref)).unwrap().0, 0);
     assert_eq!(grant::grant_access(0, page, false), Ok(gref), "an ended ref is handed out again");
 }
+
+#[test]
+fn each_event_handler_runs_with_its_own_context() {
+    use kernel::events::{self, Binding, EventError};
+    use kernel::{Hv, Hypervisor};
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+    let _g = boot(SimConfig { cmdline: "ballast.pattern=0 ballast.sleepers=0".into(), ..Default::default() });
+    let counters: Vec<Arc<AtomicU32>> = (0..2).map(|_| Arc::new(AtomicU32::new(0))).collect();
+    let ports: Vec<u32> = counters
+        .iter()
+        .map(|c| {
+            let c = c.clone();
+            events::bind(Binding::Ipi { vcpu: 0 }, "ipi", move |_| {
+                c.fetch_add(1, Ordering::Relaxed);
+            })
+            .unwrap()
+        })
+        .collect();
+    let seen = || counters.iter().map(|c| c.load(Ordering::Relaxed)).collect::<Vec<_>>();
+
+    // Xen delivers the upcall on the way back from the next hypercall.
+    sim(|s| s.raise(ports[1]));
+    Hv::yield_now();
+    assert_eq!(seen(), [0, 1]);
+    sim(|s| s.raise(ports[0]));
+    Hv::yield_now();
+    assert_eq!(seen(), [1, 1]);
+
+    events::unbind(ports[1]);
+    sim(|s| s.raise(ports[1]));
+    Hv::yield_now();
+    assert_eq!(seen(), [1, 1], "an unbound port reached its old handler");
+    assert!(!sim(|s| s.ports()).iter().any(|&(p, _)| p == ports[1]), "the port was not closed");
+
+    // The table is bounded; a refused insert closes the port it bound.
+    let mut open = sim(|s| s.ports().len());
+    loop {
+        match events::bind(Binding::Ipi { vcpu: 0 }, "filler", |_| {}) {
+            Ok(_) => open += 1,
+            Err(e) => {
+                assert_eq!(e, EventError::TableFull);
+                break;
+            }
+        }
+    }
+    assert_eq!(sim(|s| s.ports().len()), open, "the refused bind left its port open");
+}
