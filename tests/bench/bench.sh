@@ -457,35 +457,36 @@ si_fill_linux() {
     is_uint "$SI_SHMEM_MIB" && [ "$SI_SHMEM_MIB" -ge "$SI_USED_MIB" ]
 }
 
-# ballast: per load one boot with `ballast.release=0` on the command line: the save + restore with
-# the switch off first, then dom0 writes data/suspend/release = 1 (read at the next suspend,
-# same switch) and the save + restore with it on.
-si_ballast() {
-    for si_load in idle used; do
-        si_extra="ballast.release=0"
-        [ "$si_load" = used ] && si_extra="ballast.pattern=$SI_USED_MIB $si_extra"
-        if ! boot ballast "extra=\"$si_extra\""; then
-            si_missing ballast "${si_load}_off" "boot ($si_extra) not ready"
-            si_missing ballast "$si_load" "boot ($si_extra) not ready"; destroy ballast; continue
+# ballast_off_then_on KIND: per load one boot with `ballast.release=0` on the command line: the
+# KIND cycle (si: save + restore, mig: live migration) with the switch off first, then dom0 writes
+# data/suspend/release = 1 (read at the next suspend, same switch) and the cycle with it on. Uses
+# KIND_cycle GUEST KEY and KIND_missing GUEST KEY NOTE.
+ballast_off_then_on() {
+    for _bl in idle used; do
+        _bx="ballast.release=0"
+        [ "$_bl" = used ] && _bx="ballast.pattern=$SI_USED_MIB $_bx"
+        if ! boot ballast "extra=\"$_bx\""; then
+            "$1_missing" ballast "${_bl}_off" "boot ($_bx) not ready"
+            "$1_missing" ballast "$_bl" "boot ($_bx) not ready"; destroy ballast; continue
         fi
-        if [ "$si_load" = used ] && ! wait_console ballast "selftest: pattern of $SI_USED_MIB MiB written" 60 >/dev/null; then
-            si_missing ballast "${si_load}_off" "no 'pattern of $SI_USED_MIB MiB written' line"
-            si_missing ballast "$si_load" "no 'pattern of $SI_USED_MIB MiB written' line"; destroy ballast; continue
-        fi
-        sleep 1
-        if ! si_cycle ballast "${si_load}_off"; then
-            destroy ballast
-            si_missing ballast "$si_load" "the release=0 save/restore before it failed"; continue
+        if [ "$_bl" = used ] && ! wait_console ballast "selftest: pattern of $SI_USED_MIB MiB written" 60 >/dev/null; then
+            "$1_missing" ballast "${_bl}_off" "no 'pattern of $SI_USED_MIB MiB written' line"
+            "$1_missing" ballast "$_bl" "no 'pattern of $SI_USED_MIB MiB written' line"; destroy ballast; continue
         fi
         sleep 1
-        if xenstore-write "/local/domain/$(domid ballast)/data/suspend/release" 1; then
-            si_cycle ballast "$si_load"
+        if ! "$1_cycle" ballast "${_bl}_off"; then
+            "$1_missing" ballast "$_bl" "the release=0 cycle before it failed"
+        elif ! xenstore-write "/local/domain/$(domid ballast)/data/suspend/release" 1; then
+            "$1_missing" ballast "$_bl" "xenstore-write data/suspend/release failed"
         else
-            si_missing ballast "$si_load" "xenstore-write data/suspend/release failed"
+            sleep 1
+            "$1_cycle" ballast "$_bl"
         fi
         destroy ballast
     done
 }
+
+si_ballast() { ballast_off_then_on si; }
 
 si_linux() {
     if ! boot linux-guest; then
@@ -560,25 +561,7 @@ mig_cycle() {
     return 0
 }
 
-mig_ballast() {
-    for _ml in idle used; do
-        _mx="ballast.release=0"
-        [ "$_ml" = used ] && _mx="ballast.pattern=$SI_USED_MIB $_mx"
-        if ! boot ballast "extra=\"$_mx\""; then
-            mig_missing ballast "${_ml}_off" "boot ($_mx) not ready"; mig_missing ballast "$_ml" "boot ($_mx) not ready"
-            destroy ballast; continue
-        fi
-        [ "$_ml" = used ] && wait_console ballast "selftest: pattern of $SI_USED_MIB MiB written" 60 >/dev/null
-        sleep 1
-        if mig_cycle ballast "${_ml}_off" && xenstore-write "/local/domain/$(domid ballast)/data/suspend/release" 1; then
-            sleep 1
-            mig_cycle ballast "$_ml"
-        else
-            mig_missing ballast "$_ml" "the release=0 migration before it failed"
-        fi
-        destroy ballast
-    done
-}
+mig_ballast() { ballast_off_then_on mig; }
 
 mig_linux() {
     if ! boot linux-guest; then

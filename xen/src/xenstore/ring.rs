@@ -170,6 +170,17 @@ impl XenstoreRing {
         avail != 0 && avail <= RING_SIZE
     }
 
+    /// `prod - cons`, the bytes in a ring, if the other side's indexes
+    /// allow it; otherwise records `fault` (the ring is no longer used).
+    fn fill_level(&mut self, cons: u32, prod: u32, fault: RingFault) -> Option<usize> {
+        let level = prod.wrapping_sub(cons) as usize;
+        if level > RING_SIZE {
+            self.fault = Some(fault);
+            return None;
+        }
+        Some(level)
+    }
+
     /// Copies as much of `bytes` as fits into the request ring and returns
     /// how many were taken. Zero means full, or faulted (see [`Self::fault`]).
     /// The caller notifies xenstored over the event channel afterwards.
@@ -180,11 +191,7 @@ impl XenstoreRing {
         let (cons, prod) = self.request_indices();
         // Read the free space before writing into it.
         fence(Ordering::Acquire);
-        let used = prod.wrapping_sub(cons) as usize;
-        if used > RING_SIZE {
-            self.fault = Some(RingFault::Request { cons, prod });
-            return 0;
-        }
+        let Some(used) = self.fill_level(cons, prod, RingFault::Request { cons, prod }) else { return 0 };
         let n = bytes.len().min(RING_SIZE - used);
         let page = self.page;
         // SAFETY: the page is mapped (`new`); every index is reduced modulo
@@ -212,11 +219,7 @@ impl XenstoreRing {
         let (cons, prod) = self.response_indices();
         // The bytes below `prod` must be read after `prod` itself.
         fence(Ordering::Acquire);
-        let avail = prod.wrapping_sub(cons) as usize;
-        if avail > RING_SIZE {
-            self.fault = Some(RingFault::Response { cons, prod });
-            return 0;
-        }
+        let Some(avail) = self.fill_level(cons, prod, RingFault::Response { cons, prod }) else { return 0 };
         let n = avail.min(buf.len());
         let page = self.page;
         // SAFETY: the page is mapped (`new`); every index is reduced modulo
