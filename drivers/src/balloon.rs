@@ -374,7 +374,7 @@ mod task {
         if static_max > mem.max_pages() {
             // Booted with less than static-max: make room to grow into it.
             if let Err(e) = kernel::mm::kernel_memory::grow_pfn_space(static_max) {
-                log::warn!("balloon: cannot grow the pfn space to static-max: {}", e);
+                log::warn!("balloon: cannot grow the pfn space to static-max: {:?}", e);
             }
         }
         let mut balloon = Balloon::new(static_max);

@@ -103,7 +103,7 @@ pub fn init() {
 /// once xenstore is up): a longer p2m, republished frame lists, and a
 /// larger frame bitmap whose new pfns count as ballooned out until the
 /// balloon populates them. Returns the pfn space now in effect.
-pub fn grow_pfn_space(pages: u64) -> Result<u64, &'static str> {
+pub fn grow_pfn_space(pages: u64) -> Result<u64, physmap::GrowError> {
     let old = physmap::max_pfn() as u64;
     if pages <= old {
         return Ok(old);
@@ -111,7 +111,7 @@ pub fn grow_pfn_space(pages: u64) -> Result<u64, &'static str> {
     let new = physmap::grow(pages, &mut || with_frames(|f| f.alloc(0)))?;
     let words = FrameAllocator::words_needed(new);
     let mut storage = alloc::vec::Vec::new();
-    storage.try_reserve_exact(words).map_err(|_| "no memory for a larger frame bitmap")?;
+    storage.try_reserve_exact(words).map_err(|_| physmap::GrowError::OutOfMemory)?;
     storage.resize(words, 0u64);
     let storage: &'static mut [u64] = alloc::boxed::Box::leak(storage.into_boxed_slice());
     with_frames(|f| f.grow(storage, new));

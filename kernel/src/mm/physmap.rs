@@ -357,9 +357,18 @@ fn add_p2m_page(index: usize, page: u64, take_frame: &mut dyn FnMut() -> Option<
     Some(())
 }
 
+/// Why the pfn space could not grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrowError {
+    /// No free frame for a p2m page, a page table, or the frame bitmap.
+    OutOfMemory,
+    /// Xen refused to map a new p2m page.
+    MapRefused,
+}
+
 /// Grows the p2m to `new_max_pfn` entries (new entries invalid) with frames
 /// from `take_frame`, and republishes the frame lists. Returns the new size.
-pub fn grow(new_max_pfn: u64, take_frame: &mut dyn FnMut() -> Option<u64>) -> Result<u64, &'static str> {
+pub fn grow(new_max_pfn: u64, take_frame: &mut dyn FnMut() -> Option<u64>) -> Result<u64, GrowError> {
     let _g = P2M_LOCK.lock();
     let new_max_pfn = new_max_pfn.min(MAX_SUPPORTED_PFN as u64);
     let old = max_pfn() as u64;
@@ -369,8 +378,8 @@ pub fn grow(new_max_pfn: u64, take_frame: &mut dyn FnMut() -> Option<u64>) -> Re
     let have = (old * 8).div_ceil(4096) as usize;
     let want = (new_max_pfn * 8).div_ceil(4096) as usize;
     for i in have..want {
-        let page = take_frame().ok_or("no free frame for the p2m")?;
-        add_p2m_page(i, page, take_frame).ok_or("mapping a new p2m page failed")?;
+        let page = take_frame().ok_or(GrowError::OutOfMemory)?;
+        add_p2m_page(i, page, take_frame).ok_or(GrowError::MapRefused)?;
     }
     MAX_PFN.store(new_max_pfn as usize, Ordering::Release);
     publish_frame_lists();
