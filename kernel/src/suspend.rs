@@ -109,7 +109,12 @@ impl SuspendSteps for RealSteps {
                 Err(e) => e,
             };
             if attempt == FREEZE_ATTEMPTS {
-                return Err(Refusal::TaskDidNotFreeze { task: e.task, id: e.id, attempts: attempt });
+                return Err(Refusal::TaskDidNotFreeze {
+                    task: e.task,
+                    id: e.id,
+                    attempts: attempt,
+                    attempt_ms: FREEZE_TIMEOUT_NS / 1_000_000,
+                });
             }
             update(|f| f.freeze_retries += 1);
             log::warn!(

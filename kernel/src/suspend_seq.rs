@@ -19,7 +19,7 @@ use core::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
     /// A task stayed out of every safe point through all freeze attempts.
-    TaskDidNotFreeze { task: &'static str, id: TaskId, attempts: u32 },
+    TaskDidNotFreeze { task: &'static str, id: TaskId, attempts: u32, attempt_ms: u64 },
     /// A device would not quiesce.
     Device(pm::Refusal),
     /// A vCPU did not reach the rendezvous in time.
@@ -31,8 +31,8 @@ pub enum Refusal {
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         match self {
-            Refusal::TaskDidNotFreeze { task, id, attempts } => {
-                write!(f, "task {} ({}) did not freeze in {} attempts", task, id, attempts)
+            Refusal::TaskDidNotFreeze { task, id, attempts, attempt_ms } => {
+                write!(f, "task {} ({}) did not freeze in {} attempts of {} ms", task, id, attempts, attempt_ms)
             }
             Refusal::Device(r) => write!(f, "{}", r),
             Refusal::VcpuDidNotArrive { vcpu } => write!(f, "vCPU {} did not reach the rendezvous", vcpu),
