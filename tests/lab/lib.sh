@@ -18,9 +18,12 @@
 #   expect_xl NAME ARGS...         xlc + pass/fail with xl's output as evidence
 #   console_log DOM                path of DOM's console log written by xenconsoled
 #   console_mark DOM               later wait_console DOM only looks at output after this point
+#   wait_until SECS CMD...         run CMD until it succeeds (0) or SECS have passed (1): every wait below
 #   wait_console DOM REGEX SECS    wait for an ERE match on DOM's console; prints the line; 1 on timeout
 #   expect_console NAME DOM REGEX SECS   wait_console + pass (evidence: line and elapsed ms) / fail (console tail)
 #   wait_gone DOM SECS             wait until DOM is no longer in `xl list`
+#   expect_gone NAME SECS DOM...   pass if every DOM leaves `xl list` within SECS
+#   destroy_gone DNAME GNAME SECS DOM...  `xl destroy` each DOM (check DNAME, DNAME-DOM for several), then expect_gone GNAME
 #   wait_state DOM STATES SECS     wait until domstate DOM is one of the letters in STATES (e.g. "rb")
 #   domstate DOM                   state letters from `xl list` (r b p s c d), "-" if none, "gone" if absent
 #   domid DOM                      domain id, empty if absent
@@ -28,6 +31,8 @@
 #   dump_console DOM               print DOM's console log as "[guest DOM] ..." lines
 #   tail_console DOM SECS          stream DOM's console live for SECS seconds
 #   log TEXT...                    "@@LAB <scenario>: TEXT" line
+#   xs_read DOM PATH               DOM's xenstore value PATH (DOM: name or domid); the error message on failure
+#   pattern_ok NAME DOM [SECS]     DOM's memory pattern is intact (fresh verification, no damage, counter 0)
 # At exit every guest console log is dumped (once), so run.py's output carries the evidence.
 
 SCENARIO=${SCENARIO:-$(basename "$0" .sh)}
@@ -72,6 +77,17 @@ expect_xl() {
 }
 
 now_ms() { awk '{ printf "%d\n", $1 * 1000 }' /proc/uptime; }
+# wait_until SECS CMD...: run CMD (in this shell, so it can leave what it saw in variables) every
+# 0.2 s until it succeeds (returns 0) or SECS have passed (returns 1). CMD runs at least once, and
+# once more at or after the deadline. The one deadline loop: not to be nested.
+wait_until() {
+    _wu_end=$(( $(now_ms) + $1 * 1000 )); shift
+    while :; do
+        "$@" && return 0
+        [ "$(now_ms)" -ge "$_wu_end" ] && return 1
+        sleep 0.2
+    done
+}
 
 domid() { xl domid "$1" 2>/dev/null; }
 domstate() {
@@ -80,22 +96,33 @@ domstate() {
     _l=$(echo "$_l" | tr -d -- '-')
     echo "${_l:--}"
 }
-wait_gone() { # DOM SECS
-    _end=$(( $(now_ms) + $2 * 1000 ))
-    while xl domid "$1" >/dev/null 2>&1; do
-        [ "$(now_ms)" -ge "$_end" ] && return 1
-        sleep 0.2
+_absent() { ! xl domid "$1" >/dev/null 2>&1; }
+wait_gone() { wait_until "$2" _absent "$1"; } # DOM SECS
+# expect_gone NAME SECS DOM...: every DOM has left `xl list` within SECS (each waited for in turn)
+expect_gone() {
+    _gn=$1 _gs=$2; shift 2
+    for _gd in "$@"; do
+        wait_gone "$_gd" "$_gs" || { fail "$_gn" "$_gd still listed after $_gs s: $(xl list 2>&1 | tr '\n' ' ')"; return 1; }
     done
-    return 0
+    pass "$_gn" "$* absent from xl list"
+}
+# destroy_gone DNAME GNAME SECS DOM...: `xl destroy` each DOM as check DNAME (DNAME-DOM when several
+# DOMs are given), then check GNAME: all of them have left `xl list` within SECS
+destroy_gone() {
+    _dn=$1 _dg=$2 _dsecs=$3; shift 3
+    for _dd in "$@"; do
+        if [ $# -gt 1 ]; then expect_xl "$_dn-$_dd" destroy "$_dd"; else expect_xl "$_dn" destroy "$_dd"; fi
+    done
+    expect_gone "$_dg" "$_dsecs" "$@"
+}
+_state_in() { # DOM STATES: domstate DOM (left in _s) is one of STATES
+    _s=$(domstate "$1")
+    case $_s in gone | -) return 1 ;; *["$2"]*) return 0 ;; esac
+    return 1
 }
 wait_state() { # DOM STATES SECS; prints the state reached
-    _end=$(( $(now_ms) + $3 * 1000 ))
-    while :; do
-        _s=$(domstate "$1")
-        case $_s in gone | -) ;; *) case "$_s" in *["$2"]*) echo "$_s"; return 0 ;; esac ;; esac
-        if [ "$(now_ms)" -ge "$_end" ]; then echo "$_s"; return 1; fi
-        sleep 0.2
-    done
+    if wait_until "$3" _state_in "$1" "$2"; then echo "$_s"; return 0; fi
+    echo "$_s"; return 1
 }
 
 # A domain that migrated writes to the log of the name it was created with on the receiving
@@ -114,14 +141,10 @@ _console_since_mark() {
     _m=0; [ -f "$LAB_TMP/marks/$1" ] && _m=$(cat "$LAB_TMP/marks/$1")
     tail -c +$((_m + 1)) "$_f" | tr -d '\r'
 }
+_console_has() { _line=$(_console_since_mark "$1" | grep -E -m1 -e "$2"); [ -n "$_line" ]; } # DOM REGEX
 wait_console() { # DOM REGEX SECS
-    _end=$(( $(now_ms) + $3 * 1000 ))
-    while :; do
-        _line=$(_console_since_mark "$1" | grep -E -m1 -e "$2")
-        if [ -n "$_line" ]; then printf '%s\n' "$_line"; return 0; fi
-        [ "$(now_ms)" -ge "$_end" ] && return 1
-        sleep 0.2
-    done
+    wait_until "$3" _console_has "$1" "$2" || return 1
+    printf '%s\n' "$_line"
 }
 expect_console() { # NAME DOM REGEX SECS
     _t0=$(now_ms)
@@ -158,34 +181,19 @@ trap _lab_exit EXIT
 trap "exit 143" TERM INT
 
 # ---- helpers for memory and image scenarios ----------------------------------
-xs_of() { xenstore-read "/local/domain/$(domid "$1")/$2" 2>/dev/null; }   # DOM PATH
 xl_mem_of() { xl list "$1" 2>/dev/null | awk -v d="$1" '$1 == d { print $3 }'; }  # DOM -> MiB
 file_size() { stat -c %s "$1" 2>/dev/null || wc -c <"$1" | tr -d ' '; }
-wait_mem() { # DOM MIB SECS: until `xl list` shows MIB within the 1 MiB slack
-    _end=$(( $(now_ms) + $3 * 1000 ))
-    while :; do
-        _m=$(xl_mem_of "$1")
-        if [ -n "$_m" ]; then _d=$(( _m - $2 )); [ $_d -lt 0 ] && _d=$(( -_d )); [ $_d -le 1 ] && return 0; fi
-        [ "$(now_ms)" -ge "$_end" ] && return 1
-        sleep 0.2
-    done
+_mem_near() { # DOM MIB: `xl list` shows MIB within the 1 MiB slack
+    _m=$(xl_mem_of "$1")
+    [ -n "$_m" ] || return 1
+    _md=$(( _m - $2 )); [ $_md -lt 0 ] && _md=$(( -_md ))
+    [ $_md -le 1 ]
 }
+wait_mem() { wait_until "$3" _mem_near "$1" "$2"; } # DOM MIB SECS
 expect_mem() { # NAME DOM MIB SECS
     if wait_mem "$2" "$3" "$4"; then pass "$1" "xl list: $2 has $(xl_mem_of "$2") MiB (want $3 within 1)"
     else fail "$1" "xl list: $2 has $(xl_mem_of "$2") MiB after $4 s, want $3"; fi
 }
-# A ballast domain's pattern is intact: a fresh verification line since the
-# last mark, no damage reported anywhere in its log, and the counter at 0.
-expect_pattern_ok() { # NAME DOM [SECS]
-    if ! _l=$(wait_console "$2" 'selftest: pattern [0-9]+ MiB verified, pass [0-9]+, errors 0' "${3:-15}"); then
-        _l="(no new verification line within ${3:-15} s)"
-    fi
-    _bad=$(tr -d '\r' <"$(console_log "$2")" | grep -E -m1 'PATTERN ERROR|MISMATCH|panicked')
-    _errs=$(xs_of "$2" data/selftest/pattern_errors)
-    if [ -z "$_bad" ] && [ "$_errs" = 0 ]; then pass "$1" "pattern_errors=0, passes=$(xs_of "$2" data/selftest/pattern_passes); $_l"
-    else fail "$1" "pattern_errors=$_errs; ${_bad:-$_l}"; fi
-}
-
 # ---- helpers for suspend scenarios --------------------------------------------
 # A scenario sets OURS (domains it may create) and IMAGES (files to delete)
 # and installs `trap _scenario_exit EXIT`: whatever happens, nothing is left.
@@ -215,25 +223,22 @@ _scenario_exit() {
     _lab_exit
 }
 is_uint() { case $1 in '' | *[!0-9]*) return 1 ;; esac; return 0; }
-xs_read() { xenstore-read "/local/domain/$1/$2" 2>&1; }       # DOMID PATH
-xs_write() { xenstore-write "/local/domain/$1/$2" "$3" 2>&1; } # DOMID PATH VALUE
-xs_wait_uint() { # DOMID PATH SECS: prints the number (or the last read)
-    _end=$(( $(now_ms) + $3 * 1000 ))
-    while :; do
-        _v=$(xs_read "$1" "$2")
-        is_uint "$_v" && { echo "$_v"; return 0; }
-        [ "$(now_ms)" -ge "$_end" ] && { echo "$_v"; return 1; }
-        sleep 0.3
-    done
+# DOM below is a domain name or a domid (a name is looked up at each call: after a migration or a
+# restore it finds the new domain; a domid stays with the domain it was taken from).
+_xs_dir() { if is_uint "$1"; then echo "/local/domain/$1"; else echo "/local/domain/$(domid "$1")"; fi; }
+# xs_read DOM PATH: the one xenstore reader; prints the value, or xenstore-read's message and its
+# status on failure
+xs_read() { xenstore-read "$(_xs_dir "$1")/$2" 2>&1; }
+xs_write() { xenstore-write "$(_xs_dir "$1")/$2" "$3" 2>&1; } # DOM PATH VALUE
+_xs_is_uint() { _v=$(xs_read "$1" "$2"); is_uint "$_v"; }        # DOM PATH (last read in _v)
+_xs_is() { _v=$(xs_read "$1" "$2"); [ "$_v" = "$3" ]; }          # DOM PATH VALUE (last read in _v)
+xs_wait_uint() { # DOM PATH SECS: prints the number (or the last read)
+    if wait_until "$3" _xs_is_uint "$1" "$2"; then echo "$_v"; return 0; fi
+    echo "$_v"; return 1
 }
-xs_wait_eq() { # DOMID PATH VALUE SECS: wait until PATH reads VALUE; prints the last read
-    _end=$(( $(now_ms) + $4 * 1000 ))
-    while :; do
-        _v=$(xs_read "$1" "$2")
-        [ "$_v" = "$3" ] && { echo "$_v"; return 0; }
-        [ "$(now_ms)" -ge "$_end" ] && { echo "$_v"; return 1; }
-        sleep 0.3
-    done
+xs_wait_eq() { # DOM PATH VALUE SECS: wait until PATH reads VALUE; prints the last read
+    if wait_until "$4" _xs_is "$1" "$2" "$3"; then echo "$_v"; return 0; fi
+    echo "$_v"; return 1
 }
 console_text() { tr -d '\r' <"$(console_log "$1")" 2>/dev/null; }
 # done_figures: "Resumed total=..us frozen=..us before=..us after=..us" from a `suspend: done` line
@@ -253,14 +258,33 @@ uptime_grows() {
 }
 # all_console_text DOM: every console log DOM wrote, before and after migrations
 all_console_text() { cat "$CONSOLE_DIR/guest-$1.log" "$CONSOLE_DIR/guest-$1--"*.log 2>/dev/null | tr -d '\r'; }
+# damage_lines DOM: PATTERN ERROR / MISMATCH / panic / self-test error lines in DOM's console logs
+damage_lines() { all_console_text "$1" | grep -E 'PATTERN ERROR|MISMATCH|panicked|ERROR.*selftest'; }
 # no_damage NAME DOM: no PATTERN ERROR / MISMATCH / panic anywhere in DOM's console logs
 no_damage() {
-    _bad=$(all_console_text "$2" | grep -E -m3 'PATTERN ERROR|MISMATCH|panicked|ERROR.*selftest')
+    _bad=$(damage_lines "$2" | head -n 3)
     if [ -n "$_bad" ]; then fail "$1" "$2 console: $_bad"
     else pass "$1" "$2 console ($(all_console_text "$2" | wc -l) lines) has no PATTERN ERROR, MISMATCH or panic"; fi
 }
-# pattern_ok NAME DOM SECS: a fresh pattern pass with errors 0 after the current mark
-pattern_ok() { expect_console "$1" "$2" 'selftest: pattern [0-9]+ MiB verified, pass [0-9]+, errors 0' "$3"; }
+# pattern_ok NAME DOM [SECS]: the one check that DOM's self-test memory pattern is intact: a fresh
+# "selftest: pattern ... verified, ..., errors 0" line since DOM's mark (within SECS, default 15),
+# no damage line (damage_lines) in DOM's console logs, and data/selftest/pattern_errors reading 0
+PATTERN_OK_RE='selftest: pattern [0-9]+ MiB verified, pass [0-9]+, errors 0'
+pattern_ok() {
+    _pt0=$(now_ms)
+    if _pl=$(wait_console "$2" "$PATTERN_OK_RE" "${3:-15}"); then
+        _pl="$_pl (after $(( $(now_ms) - _pt0 )) ms)"; _pfresh=yes
+    else
+        _pl="no console line matching /$PATTERN_OK_RE/ from $2 within ${3:-15} s; console tail: $(_console_since_mark "$2" | tail -n 5 | _oneline)"
+        _pfresh=no
+    fi
+    _pbad=$(damage_lines "$2" | head -n 1)
+    _perrs=$(xs_wait_eq "$2" data/selftest/pattern_errors 0 5)
+    if [ $_pfresh = yes ] && [ -z "$_pbad" ] && [ "$_perrs" = 0 ]; then
+        pass "$1" "$_pl; pattern_errors=0, passes=$(xs_read "$2" data/selftest/pattern_passes)"; return 0
+    fi
+    fail "$1" "${_pbad:+$_pbad; }pattern_errors='$_perrs'; $_pl"; return 1
+}
 # running NAME DOM: DOM listed as r or b
 running() {
     if _st=$(wait_state "$2" rb 5); then pass "$1" "xl list: $2 (domid $(domid "$2")) state $_st"
@@ -322,7 +346,7 @@ expect_migrated() {
 # xl_kb_matches NAME DOM: what Xen holds for DOM (xl list) is what the guest accounts for
 # (data/balloon/current_kb), within 1 MiB
 xl_kb_matches() {
-    _g=$(xs_of "$2" data/balloon/current_kb); _x=$(xl_mem_of "$2")
+    _g=$(xs_read "$2" data/balloon/current_kb); _x=$(xl_mem_of "$2")
     if is_uint "$_g" && is_uint "$_x"; then
         _d=$(( _x - _g / 1024 )); [ $_d -lt 0 ] && _d=$(( -_d ))
         if [ $_d -le 1 ]; then pass "$1" "xl list $_x MiB, guest accounts for $_g KiB"; return 0; fi

@@ -8,7 +8,7 @@
 # timeout: 130
 . /lab/lib.sh
 
-# ---- local helpers (xs_read/xs_write/xs_wait_uint come from lib.sh and take $DOMID first)
+# ---- local helpers (xs_read/xs_write/xs_wait_uint come from lib.sh and take a domain name or domid first)
 OURS=ballast       # destroyed at exit by lib.sh's _scenario_exit
 IMAGES=
 trap _scenario_exit EXIT

@@ -21,10 +21,10 @@ rm -f /tmp/bs.img
 expect_console resumed ballast 'suspend: done: Resumed' 30
 sleep 3
 expect_mem still-64 ballast 64 10
-cur=$(xs_of ballast data/balloon/current_kb)
+cur=$(xs_read ballast data/balloon/current_kb)
 if [ "$cur" = 65536 ]; then pass balloon-kept "data/balloon/current_kb=$cur after restore"
 else fail balloon-kept "data/balloon/current_kb=$cur, want 65536"; fi
-expect_pattern_ok pattern-64 ballast
+pattern_ok pattern-64 ballast
 
 # A target written while a checkpoint is in progress: the newest value wins.
 console_mark ballast
@@ -39,4 +39,4 @@ expect_mem newest-target ballast 128 60
 
 xlc mem-set ballast 256m
 expect_mem deflated ballast 256 60
-expect_pattern_ok pattern-256 ballast
+pattern_ok pattern-256 ballast

@@ -16,9 +16,4 @@ if st=$(wait_state ballast rb 10); then
 else
     fail listed "ballast state '$st', expected r or b; $(xl list 2>&1)"
 fi
-expect_xl destroy destroy ballast
-if wait_gone ballast 10; then
-    pass gone "ballast absent from xl list"
-else
-    fail gone "still listed: $(xl list 2>&1)"
-fi
+destroy_gone destroy gone 10 ballast

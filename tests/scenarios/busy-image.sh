@@ -23,4 +23,4 @@ rm -f /tmp/busy.img
 log "figures: busy image $size bytes, xl restore $XL_MS ms"
 expect_console resumed ballast 'suspend: done: Resumed' 30
 expect_mem back-to-target ballast 256 30
-expect_pattern_ok pattern ballast 60
+pattern_ok pattern ballast 60

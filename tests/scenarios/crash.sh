@@ -12,9 +12,4 @@ if st=$(wait_state ballast c 15); then
 else
     fail crashed "ballast state '$st', expected c; $(xl list 2>&1)"
 fi
-expect_xl destroy destroy ballast
-if wait_gone ballast 10; then
-    pass gone "ballast absent from xl list"
-else
-    fail gone "still listed: $(xl list 2>&1)"
-fi
+destroy_gone destroy gone 10 ballast

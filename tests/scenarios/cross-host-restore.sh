@@ -63,6 +63,4 @@ xenstore-write "/local/domain/$ID/data/echo" "$val"
 expect_console echo-after ballast "echo: $val\$" 10
 no_damage no-damage ballast
 
-expect_xl destroy destroy ballast
-if wait_gone ballast 15; then pass gone "ballast absent from xl list"
-else fail gone "still listed: $(xl list 2>&1 | tr '\n' ' ')"; fi
+destroy_gone destroy gone 15 ballast

@@ -62,8 +62,7 @@ else
 fi
 sync
 expect_console pinned ballast 'suspend: pinned 1 of 1 address spaces' 5
-if wait_gone ballast 10; then pass saved-gone "ballast no longer listed after the save"
-else fail saved-gone "still listed: $(xl list 2>&1 | tr '\n' ' ')"; fi
+expect_gone saved-gone 10 ballast
 hdr=$(dd if=$DISK bs=64 count=1 2>/dev/null | head -c 32 | tr -d '\000\n\r')
 case $hdr in
 "Xen saved domain"*) pass stream-on-disk "start of $DISK: $hdr" ;;

@@ -101,6 +101,4 @@ done
 if [ -z "$lost" ]; then pass echoes "all $(echo $echoes | wc -w) echo values are on the console"
 else fail echoes "echo values missing from the console:$lost"; fi
 
-expect_xl destroy destroy ballast
-if wait_gone ballast 15; then pass gone "ballast absent from xl list"
-else fail gone "still listed: $(xl list 2>&1 | tr '\n' ' ')"; fi
+destroy_gone destroy gone 15 ballast

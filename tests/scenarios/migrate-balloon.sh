@@ -13,7 +13,7 @@ trap _scenario_exit EXIT
 xl dmesg -c >/dev/null 2>&1
 
 # target_mib DOM: the domain's memory/target in MiB
-target_mib() { _t=$(xs_of "$1" memory/target); is_uint "$_t" && echo $(( _t / 1024 )); }
+target_mib() { _t=$(xs_read "$1" memory/target); is_uint "$_t" && echo $(( _t / 1024 )); }
 # after_migration N: the checks every migration here ends with
 after_migration() {
     expect_migrated "resumed-$1" ballast "$2" || exit 1
@@ -21,7 +21,7 @@ after_migration() {
     pattern_ok "pattern-$1" ballast 40
     t=$(target_mib ballast)
     if is_uint "$t"; then expect_mem "at-target-$1" ballast "$t" 20
-    else fail "at-target-$1" "memory/target unreadable: '$(xs_of ballast memory/target)'"; fi
+    else fail "at-target-$1" "memory/target unreadable: '$(xs_read ballast memory/target)'"; fi
     xl_kb_matches "accounted-$1" ballast
 }
 

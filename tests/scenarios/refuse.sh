@@ -48,7 +48,7 @@ if timed_xl 120 save ballast "$IMG"; then
 else
     fail next-save "xl save rc=$_xrc after $XL_MS ms: $XL_OUT"; exit 1
 fi
-wait_gone ballast 10 || fail saved-gone "still listed after xl save: $(xl list 2>&1 | tr '\n' ' ')"
+expect_gone saved-gone 10 ballast
 console_mark ballast
 if timed_xl 120 restore "$IMG"; then
     pass next-restore "xl restore in $XL_MS ms"
@@ -73,9 +73,7 @@ v=$(xs_read "$ID2" data/suspend/refused)
     fail refused-still-1 "data/suspend/refused '$v' after the restore, expected 1"
 no_damage no-damage ballast
 
-expect_xl destroy destroy ballast
-if wait_gone ballast 15; then pass gone "ballast absent from xl list"
-else fail gone "still listed: $(xl list 2>&1 | tr '\n' ' ')"; fi
+destroy_gone destroy gone 15 ballast
 
 # ---- a laggard: one freeze attempt times out, the next succeeds, the migration goes through
 console_mark ballast

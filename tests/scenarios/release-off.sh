@@ -22,7 +22,7 @@ rm -f /tmp/off.img
 log "figures: full image $size bytes, xl restore $XL_MS ms"
 expect_console resumed ballast 'suspend: done: Resumed' 30
 expect_mem at-target ballast 256 30
-expect_pattern_ok pattern ballast
+pattern_ok pattern ballast
 
 # Now on through xenstore, for the running guest.
 xenstore-write "/local/domain/$(domid ballast)/data/suspend/release" 1
@@ -33,4 +33,4 @@ rm -f /tmp/off.img
 if [ "$size" -le $(( 32 * 1024 * 1024 )) ]; then pass switched-on "data/suspend/release=1: checkpoint image $size bytes"
 else fail switched-on "data/suspend/release=1 but image $size bytes"; fi
 expect_console cancelled ballast 'suspend: done: Cancelled' 30
-expect_pattern_ok pattern-after ballast
+pattern_ok pattern-after ballast

@@ -7,7 +7,7 @@
 # timeout: 170
 . /lab/lib.sh
 
-# ---- local helpers (xs_read/xs_write/xs_wait_uint come from lib.sh and take $DOMID first)
+# ---- local helpers (xs_read/xs_write/xs_wait_uint come from lib.sh and take a domain name or domid first)
 OURS=ballast       # destroyed at exit by lib.sh's _scenario_exit
 IMAGES=
 trap _scenario_exit EXIT
@@ -60,14 +60,8 @@ expect_console reboot-requested ballast 'control: reboot requested' 15
 expect_console reboot-stopped ballast 'power: Reboot: [0-9]+ tasks stopped in [0-9]+ ms, shutting down' 10
 expect_console reboot-banner ballast 'ballast [0-9.]+ on Xen' 60
 # xl's monitor restarts the domain under a new id; wait for it to be listed again.
-id3=
-_end=$(( $(now_ms) + 30000 ))
-while [ "$(now_ms)" -lt "$_end" ]; do
-    id3=$(domid ballast)
-    [ -n "$id3" ] && [ "$id3" != "$id2" ] && break
-    sleep 0.3
-done
-if [ -n "$id3" ] && [ "$id3" != "$id2" ]; then
+relisted() { id3=$(domid ballast); [ -n "$id3" ] && [ "$id3" != "$id2" ]; }
+if wait_until 30 relisted; then
     pass reboot-new-domid "ballast relisted as domid $id3 (was $id2) $(( $(now_ms) - t0 )) ms after xl reboot"
 else
     fail reboot-new-domid "after xl reboot: domid '$id3' (before: $id2); $(xl list 2>&1 | tr '\n' ' ')"

@@ -31,12 +31,12 @@ expect_console repopulated ballast 'suspend: repopulated ([0-9]+) of \1 pages' 5
 expect_mem back-to-target ballast 256 30
 log "figures: xl restore $restore_ms ms, restore-to-target $(( restore_ms + $(now_ms) - t0 )) ms"
 sleep 2
-rel=$(xs_of ballast data/suspend/last_released_pages)
-rep=$(xs_of ballast data/suspend/last_repopulated_pages)
-if [ -n "$rel" ] && [ "$rel" -gt 32768 ] && [ "$rel" = "$rep" ]; then
-    pass published "data/suspend: released $rel pages in $(xs_of ballast data/suspend/last_release_us) us, repopulated $rep in $(xs_of ballast data/suspend/last_repopulate_us) us"
+rel=$(xs_read ballast data/suspend/last_released_pages)
+rep=$(xs_read ballast data/suspend/last_repopulated_pages)
+if is_uint "$rel" && [ "$rel" -gt 32768 ] && [ "$rel" = "$rep" ]; then
+    pass published "data/suspend: released $rel pages in $(xs_read ballast data/suspend/last_release_us) us, repopulated $rep in $(xs_read ballast data/suspend/last_repopulate_us) us"
 else fail published "released=$rel repopulated=$rep"; fi
-expect_pattern_ok pattern ballast
+pattern_ok pattern ballast
 expect_console grant-table ballast 'grant: table set up again \([0-9]+ frame\(s\), max [0-9]+\), [0-9]+ grants rewritten' 5
 expect_console grant-entry ballast 'grant: ref [0-9]+ verified: pfn 0x[0-9a-f]+ at frame' 10
 expect_console aspace ballast 'aspace: space [0-9]+: [0-9]+ pages verified' 20

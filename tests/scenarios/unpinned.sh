@@ -33,7 +33,7 @@ else
     fail save "xl save rc=$_xrc after $XL_MS ms: $XL_OUT"; exit 1
 fi
 expect_console pinned-1-of-1 ballast 'suspend: pinned 1 of 1 address spaces' 5
-wait_gone ballast 10 || fail saved-gone "still listed after xl save: $(xl list 2>&1 | tr '\n' ' ')"
+expect_gone saved-gone 10 ballast
 
 console_mark ballast
 if timed_xl 120 restore "$IMG"; then
@@ -64,6 +64,4 @@ fi
 no_damage no-mismatch ballast
 running running ballast
 
-expect_xl destroy destroy ballast
-if wait_gone ballast 15; then pass gone "ballast absent from xl list"
-else fail gone "still listed: $(xl list 2>&1 | tr '\n' ' ')"; fi
+destroy_gone destroy gone 15 ballast

@@ -6,7 +6,7 @@
 # timeout: 90
 . /lab/lib.sh
 
-# ---- local helpers (xs_read/xs_write/xs_wait_uint come from lib.sh and take $DOMID first)
+# (xs_read/xs_write/xs_wait_uint come from lib.sh and take a domain name or domid first)
 OURS=ballast       # destroyed at exit by lib.sh's _scenario_exit
 IMAGES=
 trap _scenario_exit EXIT
@@ -16,17 +16,7 @@ DOMID=$(domid ballast)
 expect_console ready ballast 'control: watching control/shutdown' 30 || exit 1
 
 # ---- data/uptime grows
-if u1=$(xs_wait_uint "$DOMID" data/uptime 10); then
-    sleep 3
-    u2=$(xs_wait_uint "$DOMID" data/uptime 5)
-    if is_uint "$u2" && [ "$u2" -gt "$u1" ]; then
-        pass uptime-grows "data/uptime $u1 -> $u2 over a 3 s dom0 sleep"
-    else
-        fail uptime-grows "data/uptime $u1 then '$u2' 3 s later"
-    fi
-else
-    fail uptime-grows "no number in /local/domain/$DOMID/data/uptime within 10 s: '$u1'"
-fi
+uptime_grows uptime-grows "$DOMID"
 
 # ---- data/free_kb: positive, below the 256 MiB the domain has
 f=$(xs_read "$DOMID" data/free_kb)
@@ -62,9 +52,4 @@ else
 fi
 
 # ---- clean up
-expect_xl destroy destroy ballast
-if wait_gone ballast 15; then
-    pass gone "ballast absent from xl list"
-else
-    fail gone "still listed: $(xl list 2>&1 | tr '\n' ' ')"
-fi
+destroy_gone destroy gone 15 ballast
