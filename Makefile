@@ -1,5 +1,5 @@
 # ballast: build the kernel, prepare the Xen lab, run lab scenarios.
-#   make            build build/ballast and build/ballast.cfg
+#   make            build build/ballast, build/ballast.cfg and build/memtime (dom0 tool)
 #   make lab        prepare .lab/ (Debian Xen 4.17 + Linux dom0 images; cached)
 #   make run        boot ballast in the lab and show its console for ~30 s
 #   make test       host unit tests, lints, then every lab scenario (tests/lab/suite.sh groups them into boots)
@@ -17,9 +17,9 @@ RUNFLAGS ?=
 RUN := $(PYTHON) tests/lab/run.py $(RUNFLAGS)
 DEPS_STAMP := build/.deps-ok
 
-.PHONY: all kernel lab run test unit lint scenario clean distclean deps
+.PHONY: all kernel lab run test unit lint scenario clean distclean deps build/memtime
 
-all: build/ballast build/ballast.cfg
+all: build/ballast build/ballast.cfg build/memtime
 
 deps: $(DEPS_STAMP)
 $(DEPS_STAMP): tests/lab/deps.sh
@@ -33,6 +33,14 @@ kernel: $(DEPS_STAMP)
 build/ballast: kernel
 	@mkdir -p build
 	@cp -p $(KERNEL) $@.tmp && mv $@.tmp $@
+	@echo "built $@ ($$(stat -c %s $@) bytes)"
+
+# memtime: the dom0 tool that times a mem-set (host target; loads the Xen libraries at run time).
+# Phony for the same reason as kernel: Cargo decides whether anything changed.
+build/memtime: $(DEPS_STAMP)
+	$(CARGO) build --release -p ballast-memtime
+	@mkdir -p build
+	@cp -p target/release/memtime $@.tmp && strip --strip-debug $@.tmp && mv $@.tmp $@
 	@echo "built $@ ($$(stat -c %s $@) bytes)"
 
 build/ballast.cfg: Makefile

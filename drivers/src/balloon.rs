@@ -398,6 +398,9 @@ mod task {
                 seen = generation;
                 balloon.set_target(TARGET_PAGES.load(Ordering::Acquire));
             }
+            // Memory released at a suspend comes back first: the balloon
+            // then starts from where the guest really is.
+            kernel::restock::wait_done();
             match balloon.step(&mut mem, now_ms()) {
                 Step::Idle => TARGET_WAIT.wait_until(|| newer(seen)),
                 Step::Continue => sched::yield_now(),

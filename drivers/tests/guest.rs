@@ -39,7 +39,8 @@ fn store(path: &str) -> Option<String> {
 }
 
 /// Asks for a suspend as libxl does and runs until the guest is done with
-/// it (the figures move); returns them.
+/// it (the figures move) and has taken back in the background the memory
+/// it released; returns the figures.
 fn request_suspend(plan: Option<SuspendPlan>) -> Figures {
     let before = suspend::figures();
     if let Some(p) = plan {
@@ -51,6 +52,7 @@ fn request_suspend(plan: Option<SuspendPlan>) -> Figures {
         f.suspends + f.refused > before.suspends + before.refused
     });
     assert_eq!(store("control/shutdown").as_deref(), Some(""), "the request was not acknowledged");
+    run_until("the released memory to come back", 60_000, || !kernel::restock::pending());
     suspend::figures()
 }
 

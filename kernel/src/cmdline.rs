@@ -23,6 +23,10 @@ pub struct Options {
     /// freeze attempts time out (0: none; 5, a suspend's attempts, gets one
     /// suspend refused; fewer make a laggard the suspend waits out).
     pub stubborn_attempts: u64,
+    /// `ballast.hvlimit=1`: once booted, measure the hypervisor's cost of
+    /// releasing and repopulating the free memory next to ballast's own
+    /// (`mm::limit_probe`), for the bench.
+    pub limit_probe: bool,
 }
 
 impl Default for Options {
@@ -35,6 +39,7 @@ impl Default for Options {
             aspace_pages: 64,
             release_at_suspend: true,
             stubborn_attempts: 0,
+            limit_probe: false,
         }
     }
 }
@@ -51,6 +56,7 @@ impl Options {
                 "ballast.panic" => opts.panic_on_boot = flag(value),
                 "ballast.stubborn" => number(key, value, &mut opts.stubborn_attempts),
                 "ballast.release" => opts.release_at_suspend = flag(value),
+                "ballast.hvlimit" => opts.limit_probe = flag(value),
                 "ballast.pattern" => number(key, value, &mut opts.pattern_mib),
                 "ballast.aspace" => number(key, value, &mut opts.aspace_pages),
                 "ballast.dirty" => number(key, value, &mut opts.dirty_mib),

@@ -31,6 +31,7 @@ pub mod platform;
 pub mod pm;
 pub mod power;
 pub mod report;
+pub mod restock;
 pub mod sched;
 pub mod selftest;
 pub mod start;

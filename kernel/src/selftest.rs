@@ -283,6 +283,17 @@ pub fn spawn_aspace(pages: u64) {
 /// than a suspend's attempts it is a laggard the suspend waits out; with
 /// as many, it gets one suspend refused. The `refuse` lab scenario checks
 /// both: nothing lost, and the next suspend works.
+/// `ballast.hvlimit=1`: the hypervisor-limit probe, once, a second after
+/// boot so that the self-tests have taken their memory.
+pub fn spawn_limit_probe() {
+    sched::spawn("limit-probe", || {
+        sched::sleep_ms(1000);
+        if crate::mm::limit_probe::run().is_none() {
+            log::warn!("limit: probe incomplete");
+        }
+    });
+}
+
 pub fn spawn_stubborn(attempts: u64) {
     sched::spawn("stubborn", move || {
         log::info!("stubborn: running outside any safe point until {} freeze attempts time out", attempts);

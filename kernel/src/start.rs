@@ -61,6 +61,7 @@ pub unsafe fn kmain(si: *mut start_info) -> cmdline::Options {
         }
     }
     crate::grant::init();
+    crate::restock::spawn();
     let (secs, _) = time::wall_clock();
     log::info!("time: wall clock {} s since the epoch", secs);
     selftest::spawn_pattern(opts.pattern_mib);
@@ -68,6 +69,9 @@ pub unsafe fn kmain(si: *mut start_info) -> cmdline::Options {
     selftest::spawn_grant_check();
     selftest::spawn_sleepers(opts.sleepers);
     selftest::spawn_aspace(opts.aspace_pages);
+    if opts.limit_probe {
+        selftest::spawn_limit_probe();
+    }
     if opts.stubborn_attempts > 0 {
         selftest::spawn_stubborn(opts.stubborn_attempts);
     }

@@ -7,9 +7,9 @@
 //! new) and 1 when the suspend was cancelled and the old domain goes on.
 
 use crate::mm::suspend_release::{self, Released};
-use crate::mm::{aspace, physmap, reservation};
+use crate::mm::{aspace, physmap};
 use crate::suspend_seq::{self, SuspendSteps};
-use crate::{console, events, events_mask, platform, pm, sched, time};
+use crate::{console, events, events_mask, platform, pm, restock, sched, time};
 use crate::{Hv, Hypervisor};
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -42,8 +42,12 @@ pub struct Figures {
     pub last: Timings,
     pub last_released_pages: u64,
     pub last_release_us: u64,
+    /// Taken back in the background after the last suspend (`restock`):
+    /// pages from Xen, and the time from the hypercall's return until the
+    /// guest had its memory again.
     pub last_repopulated_pages: u64,
     pub last_repopulate_us: u64,
+    /// Of those, pages that came back populated and were adopted.
     pub last_adopted_pages: u64,
 }
 
@@ -69,6 +73,15 @@ pub fn figures() -> Figures {
 
 fn update(f: impl FnOnce(&mut Figures)) {
     f(&mut FIGURES.lock());
+}
+
+/// The background restock's account of the last suspend.
+pub fn record_restock(adopted: u64, repopulated: u64, us: u64) {
+    update(|f| {
+        f.last_adopted_pages = adopted;
+        f.last_repopulated_pages = repopulated;
+        f.last_repopulate_us = us;
+    });
 }
 
 /// Starts from no suspends, with release at suspend as the command line
@@ -177,19 +190,9 @@ impl SuspendSteps for RealSteps {
         Some(pages)
     }
 
-    fn repopulate_memory(&mut self) -> (u64, u64) {
-        if self.released.pages() == 0 {
-            update(|f| (f.last_repopulated_pages, f.last_repopulate_us) = (0, 0));
-            return (0, 0);
-        }
-        let t0 = time::now_ns();
-        let suspend_release::Repopulated { got, wanted } = suspend_release::repopulate(&self.released);
-        let us = (time::now_ns() - t0) / 1000;
-        update(|f| (f.last_repopulated_pages, f.last_repopulate_us) = (got, us));
-        if got < wanted {
-            log::warn!("suspend: Xen supplied {} of {} pages; the balloon driver will keep asking", got, wanted);
-        }
-        (got, wanted)
+    fn owe_memory(&mut self, new_domain: bool) -> u64 {
+        let goal = (self.released.pages() > 0).then(|| suspend_release::goal(&self.released));
+        restock::owe(goal, new_domain)
     }
 
     /// start_info names the xenstore and console rings by pfn (the toolstack
@@ -237,21 +240,6 @@ impl SuspendSteps for RealSteps {
         n
     }
 
-    fn adopt_backed_memory(&mut self) -> u64 {
-        let t0 = time::now_ns();
-        let adopted = reservation::adopt_backed_unmapped();
-        update(|f| f.last_adopted_pages = adopted);
-        if adopted > 0 {
-            log::info!(
-                "suspend: {} pages ({} MiB) came back populated (a live migration sends every page); adopted in {} us",
-                adopted,
-                adopted / 256,
-                (time::now_ns() - t0) / 1000
-            );
-        }
-        adopted
-    }
-
     fn undo_canonicalise(&mut self) {
         let si = platform::start_info_ptr();
         // SAFETY: as in `canonicalise`.
@@ -272,7 +260,7 @@ impl SuspendSteps for RealSteps {
 pub fn do_suspend() -> Outcome {
     log::info!("suspend: starting (suspend #{})", figures().suspends + 1);
     read_release_switch();
-    update(|f| f.last_adopted_pages = 0);
+    update(|f| (f.last_adopted_pages, f.last_repopulated_pages, f.last_repopulate_us) = (0, 0, 0));
     let (outcome, t) = suspend_seq::run(&mut RealSteps::default());
     let f = {
         let mut f = FIGURES.lock();

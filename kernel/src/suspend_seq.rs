@@ -4,11 +4,12 @@
 //!
 //! Before the hypercall: freeze, suspend devices, quiesce vCPUs, pin,
 //! release free memory, canonicalise. After it, the exact mirror image:
-//! 0 means a new domain (reconnect shared_info, clock and event channels,
-//! adopt what came back populated), 1 means cancelled (undo the
-//! canonicalisation); then repopulate, unpin, wake vCPUs, resume (new
-//! domain) or continue (cancelled) devices, thaw. A failure before the
-//! hypercall runs the same unwinding (`unwind`) from the step it reached.
+//! 0 means a new domain (reconnect shared_info, clock and event channels),
+//! 1 means cancelled (undo the canonicalisation); then the released memory
+//! is owed back (taken in the background once tasks run, `restock`),
+//! unpin, wake vCPUs, resume (new domain) or continue (cancelled) devices,
+//! thaw. A failure before the hypercall runs the same unwinding (`unwind`)
+//! from the step it reached.
 
 use crate::mm::aspace::{AspaceError, SpaceId};
 use crate::{pm, sched::TaskId};
@@ -63,18 +64,16 @@ pub trait SuspendSteps {
     /// Gives free frames back to Xen so the image is small; returns how
     /// many pages, or None when switched off.
     fn release_free_memory(&mut self) -> Option<u64>;
-    /// Takes back what `release_free_memory` gave; returns (got, wanted).
-    fn repopulate_memory(&mut self) -> (u64, u64);
+    /// Records that what `release_free_memory` gave is owed back, to be
+    /// taken once tasks run (adopting first what a new domain brought back
+    /// populated); returns the pages owed.
+    fn owe_memory(&mut self, new_domain: bool) -> u64;
     /// start_info MFNs to PFNs, shared_info unmapped, events masked.
     fn canonicalise(&mut self);
     /// The suspend hypercall: 0 resumed in a new domain, 1 cancelled.
     fn hypercall(&mut self) -> i64;
     /// New domain: shared_info, p2m frame lists, clock, event channels.
     fn reconnect_new_domain(&mut self) -> usize;
-    /// New domain: takes Xen's word for which pfns are backed (the
-    /// toolstack rewrote the p2m); returns the pages that came back
-    /// populated and were adopted.
-    fn adopt_backed_memory(&mut self) -> u64;
     /// Cancelled: undo `canonicalise` in the same domain.
     fn undo_canonicalise(&mut self);
     fn rearm_timer(&mut self);
@@ -200,15 +199,8 @@ pub fn run<S: SuspendSteps>(s: &mut S) -> (Outcome, Timings) {
     // quiesce, devices, freeze, each undone in turn.
     let (outcome, devices) = if rc == 0 {
         let ports = s.reconnect_new_domain();
-        let adopted = s.adopt_backed_memory();
         s.rearm_timer();
-        step(
-            s,
-            format_args!(
-                "resumed in a new domain: {} event channels rebound, {} pages found backed and adopted",
-                ports, adopted
-            ),
-        );
+        step(s, format_args!("resumed in a new domain: {} event channels rebound", ports));
         (Outcome::Resumed, DeviceUndo::Resume)
     } else {
         s.undo_canonicalise();
@@ -216,9 +208,9 @@ pub fn run<S: SuspendSteps>(s: &mut S) -> (Outcome, Timings) {
         step(s, format_args!("cancelled (checkpoint): same domain"));
         (Outcome::Cancelled, DeviceUndo::Cancel)
     };
-    let (got, wanted) = s.repopulate_memory();
-    if wanted > 0 {
-        step(s, format_args!("repopulated {} of {} pages", got, wanted));
+    let owed = s.owe_memory(outcome == Outcome::Resumed);
+    if owed > 0 {
+        step(s, format_args!("{} pages owed, taken back in the background", owed));
     }
     unwind(s, Reached::Pinned, devices);
     let end = s.now_ns();
@@ -305,9 +297,9 @@ mod tests {
             self.log.push("release");
             Some(100)
         }
-        fn repopulate_memory(&mut self) -> (u64, u64) {
-            self.log.push("repopulate");
-            (100, 100)
+        fn owe_memory(&mut self, _new_domain: bool) -> u64 {
+            self.log.push("owe");
+            100
         }
         fn canonicalise(&mut self) {
             self.log.push("canonicalise");
@@ -321,10 +313,6 @@ mod tests {
             self.log.push("reconnect");
             3
         }
-        fn adopt_backed_memory(&mut self) -> u64 {
-            self.log.push("adopt");
-            0
-        }
         fn undo_canonicalise(&mut self) {
             self.log.push("undo-canonicalise");
         }
@@ -337,7 +325,7 @@ mod tests {
     fn undone_by(undo: &str) -> Option<&'static str> {
         Some(match undo {
             "reconnect" | "undo-canonicalise" => "canonicalise",
-            "repopulate" => "release",
+            "owe" => "release",
             "unpin" => "pin",
             "wake-vcpus" => "quiesce",
             "resume-devices" | "cancel-devices" => "devices",
@@ -362,7 +350,7 @@ mod tests {
         let (o, t) = run(&mut f);
         assert_eq!(o, Outcome::Resumed);
         assert_mirrored(&f.log);
-        assert!(f.log.contains(&"adopt") && f.log.contains(&"rearm-timer"));
+        assert!(f.log.contains(&"owe") && f.log.contains(&"rearm-timer"));
         assert!(t.total_us >= 5000 && t.before_us < t.total_us);
         // Frozen from the moment the freeze succeeded, not from its start.
         assert!(t.frozen_us < t.total_us);
@@ -380,9 +368,9 @@ mod tests {
         let mut f = Fake { rc: 1, ..Default::default() };
         assert_eq!(run(&mut f).0, Outcome::Cancelled);
         assert!(f.log.contains(&"undo-canonicalise") && f.log.contains(&"cancel-devices"));
-        assert!(!f.log.contains(&"reconnect") && !f.log.contains(&"resume-devices") && !f.log.contains(&"adopt"));
-        // Memory given away for the image comes back on the cancel path too.
-        assert!(f.log.contains(&"repopulate"));
+        assert!(!f.log.contains(&"reconnect") && !f.log.contains(&"resume-devices"));
+        // Memory given away for the image is owed back on the cancel path too.
+        assert!(f.log.contains(&"owe"));
         assert_eq!(f.log.last(), Some(&"thaw"));
     }
 

@@ -5,7 +5,8 @@
 
 use kernel::grant::{self, GrantFlags};
 use kernel::mm::{ballooning, kernel_memory, physmap, suspend_release};
-use kernel::testing::{assert_no_violations, boot, sim};
+use kernel::testing::{assert_no_violations, boot, run_until, sim};
+use kernel::{restock, suspend};
 use xen::abi::INVALID_MFN;
 use xen::sim::SimConfig;
 
@@ -30,7 +31,7 @@ fn boot_maps_memory_without_mistakes() {
 }
 
 #[test]
-fn release_and_repopulate_go_through_the_balloon_mechanism() {
+fn release_and_background_restock_go_through_the_balloon_mechanism() {
     let _g = boot(SimConfig::default());
     let (owned, free) = (sim(|s| s.owned_pages()), ballooning::free_pages());
     let r = suspend_release::release_free(suspend_release::RESERVE_PAGES);
@@ -40,10 +41,25 @@ fn release_and_repopulate_go_through_the_balloon_mechanism() {
     assert_eq!(sim(|s| s.owned_pages()), owned - r.pages());
     assert_no_violations();
 
-    let back = suspend_release::repopulate(&r);
-    assert_eq!((back.wanted, back.got), (r.pages(), r.pages()));
+    assert_eq!(restock::owe(Some(suspend_release::goal(&r)), false), r.pages());
+    run_until("the restock to finish", 10_000, || !restock::pending());
+    assert_eq!(suspend::figures().last_repopulated_pages, r.pages());
     assert_eq!(sim(|s| s.owned_pages()), owned);
-    assert_eq!(ballooning::free_pages(), free);
+    // Tasks ran meanwhile and may hold a frame more than before.
+    assert_eq!(ballooning::populated_pages(), suspend_release::goal(&r));
+    assert!(ballooning::free_pages() + 16 >= free, "free {} of {}", ballooning::free_pages(), free);
+    assert_no_violations();
+    assert_free_frames_backed();
+}
+
+#[test]
+fn the_limit_probe_leaves_every_frame_where_it_was() {
+    let _g = boot(SimConfig::default());
+    let populated = ballooning::populated_pages();
+    let f = kernel::mm::limit_probe::run().expect("probe ran");
+    assert!(f.bare_pages >= 4096 && f.ballast_pages >= f.bare_pages, "{f:?}");
+    assert_eq!(ballooning::populated_pages(), populated);
+    assert_eq!(sim(|s| s.owned_pages()), populated);
     assert_no_violations();
     assert_free_frames_backed();
 }
@@ -56,9 +72,11 @@ fn a_short_host_leaves_the_rest_ballooned() {
         s.faults.populate_budget = Some(700);
         s.faults.no_2m = true;
     });
-    let back = suspend_release::repopulate(&r);
-    assert_eq!((back.wanted, back.got), (r.pages(), 700));
+    restock::owe(Some(suspend_release::goal(&r)), false);
+    run_until("the restock to give up", 10_000, || !restock::pending());
+    assert_eq!(suspend::figures().last_repopulated_pages, 700);
     assert_eq!(ballooning::populated_pages(), 8192 - r.pages() + 700);
+    assert!(xen::sim::console_text().contains("restock: Xen supplied no more pages"));
     assert_no_violations();
     assert_free_frames_backed();
 }

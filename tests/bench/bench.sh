@@ -9,11 +9,12 @@
 #
 # The number of runs comes from dom0's kernel command line (bench_runs=N, set by the Makefile).
 # Per run and guest (the two guests alternate which goes first): boot, console round trip,
-# save + restore at 256 MiB, checkpoint, balloon to 64 MiB, save + restore there, balloon back to
-# 256 MiB, then the descending mem-set ladder. After the last run, once per guest: the smallest
+# save + restore at 256 MiB, checkpoint, balloon to 64 MiB and back timed by `xl list`, then
+# again timed by /lab/memtime (Xen's page count polled every ms), save + restore at 64 MiB,
+# balloon back to 256 MiB, then the descending mem-set ladder. After the last run, once per guest: the smallest
 # memory= that boots and answers a checkpoint. After each guest's run: the small-save-image
 # figures (see si_ballast / si_linux below), then the live-migration figures (mig_ballast /
-# mig_linux).
+# mig_linux), then for ballast the hypervisor's limit and the toolstack's floor (limits_ballast).
 # needs: linux-guest ballast
 # timeout: 3600
 . /lab/lib.sh
@@ -145,6 +146,17 @@ memset() {
     return $_r
 }
 
+# precise GUEST TARGET_MIB DIR: /lab/memtime sets the target as `xl mem-set` does and polls Xen's
+# page count every millisecond through libxenctrl until it is within 1 MiB of the target (or stops
+# moving for 4 s); emits balloon_DIR_precise_mibps and balloon_DIR_precise_ms.
+precise() {
+    _pl=$(timeout 120 /lab/memtime "$(domid "$1")" "$2" 2>&1 | tail -n 1)
+    _pms=$(printf '%s\n' "$_pl" | sed -n 's/.* ms=\([0-9.]*\) .*state=converged.*/\1/p')
+    _prate=$(printf '%s\n' "$_pl" | sed -n 's/.* state=converged mibps=\([0-9.]*\).*/\1/p')
+    emit "$1" "balloon_${3}_precise_mibps" "$_prate" "$_pl"
+    emit "$1" "balloon_${3}_precise_ms" "$_pms" "$_pl"
+}
+
 # boot GUEST [xl create overrides...]: create, wait for the first console byte and for ready.
 # Sets BOOT_FIRST_MS / BOOT_READY_MS (from the start of xl create). Gives up early when the
 # domain crashes, disappears or panics.
@@ -176,18 +188,25 @@ boot() {
 # (a new domain of the same name logs to GUEST's own console log again, not a migrated one's)
 destroy() { xl destroy "$1" >/dev/null 2>&1; wait_gone "$1" 20 || log "$1 still listed after destroy"; rm -f "$LAB_TMP/alias-$1"; }
 
-# guest_suspend GUEST: guest-side suspend+resume time (ms) of the last save/restore, from the
-# console text since the mark set before the save. ballast: its own "suspend: done" total.
-# Linux: printk time from "Freezing user space processes" to "Restarting tasks ... done."
-# (Linux's clock, like ballast's, does not count the time the domain was saved.)
+# guest_suspend GUEST: guest-side suspend+resume, suspend and resume times (ms, one line
+# "TOTAL SUSPEND RESUME") of the last save/restore, from the console text since the mark set
+# before the save. ballast: its own "suspend: done" line (before and after the hypercall). Linux
+# (printk time, which like ballast's clock does not count the time the domain was saved): total
+# from "Freezing user space processes" to "Restarting tasks ... done."; suspend up to the last
+# line before the first one printed after the hypercall ("xen:grant_table: Grant tables"), resume
+# from that line on. Linux's device suspend after its last line counts in neither half.
 guest_suspend() {
     if [ "$1" = ballast ]; then
-        _console_since_mark ballast | sed -n 's/.*suspend: done: Resumed, total \([0-9]*\) us.*/\1/p' |
-            tail -n 1 | awk 'NF { printf "%.1f\n", $1 / 1000 }'
+        _console_since_mark ballast |
+            sed -n 's/.*suspend: done: Resumed, total \([0-9]*\) us, .*before hypercall \([0-9]*\) us, after \([0-9]*\) us.*/\1 \2 \3/p' |
+            tail -n 1 | awk 'NF { printf "%.1f %.1f %.1f\n", $1 / 1000, $2 / 1000, $3 / 1000 }'
     else
         _console_since_mark linux-guest | awk '
-            /Freezing user space processes/ && !/completed/ { if (match($0, /\[ *[0-9]+\.[0-9]+\]/)) { s = substr($0, RSTART + 1, RLENGTH - 2) + 0; f = 1 } }
-            /Restarting tasks/ && f { if (match($0, /\[ *[0-9]+\.[0-9]+\]/)) { e = substr($0, RSTART + 1, RLENGTH - 2) + 0; printf "%.1f\n", (e - s) * 1000; exit } }'
+            function ts() { if (match($0, /\[ *[0-9]+\.[0-9]+\]/)) return substr($0, RSTART + 1, RLENGTH - 2) + 0; return -1 }
+            /Freezing user space processes/ && !/completed/ { s = ts(); f = 1; last = s; next }
+            f && !g && /Grant tables/ { g = ts(); next }
+            f && !g { t = ts(); if (t >= 0) last = t }
+            /Restarting tasks/ && f && g { e = ts(); printf "%.1f %.1f %.1f\n", (e - s) * 1000, (last - s) * 1000, (e - g) * 1000; exit }'
     fi
 }
 
@@ -223,7 +242,10 @@ save_restore() {
         cp "$LAB_TMP/marks/$_g.save" "$LAB_TMP/marks/$_g"
         [ "$_g" = ballast ] && wait_console ballast 'suspend: done: Resumed' 10 >/dev/null
         _v=$(guest_suspend "$_g")
-        emit "$_g" guest_suspend_resume_ms "$_v" "$([ -z "$_v" ] && echo no suspend/resume lines on the console)"
+        _why=$([ -z "$_v" ] && echo no suspend/resume lines on the console)
+        emit "$_g" guest_suspend_resume_ms "$(echo "$_v" | cut -d' ' -f1)" "$_why"
+        emit "$_g" guest_suspend_ms "$(echo "$_v" | cut -d' ' -f2)" "$_why"
+        emit "$_g" guest_resume_ms "$(echo "$_v" | cut -d' ' -f3)" "$_why"
     fi
     return 0
 }
@@ -276,7 +298,8 @@ run_guest() {
 
     if [ $HAS_BALLOON = 0 ]; then
         for m in balloon_down_mibps balloon_64_reached_mib balloon_up_mibps save_64_ms image_64_mib \
-                 restore_64_ms restore_64_answer_ms min_target_mib; do
+                 restore_64_ms restore_64_answer_ms min_target_mib balloon_down_precise_mibps \
+                 balloon_down_precise_ms balloon_up_precise_mibps balloon_up_precise_ms; do
             emit "$g" "$m" null "no data/balloon: balloon driver absent"
         done
         destroy "$g"; return 0
@@ -293,6 +316,11 @@ run_guest() {
     _from=$(mem_of "$g")
     memset "$g" "${_from:-64}" 256
     emit "$g" balloon_up_mibps "$MIBPS" "from $_from MiB: reached $CONV_MIB MiB in $CONV_MS ms"
+    sleep 1
+    precise "$g" 64 down
+    sleep 1
+    precise "$g" 256 up
+    sleep 1
 
     # Save + restore after `xl mem-set 64m` (not timed again). If that loses the guest (Linux: the
     # restore sizes the new domain to the 64 MiB target while Linux stalled above it), a fresh,
@@ -413,6 +441,7 @@ si_cycle() {
     fi
     emit "$si_g" "si_${si_k}_save_ms" "$XL_MS"
     emit "$si_g" "si_${si_k}_image_mib" "$(to_mib "$(size_of "$IMG")")"
+    [ "$si_g" = ballast ] && [ "$si_k" = idle ] && SI_IDLE_IMAGE_MIB=$(awk -v b="$(size_of "$IMG")" 'BEGIN { print int(b / 1048576) + 1 }')
     wait_gone "$si_g" 10 || log "$si_g still listed after xl save"
     si_t0=$(now_ms)
     if ! bxl 120 restore "$IMG"; then
@@ -429,15 +458,18 @@ si_cycle() {
     fi
     _tt=$SI_MEM_MS; [ "$SI_ANS_MS" -gt "$_tt" ] && _tt=$SI_ANS_MS
     emit "$si_g" "si_${si_k}_target_ms" "$_tt" "from the start of xl restore: Mem at 256 after $SI_MEM_MS ms, answer after $SI_ANS_MS ms"
+    emit "$si_g" "si_${si_k}_answer_ms" "$SI_ANS_MS"
     if [ "$si_g" = ballast ] && [ "${si_k%_off}" = "$si_k" ]; then
         cp "$LAB_TMP/marks/ballast.si" "$LAB_TMP/marks/ballast"
-        wait_console ballast 'suspend: repopulated' 3 >/dev/null
-        _rel=$(_console_since_mark ballast | sed -n 's/.*suspend: released [0-9]* free pages ([0-9]* MiB) to Xen (\([0-9]*\) us).*/\1/p' | tail -n 1)
-        _rep=$(_console_since_mark ballast | sed -n 's/.*suspend: repopulated [0-9]* of [0-9]* pages (\([0-9]*\) us).*/\1/p' | tail -n 1)
-        emit ballast "si_${si_k}_release_ms" "$(echo "$_rel" | awk 'NF { printf "%.1f\n", $1 / 1000 }')" \
+        wait_console ballast 'restock: back to' 5 >/dev/null
+        # "suspend: released N free pages (M MiB) to Xen (US us)" -> "N US"
+        _rel=$(_console_since_mark ballast | sed -n 's/.*suspend: released \([0-9]*\) free pages ([0-9]* MiB) to Xen (\([0-9]*\) us).*/\1 \2/p' | tail -n 1)
+        _rep=$(_console_since_mark ballast | sed -n 's/.*restock: back to [0-9]* of [0-9]* pages \([0-9]*\) us after.*/\1/p' | tail -n 1)
+        emit ballast "si_${si_k}_release_ms" "$(echo "$_rel" | awk 'NF { printf "%.1f\n", $2 / 1000 }')" \
             "$([ -z "$_rel" ] && echo no suspend: released line)"
+        emit ballast "si_${si_k}_release_us_per_mib" "$(echo "$_rel" | awk 'NF && $1 > 0 { printf "%.1f\n", $2 * 256 / $1 }')"
         emit ballast "si_${si_k}_repop_ms" "$(echo "$_rep" | awk 'NF { printf "%.1f\n", $1 / 1000 }')" \
-            "$([ -z "$_rep" ] && echo no suspend: repopulated line)"
+            "$([ -z "$_rep" ] && echo no restock: back to line)"
     fi
     return 0
 }
@@ -578,6 +610,56 @@ mig_linux() {
     destroy linux-guest
 }
 
+# ---------------------------------------------------------------- limits
+# Per run, ballast only, after its small-image figures:
+# - the hypervisor's limit: ballast booted with `ballast.hvlimit=1` releases and repopulates its
+#   free memory with nothing but the hypercalls its release and restock send (every request built
+#   beforehand), then with its own mechanism, back to back (kernel mm::limit_probe); us per MiB.
+# - the toolstack's floor: xl save and xl restore of ballast booted with memory=maxmem= the size of
+#   this run's idle image (SI_IDLE_IMAGE_MIB, rounded up) and release off: as many pages as the
+#   idle image holds, and no guest-side release or restock.
+LIMIT_RE='limit: bare hypercalls: [0-9]+ pages released in [0-9]+ us, repopulated in [0-9]+ us; ballast: [0-9]+ pages released in [0-9]+ us, repopulated in [0-9]+ us'
+limits_ballast() {
+    if boot ballast 'extra="ballast.hvlimit=1"' && _ll=$(wait_console ballast "$LIMIT_RE" 90); then
+        _lv=$(printf '%s\n' "$_ll" | tail -n 1 | grep -Eo "$LIMIT_RE" | tr -c '0-9\n' ' ' | awk '{ print $1, $2, $3, $4, $5, $6 }')
+        # pages, us -> us per MiB
+        per_mib() { echo "$1 $2" | awk '$1 > 0 { printf "%.1f\n", $2 * 256 / $1 }'; }
+        set -- $_lv
+        emit ballast limit_bare_release_us_per_mib "$(per_mib "$1" "$2")"
+        emit ballast limit_bare_populate_us_per_mib "$(per_mib "$1" "$3")"
+        emit ballast limit_ballast_release_us_per_mib "$(per_mib "$4" "$5")"
+        emit ballast limit_ballast_populate_us_per_mib "$(per_mib "$4" "$6")"
+    else
+        for _m in bare_release bare_populate ballast_release ballast_populate; do
+            emit ballast "limit_${_m}_us_per_mib" null "no limit line: $(_console_since_mark ballast | tail -n 2 | _oneline)"
+        done
+    fi
+    destroy ballast
+
+    _fm=$SI_IDLE_IMAGE_MIB
+    if ! is_uint "$_fm"; then
+        for _m in save_ms restore_ms image_mib; do emit ballast "floor_$_m" null "no idle image size this run"; done
+        return 1
+    fi
+    emit ballast floor_mib "$_fm"
+    if ! boot ballast "memory=$_fm" "maxmem=$_fm" 'extra="ballast.release=0"'; then
+        for _m in save_ms restore_ms image_mib; do emit ballast "floor_$_m" null "memory=$_fm did not boot"; done
+        destroy ballast; return 1
+    fi
+    sleep 2
+    if bxl 90 save ballast "$IMG"; then
+        emit ballast floor_save_ms "$XL_MS"
+        emit ballast floor_image_mib "$(to_mib "$(size_of "$IMG")")"
+        wait_gone ballast 10
+        if bxl 90 restore "$IMG"; then emit ballast floor_restore_ms "$XL_MS"
+        else emit ballast floor_restore_ms null "xl restore exit $_xrc: $XL_OUT"; fi
+    else
+        emit ballast floor_save_ms null "xl save exit $_xrc: $XL_OUT"
+    fi
+    rm -f "$IMG"
+    destroy ballast
+}
+
 # ---------------------------------------------------------------- main
 log "runs=$RUNS ladder=[$LADDER] boot sizes=[$BOOT_SIZES]; $(df -k "$IMGDIR" | awk 'NR == 2 { printf "image tmpfs %d MiB free", $4 / 1024 }'); $(free -m | awk '/^Mem:/ { printf "dom0 free %s MiB", $4 }')"
 T_START=$(now_ms)
@@ -599,6 +681,11 @@ while [ $RUN -le "$RUNS" ]; do
         T_G=$(now_ms)
         if [ "$g" = ballast ]; then mig_ballast; else mig_linux; fi
         pass "run$RUN-$g-migrate" "migration figures of $g (run $RUN) took $(( $(now_ms) - T_G )) ms"
+        if [ "$g" = ballast ]; then
+            T_G=$(now_ms)
+            limits_ballast
+            pass "run$RUN-limits" "hypervisor limit and toolstack floor (run $RUN) took $(( $(now_ms) - T_G )) ms"
+        fi
     done
     RUN=$((RUN + 1))
 done

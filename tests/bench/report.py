@@ -33,6 +33,8 @@ METRICS = [
     ("restore_256_ms", "xl restore @256 MiB", "ms", "lower"),
     ("restore_256_answer_ms", "restore @256 -> answering", "ms", "lower"),
     ("guest_suspend_resume_ms", "guest-side suspend+resume", "ms", "lower"),
+    ("guest_suspend_ms", "guest-side suspend (to the hypercall)", "ms", "lower"),
+    ("guest_resume_ms", "guest-side resume (from the hypercall)", "ms", "lower"),
     ("ckpt_ms", "xl save -c @256 MiB", "ms", "lower"),
     ("ckpt_answer_ms", "save -c -> answering again", "ms", "lower"),
     ("balloon_down_mibps", "balloon 256->64 MiB", "MiB/s", "higher"),
@@ -42,6 +44,10 @@ METRICS = [
     ("restore_64_ms", "xl restore after mem-set 64m", "ms", "lower"),
     ("restore_64_answer_ms", "restore (64m) -> answering", "ms", "lower"),
     ("balloon_up_mibps", "balloon 64->256 MiB", "MiB/s", "higher"),
+    ("balloon_down_precise_mibps", "balloon 256->64 MiB, memtime (Xen count, 1 ms)", "MiB/s", "higher"),
+    ("balloon_up_precise_mibps", "balloon 64->256 MiB, memtime (Xen count, 1 ms)", "MiB/s", "higher"),
+    ("balloon_down_precise_ms", "balloon 256->64 MiB, memtime time", "ms", "lower"),
+    ("balloon_up_precise_ms", "balloon 64->256 MiB, memtime time", "ms", "lower"),
     ("min_target_mib", "smallest mem-set target + save -c", "MiB", "lower"),
     ("min_boot_mib", "smallest memory= that boots + save -c", "MiB", "lower"),
     ("balloon_64_guest_ms", "balloon 256->64, guest's own time", "ms", "lower"),
@@ -55,6 +61,7 @@ SMALL_IMAGE_WHAT = [
     ("save_ms", "xl save", "ms"),
     ("restore_ms", "xl restore", "ms"),
     ("target_ms", "restore-to-target", "ms"),
+    ("answer_ms", "restore-to-answering", "ms"),
 ]
 LOADS = (("idle", "256 MiB idle"), ("used", "256 MiB, 128 used"))
 
@@ -75,7 +82,9 @@ for _load, _desc in LOADS:
     METRICS.append(("si_%s_target_vs_restore" % _load, "%s: restore-to-target vs linux xl restore" % _desc, "ms",
                     "lower", "si_%s_restore_ms" % _load, "si_%s_target_ms" % _load))
     METRICS.append(("si_%s_release_ms" % _load, "%s: ballast's own release time" % _desc, "ms", "lower"))
-    METRICS.append(("si_%s_repop_ms" % _load, "%s: ballast's own repopulate time" % _desc, "ms", "lower"))
+    METRICS.append(("si_%s_repop_ms" % _load, "%s: ballast's restock, resume to all back" % _desc, "ms", "lower"))
+    METRICS.append(("si_%s_release_us_per_mib" % _load, "%s: ballast's release at suspend" % _desc, "us/MiB",
+                    "lower"))
 # Live migration (bench.sh mig_*): xl migrate wall time, downtime seen by dom0's xl list poll, and
 # console answer after xl migrate returns; ballast with the suspend-time release on and off.
 MIGRATE_WHAT = [
@@ -90,6 +99,29 @@ for _load, _desc in LOADS:
                     "lower"))
     METRICS.append(("mig_%s_off_guest_ms" % _load, "%s: migrate, ballast's suspend+resume, release=0" % _desc,
                     "ms", "lower"))
+# The hypervisor's limit and the toolstack's floor (bench.sh limits_ballast), ballast only.
+METRICS += [
+    ("limit_bare_release_us_per_mib", "hypervisor limit: release, bare hypercalls", "us/MiB", "lower"),
+    ("limit_ballast_release_us_per_mib", "same boot: ballast's release mechanism", "us/MiB", "lower"),
+    ("limit_bare_populate_us_per_mib", "hypervisor limit: repopulate, bare hypercalls", "us/MiB", "lower"),
+    ("limit_ballast_populate_us_per_mib", "same boot: ballast's repopulate mechanism", "us/MiB", "lower"),
+    ("floor_mib", "toolstack floor: memory= (idle image size)", "MiB", "lower"),
+    ("floor_image_mib", "toolstack floor: save image", "MiB", "lower"),
+    ("floor_save_ms", "toolstack floor: xl save", "ms", "lower"),
+    ("floor_restore_ms", "toolstack floor: xl restore", "ms", "lower"),
+]
+# Ratios to those limits: (label, numerator metric of each guest, denominator metric of ballast's
+# limit runs); 1.00 = at the limit, lower is better.
+AGAINST_LIMITS = [
+    ("release at suspend / hypervisor limit", "si_idle_release_us_per_mib", "limit_bare_release_us_per_mib"),
+    ("release mechanism / limit (same boot)", "limit_ballast_release_us_per_mib", "limit_bare_release_us_per_mib"),
+    ("repopulate mechanism / limit (same boot)", "limit_ballast_populate_us_per_mib",
+     "limit_bare_populate_us_per_mib"),
+    ("xl save idle / toolstack floor", "si_idle_save_ms", "floor_save_ms"),
+    ("xl restore idle / toolstack floor", "si_idle_restore_ms", "floor_restore_ms"),
+    ("restore-to-answering idle / floor's xl restore", "si_idle_answer_ms", "floor_restore_ms"),
+    ("restore-to-target idle / floor's xl restore", "si_idle_target_ms", "floor_restore_ms"),
+]
 LINE = re.compile(r"@@LAB bench: (\{.*\})\s*$")
 
 
@@ -123,6 +155,25 @@ def summarize(values):
     if not values:
         return None
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+def median_of(raw, guest, metric):
+    vals = [e["value"] for e in raw.get(guest, {}).get(metric, []) if isinstance(e["value"], (int, float))]
+    return statistics.median(vals) if vals else None
+
+
+def against_limits(raw):
+    out = []
+    for label, num, den in AGAINST_LIMITS:
+        d = median_of(raw, "ballast", den)
+        if not d:
+            continue
+        r = {g: (lambda n: n / d if n is not None else None)(median_of(raw, g, num)) for g in GUESTS}
+        if r["ballast"] is None and r["linux-guest"] is None:
+            continue
+        out.append({"label": label, "numerator": num, "denominator": den, "ballast": r["ballast"],
+                    "linux": r["linux-guest"]})
+    return out
 
 
 def git(*args):
@@ -268,6 +319,13 @@ def main():
         print("missing figures:")
         for n in notes:
             print("  " + n)
+    limits = against_limits(raw)
+    if limits:
+        print("against the limits (median over median; 1.00 = at the limit, lower is better):")
+        wd = max(len(x["label"]) for x in limits)
+        for x in limits:
+            print("  %s  ballast %s  linux %s" % (x["label"].ljust(wd), "%.2f" % x["ballast"] if x["ballast"] else "-",
+                                                  "%.2f" % x["linux"] if x["linux"] else "-"))
     if total:
         print("bench time in dom0: %.1f s" % (total["total_ms"] / 1000.0))
 
@@ -275,7 +333,7 @@ def main():
     doc = {"date": date, "commit": commit, "dirty": dirty, "runs": runs, "log": os.path.relpath(args.log, REPO),
            "dom0_total_ms": total["total_ms"] if total else None,
            "ratio_meaning": "> 1 means ballast did better (lower time/size, higher rate)",
-           "metrics": rows, "raw": raw, "missing": notes}
+           "metrics": rows, "against_limits": limits, "raw": raw, "missing": notes}
     with open(args.json, "w") as f:
         json.dump(doc, f, indent=1, sort_keys=False)
         f.write("\n")

@@ -26,6 +26,7 @@ declare -A NEED=(
     [make]=make
     [gcc]=gcc
     [patch]=patch
+    [strip]=binutils
 )
 missing=()
 for cmd in "${!NEED[@]}"; do

@@ -146,6 +146,15 @@ wait_console() { # DOM REGEX SECS
     wait_until "$3" _console_has "$1" "$2" || return 1
     printf '%s\n' "$_line"
 }
+# answered_first DOM: answer first, repopulate after: since the console mark, the guest's tasks
+# thawed ("suspend: done") before the released memory was all back ("restock: back to").
+answered_first() {
+    _af=$(_console_since_mark "$1" | grep -nE 'suspend: done: (Resumed|Cancelled)|restock: back to' | cut -d: -f2- | _oneline)
+    case $_af in
+        *'suspend: done'*'restock: back to'*) pass answered-first "$1 thawed, then took its memory back: $(printf '%s' "$_af" | cut -c1-300)" ;;
+        *) fail answered-first "$1: expected 'suspend: done' before 'restock: back to', saw: $(printf '%s' "$_af" | cut -c1-300)" ;;
+    esac
+}
 expect_console() { # NAME DOM REGEX SECS
     _t0=$(now_ms)
     if _l=$(wait_console "$2" "$3" "$4"); then

@@ -30,7 +30,7 @@ for i in 1 2 3 4 5; do
         exit 1
     fi
     expect_migrated "resumed-$i" ballast "$id" || exit 1
-    log "migration $i: xl migrate ${XL_MS} ms; $(console_text ballast | grep -E 'suspend: (released|repopulated|adopted)' | tail -n 2 | tr '\n' ' ')"
+    log "migration $i: xl migrate ${XL_MS} ms; $(console_text ballast | grep -E 'suspend: released|restock: ' | tail -n 2 | tr '\n' ' ')"
     console_mark ballast
     pattern_ok "pattern-$i" ballast 40
     expect_console "aspace-$i" ballast "$aspace_re" 40

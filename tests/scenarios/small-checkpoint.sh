@@ -19,7 +19,8 @@ limit=$(( 256 * 1024 * 1024 / 8 ))
 if [ "$size" -le "$limit" ]; then pass image-size "checkpoint image $size bytes <= $limit; xl save -c took $XL_MS ms"
 else fail image-size "checkpoint image $size bytes > $limit"; fi
 expect_console cancelled ballast 'suspend: done: Cancelled' 30
-expect_console repopulated ballast 'suspend: repopulated ([0-9]+) of \1 pages' 5
+expect_console restocked ballast 'restock: back to ([0-9]+) of \1 pages' 30
+answered_first ballast
 expect_mem original-at-target ballast 256 30
 pattern_ok original-pattern ballast
 

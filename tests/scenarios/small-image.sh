@@ -1,7 +1,8 @@
 #!/bin/sh
 # An idle 256 MiB ballast saves to an image of at most 1/8 of its memory: free frames go back to
-# Xen before the suspend hypercall. The restored guest takes them back (returns to 256 MiB), its
-# pattern verifies, and data/suspend/ shows what was released and repopulated.
+# Xen before the suspend hypercall. The restored guest thaws first and then takes them back in
+# the background (returns to 256 MiB), its pattern verifies, and data/suspend/ shows what was
+# released and repopulated.
 # needs: ballast
 # timeout: 180
 . /lab/lib.sh
@@ -27,7 +28,8 @@ rm -f /tmp/small.img
 restore_ms=$XL_MS
 t0=$(now_ms)
 expect_console resumed ballast 'suspend: done: Resumed' 30
-expect_console repopulated ballast 'suspend: repopulated ([0-9]+) of \1 pages' 5
+expect_console restocked ballast 'restock: back to ([0-9]+) of \1 pages' 30
+answered_first ballast
 expect_mem back-to-target ballast 256 30
 log "figures: xl restore $restore_ms ms, restore-to-target $(( restore_ms + $(now_ms) - t0 )) ms"
 sleep 2

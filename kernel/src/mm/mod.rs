@@ -8,6 +8,7 @@ pub mod pagetable;
 pub mod aspace;
 pub mod ballooning;
 pub mod kernel_memory;
+pub mod limit_probe;
 pub mod physmap;
 pub mod reservation;
 pub mod suspend_release;

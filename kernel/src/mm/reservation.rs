@@ -15,8 +15,10 @@
 //! the p2m entries invalid, then tell Xen. Whatever Xen did not take is
 //! restored (p2m entry, mapping) before returning, so a caller only has to
 //! look at the count. Getting frames: Xen turns the pfn list into machine
-//! frames; each gets its p2m entry, its m2p entry (`MMU_MACHPHYS_UPDATE`)
-//! and its mapping, m2p and mapping updates in one batched `mmu_update`.
+//! frames and, for a PV guest, writes their m2p entries itself
+//! (`guest_physmap_add_page`; the toolstack's restore populates the same
+//! way); each frame then gets its p2m entry and its mapping, the mappings
+//! in one batched `mmu_update`.
 //!
 //! Cost: a 2 MiB extent is four hypercalls (unmap 512 entries, flush,
 //! decrease one order-9 extent; or populate plus one update batch), never
@@ -343,22 +345,22 @@ fn has_l1(pfn: u64) -> bool {
     made
 }
 
-/// Sets p2m, m2p and the kernel mapping for blocks `pfns[i]` now backed by
-/// machine frames `mfns[i]..+frames`. On a refused update batch the blocks
-/// are handed back to Xen and false returned.
+/// Sets the p2m and the kernel mapping for blocks `pfns[i]` now backed by
+/// machine frames `mfns[i]..+frames` (Xen already wrote their m2p). On a
+/// refused update batch the blocks are handed back to Xen and false
+/// returned.
 fn record_and_map(pfns: &[u64], mfns: &[u64], frames: u64) -> bool {
     let mut l1s = L1Cache::new();
-    let mut reqs = Vec::with_capacity(2 * FRAME_BATCH);
+    let mut reqs = Vec::with_capacity(FRAME_BATCH);
     let mut ok = true;
     for (&pfn, &mfn) in pfns.iter().zip(mfns) {
         for i in 0..frames {
             set_p2m(pfn + i, mfn + i);
-            reqs.push(mmu_update { ptr: ((mfn + i) << 12) | mmu::MACHPHYS_UPDATE, val: pfn + i });
             match l1s.entry_ptr(pfn + i) {
                 Some(ptr) => reqs.push(mmu_update { ptr, val: data_entry(mfn + i, true) }),
                 None => ok = false,
             }
-            if reqs.len() >= 2 * FRAME_BATCH {
+            if reqs.len() >= FRAME_BATCH {
                 // SAFETY: maps frames Xen just gave at ballooned pfns nothing refers to.
                 ok &= unsafe { Hv::mmu_update(&reqs) }.is_ok();
                 reqs.clear();

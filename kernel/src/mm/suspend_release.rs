@@ -1,13 +1,13 @@
 //! Small save images: at suspend time give every free frame back to Xen
-//! (the toolstack then copies only what the guest really uses) and take
-//! the same amount back right after the hypercall, before tasks thaw.
+//! (the toolstack then copies only what the guest really uses); the same
+//! amount is taken back after the hypercall, in the background once tasks
+//! run again (`crate::restock`).
 //!
 //! Both halves are the balloon's own mechanism (`ballooning`): only frames
 //! the allocator holds free are released, never memory a task owns. A
 //! reserve stays populated so that the resume path itself (rings, re-sent
-//! xenstore requests, log lines) never needs a frame from Xen. If Xen
-//! cannot supply everything afterwards, the guest thaws with what it got
-//! and the balloon driver keeps asking, as after any short deflate.
+//! xenstore requests, log lines) and the tasks that run before the memory
+//! is back never need a frame from Xen.
 
 use super::ballooning::{self, Progress};
 
@@ -38,20 +38,8 @@ pub fn release_free(reserve: u64) -> Released {
     Released { populated_before, moved }
 }
 
-/// What `repopulate` asked Xen for and got.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Repopulated {
-    pub wanted: u64,
-    pub got: u64,
-}
-
-/// Takes back what is missing since `release_free`. After a live migration
-/// every released frame comes back populated and is adopted before this
-/// runs (`reservation::adopt_backed_unmapped`), so only the difference is
-/// asked for; whatever Xen does not supply stays ballooned for the balloon
-/// driver.
-pub fn repopulate(r: &Released) -> Repopulated {
-    let wanted = r.populated_before.saturating_sub(ballooning::populated_pages());
-    let got = if wanted == 0 { 0 } else { ballooning::deflate(wanted).pages };
-    Repopulated { wanted, got }
+/// The populated pages to return to after the suspend: what the guest
+/// had before the release (`restock` takes it back in the background).
+pub fn goal(r: &Released) -> u64 {
+    r.populated_before
 }
