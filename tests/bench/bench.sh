@@ -148,11 +148,12 @@ memset() {
 
 # precise GUEST TARGET_MIB DIR: /lab/memtime sets the target as `xl mem-set` does and polls Xen's
 # page count every millisecond through libxenctrl until it is within 1 MiB of the target (or stops
-# moving for 4 s); emits balloon_DIR_precise_mibps and balloon_DIR_precise_ms.
+# moving for 4 s: then timed to where it stalled, as `converge` does; the note says which);
+# emits balloon_DIR_precise_mibps and balloon_DIR_precise_ms.
 precise() {
     _pl=$(timeout 120 /lab/memtime "$(domid "$1")" "$2" 2>&1 | tail -n 1)
-    _pms=$(printf '%s\n' "$_pl" | sed -n 's/.* ms=\([0-9.]*\) .*state=converged.*/\1/p')
-    _prate=$(printf '%s\n' "$_pl" | sed -n 's/.* state=converged mibps=\([0-9.]*\).*/\1/p')
+    _pms=$(printf '%s\n' "$_pl" | sed -n 's/.* ms=\([0-9.]*\) .*state=\(converged\|stalled\).*/\1/p')
+    _prate=$(printf '%s\n' "$_pl" | sed -n 's/.* state=\(converged\|stalled\) mibps=\([0-9.]*\).*/\2/p')
     emit "$1" "balloon_${3}_precise_mibps" "$_prate" "$_pl"
     emit "$1" "balloon_${3}_precise_ms" "$_pms" "$_pl"
 }
@@ -241,11 +242,12 @@ save_restore() {
     if [ "$_tag" = 256 ]; then
         cp "$LAB_TMP/marks/$_g.save" "$LAB_TMP/marks/$_g"
         [ "$_g" = ballast ] && wait_console ballast 'suspend: done: Resumed' 10 >/dev/null
-        _v=$(guest_suspend "$_g")
-        _why=$([ -z "$_v" ] && echo no suspend/resume lines on the console)
-        emit "$_g" guest_suspend_resume_ms "$(echo "$_v" | cut -d' ' -f1)" "$_why"
-        emit "$_g" guest_suspend_ms "$(echo "$_v" | cut -d' ' -f2)" "$_why"
-        emit "$_g" guest_resume_ms "$(echo "$_v" | cut -d' ' -f3)" "$_why"
+        # (not _v: emit's own variable)
+        _gs=$(guest_suspend "$_g")
+        _why=$([ -z "$_gs" ] && echo no suspend/resume lines on the console)
+        emit "$_g" guest_suspend_resume_ms "$(echo "$_gs" | cut -d' ' -f1)" "$_why"
+        emit "$_g" guest_suspend_ms "$(echo "$_gs" | cut -d' ' -f2)" "$_why"
+        emit "$_g" guest_resume_ms "$(echo "$_gs" | cut -d' ' -f3)" "$_why"
     fi
     return 0
 }
