@@ -15,16 +15,13 @@ use super::frames::FRAMES_PER_2M;
 use super::kernel_memory::with_frames;
 use super::pagetable::{data_entry, indices, update_ptr};
 use super::physmap::{self, pfn_to_mfn, set_p2m};
-use super::reservation::EXTENT_ORDER;
+use super::reservation::{EXTENT_BATCH, EXTENT_ORDER};
 use super::{ballooning, suspend_release};
 use crate::platform::pfn_to_va;
 use crate::{time, Hv, Hypervisor};
 use alloc::vec::Vec;
 use xen::abi::{mmu, mmu_update, INVALID_MFN};
 use xen::seam::MmuExtOp;
-
-/// Order-9 extents per populate call, as `reservation` sends them.
-const EXTENT_BATCH: usize = 8;
 
 /// One probe's figures (pages and microseconds).
 #[derive(Debug, Clone, Copy, Default)]

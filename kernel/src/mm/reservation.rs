@@ -40,7 +40,7 @@ pub const EXTENT_ORDER: u32 = 9;
 /// Order-0 frames per decrease/populate hypercall.
 pub const FRAME_BATCH: usize = 512;
 /// Order-9 extents per populate hypercall.
-const EXTENT_BATCH: usize = 8;
+pub const EXTENT_BATCH: usize = 8;
 
 /// Whether Xen backs `pfn` (its p2m entry names a machine frame).
 pub fn is_backed(pfn: u64) -> bool {
