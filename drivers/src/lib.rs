@@ -12,9 +12,10 @@ pub mod balloon;
 pub mod console_input;
 pub mod control;
 pub mod data;
+pub mod suspend_channel;
 
 /// Starts every driver's task (called once the kernel is up).
-pub fn start(_opts: &kernel::cmdline::Options) {
+pub fn start(opts: &kernel::cmdline::Options) {
     kernel::xenstore::init();
     use alloc::sync::Arc;
     kernel::pm::register(Arc::new(kernel::console::ConsoleDevice));
@@ -22,6 +23,7 @@ pub fn start(_opts: &kernel::cmdline::Options) {
     kernel::pm::register(Arc::new(balloon::BalloonDevice));
     kernel::pm::register(Arc::new(kernel::grant::GrantDevice));
     control::spawn();
+    suspend_channel::spawn(opts.suspend_channel);
     balloon::spawn();
     console_input::spawn();
     data::spawn();

@@ -143,6 +143,61 @@ fn a_checkpoint_cancels_in_the_same_domain() {
     assert_guest_healthy(1);
 }
 
+/// The port the guest offers in `device/suspend/event-channel`, once
+/// written and bound as it says: unbound, open to dom0.
+fn offered_suspend_port() -> Option<u32> {
+    let port = store(drivers::suspend_channel::NODE)?.parse::<u32>().ok()?;
+    let open_to_dom0 = sim(|s| s.ports()).contains(&(port, PortKind::Unbound { remote_dom: 0 }));
+    (open_to_dom0 && events::port_of(drivers::suspend_channel::BINDING) == Some(port)).then_some(port)
+}
+
+/// Asks for a suspend as libxl does when the guest offers the channel:
+/// one notification, no xenstore write.
+fn request_suspend_by_channel(plan: SuspendPlan) -> Figures {
+    let before = suspend::figures();
+    run_until("the suspend channel to be offered", 10_000, || offered_suspend_port().is_some());
+    let port = offered_suspend_port().unwrap();
+    sim(|s| {
+        s.plan_suspend(plan);
+        s.raise(port);
+    });
+    run_until("the suspend to finish", 120_000, || suspend::figures().suspends > before.suspends);
+    run_until("the released memory to come back", 60_000, || !kernel::restock::pending());
+    suspend::figures()
+}
+
+#[test]
+fn the_suspend_channel_asks_without_xenstore_and_is_offered_again_in_every_domain() {
+    let _g = start("");
+    let f = request_suspend_by_channel(SuspendPlan::Cancel);
+    assert_eq!((f.suspends, f.cancels, f.refused), (1, 1, 0));
+    let port = offered_suspend_port().expect("offered after the checkpoint");
+    assert!(console().contains(&format!("suspend requested through the event channel (port {port})")));
+    assert_ne!(store("control/shutdown").as_deref(), Some("suspend"));
+
+    // A new domain has no ports and an empty node: a new port is offered.
+    let f = request_suspend_by_channel(SuspendPlan::Restore);
+    assert_eq!((f.suspends, f.cancels, f.refused), (2, 1, 0));
+    run_until("a port offered in the new domain", 10_000, || offered_suspend_port().is_some());
+    assert_ports_match_xen();
+    // The xenstore handshake still works next to it.
+    let f = request_suspend(Some(SuspendPlan::Restore));
+    assert_eq!((f.suspends, f.refused), (3, 0));
+    run_until("a port offered after the xenstore-asked suspend", 10_000, || offered_suspend_port().is_some());
+    assert_guest_healthy(3);
+}
+
+#[test]
+fn no_suspend_channel_is_offered_when_switched_off() {
+    let _g = start("ballast.suspend_evtchn=0");
+    run_for(500);
+    assert_eq!(store(drivers::suspend_channel::NODE).as_deref(), Some(""));
+    assert_eq!(events::port_of(drivers::suspend_channel::BINDING), None);
+    let f = request_suspend(Some(SuspendPlan::Cancel));
+    assert_eq!((f.suspends, f.cancels), (1, 1));
+    assert_guest_healthy(1);
+}
+
 #[test]
 fn a_migration_brings_released_memory_back_and_the_guest_adopts_it() {
     let _g = start("");

@@ -27,6 +27,10 @@ pub struct Options {
     /// releasing and repopulating the free memory next to ballast's own
     /// (`mm::limit_probe`), for the bench.
     pub limit_probe: bool,
+    /// `ballast.suspend_evtchn=0`: offer no suspend event channel, so the
+    /// toolstack asks through `control/shutdown` (for the bench's
+    /// side-by-side figures).
+    pub suspend_channel: bool,
 }
 
 impl Default for Options {
@@ -40,6 +44,7 @@ impl Default for Options {
             release_at_suspend: true,
             stubborn_attempts: 0,
             limit_probe: false,
+            suspend_channel: true,
         }
     }
 }
@@ -57,6 +62,7 @@ impl Options {
                 "ballast.stubborn" => number(key, value, &mut opts.stubborn_attempts),
                 "ballast.release" => opts.release_at_suspend = flag(value),
                 "ballast.hvlimit" => opts.limit_probe = flag(value),
+                "ballast.suspend_evtchn" => opts.suspend_channel = flag(value),
                 "ballast.pattern" => number(key, value, &mut opts.pattern_mib),
                 "ballast.aspace" => number(key, value, &mut opts.aspace_pages),
                 "ballast.dirty" => number(key, value, &mut opts.dirty_mib),

@@ -89,6 +89,7 @@ pub fn record_restock(adopted: u64, repopulated: u64, us: u64) {
 pub fn init(release_at_suspend: bool) {
     *FIGURES.lock() = Figures::default();
     RELEASE_AT_SUSPEND.store(release_at_suspend, Ordering::Relaxed);
+    SUSPENDING.store(false, Ordering::Relaxed);
 }
 
 /// Whether free memory is given back at suspend (small images). On by
@@ -256,8 +257,23 @@ impl SuspendSteps for RealSteps {
     }
 }
 
-/// Runs a suspend requested through `control/shutdown`.
+/// Set while a suspend runs: requests come from two places (`control/shutdown`
+/// and the suspend event channel) and only one suspend may run at a time.
+static SUSPENDING: AtomicBool = AtomicBool::new(false);
+
+/// Runs a suspend requested by the toolstack. A request that arrives while
+/// another suspend runs is refused (logged; nothing else happens).
 pub fn do_suspend() -> Outcome {
+    if SUSPENDING.swap(true, Ordering::AcqRel) {
+        log::warn!("suspend: a second request arrived while a suspend runs; ignored");
+        return Outcome::Refused(Refusal::AlreadySuspending);
+    }
+    let outcome = run_suspend();
+    SUSPENDING.store(false, Ordering::Release);
+    outcome
+}
+
+fn run_suspend() -> Outcome {
     log::info!("suspend: starting (suspend #{})", figures().suspends + 1);
     read_release_switch();
     update(|f| (f.last_adopted_pages, f.last_repopulated_pages, f.last_repopulate_us) = (0, 0, 0));

@@ -27,6 +27,8 @@ pub enum Refusal {
     VcpuDidNotArrive { vcpu: u32 },
     /// Xen would not pin an address space's root.
     PinFailed { space: SpaceId, error: AspaceError },
+    /// A request arrived while another suspend was running.
+    AlreadySuspending,
 }
 
 impl fmt::Display for Refusal {
@@ -38,6 +40,7 @@ impl fmt::Display for Refusal {
             Refusal::Device(r) => write!(f, "{}", r),
             Refusal::VcpuDidNotArrive { vcpu } => write!(f, "vCPU {} did not reach the rendezvous", vcpu),
             Refusal::PinFailed { space, error } => write!(f, "pinning address space {} failed: {:?}", space, error),
+            Refusal::AlreadySuspending => write!(f, "another suspend is running"),
         }
     }
 }

@@ -28,6 +28,7 @@ fi
 if [ "$(domid ballast)" = "$ID1" ]; then pass same-domain "ballast still domid $ID1"
 else fail same-domain "ballast domid '$(domid ballast)', was $ID1"; fi
 running original-running ballast
+expect_console asked-by-channel ballast 'control: suspend requested through the event channel' 5
 expect_console cancelled ballast 'suspend: cancelled \(checkpoint\): same domain' 20
 if l=$(wait_console ballast 'suspend: done: Cancelled' 20); then
     pass done-cancelled "$l"

@@ -2,7 +2,8 @@
 # xl save + xl restore of a 256 MiB ballast: the guest freezes, suspends and resumes in a new
 # domain; its console goes on, the memory pattern still verifies with 0 errors, the sleepers wake
 # up again, xenstore figures (data/suspend/count, data/uptime) go on, and the console reader that
-# was blocked across the suspend gets what is typed after the restore.
+# was blocked across the suspend gets what is typed after the restore. The guest offers the
+# suspend event channel, libxl asks through it, and the restored guest offers a new one.
 # needs: ballast
 # timeout: 200
 . /lab/lib.sh
@@ -23,6 +24,9 @@ c0=$(xs_wait_uint "$ID1" data/suspend/count 10)
 u0=$(xs_wait_uint "$ID1" data/uptime 10)
 log "before save: domid $ID1, data/suspend/count=$c0, data/uptime=$u0"
 
+if _ch=$(xs_wait_uint "$ID1" device/suspend/event-channel 10); then pass channel-offered "device/suspend/event-channel = $_ch"
+else fail channel-offered "device/suspend/event-channel reads '$_ch'"; fi
+
 # ---- save
 console_mark ballast
 if timed_xl 120 save ballast "$IMG"; then
@@ -33,7 +37,7 @@ fi
 SAVE_MS=$XL_MS
 log "xl save wall ${SAVE_MS} ms, image $(file_size "$IMG") bytes"
 expect_gone saved-gone 10 ballast
-expect_console suspend-requested ballast 'control: suspend requested' 5
+expect_console suspend-requested ballast 'control: suspend requested through the event channel' 5
 expect_console froze ballast 'suspend: froze [0-9]+ tasks' 5
 expect_console devices ballast 'suspend: suspended [0-9]+ devices' 5
 expect_console pinned ballast 'suspend: pinned 1 of 1 address spaces' 5
@@ -75,6 +79,8 @@ else
     fail uptime-not-reset "data/uptime '$u0' before save, '$u1' after restore"
 fi
 uptime_grows uptime-grows "$ID2"
+if _ch=$(xs_wait_uint "$ID2" device/suspend/event-channel 10); then pass channel-offered-again "new domain: device/suspend/event-channel = $_ch"
+else fail channel-offered-again "new domain: device/suspend/event-channel reads '$_ch'"; fi
 
 # ---- the console reader, blocked since boot, gets text typed after the restore
 tty=$(xs_read "$ID2" console/tty)

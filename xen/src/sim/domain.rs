@@ -140,6 +140,7 @@ pub fn build(cfg: SimConfig) -> (Sim, *mut start_info) {
         shutdown: None,
     };
     init_shared_info(&mut sim);
+    make_toolstack_nodes(&mut sim);
     let store_port = sim.alloc_port(PortKind::Store).expect("store port");
     let console_port = sim.alloc_port(PortKind::Console).expect("console port");
     let si = sim.arena.va(si_pfn) as *mut start_info;
@@ -191,6 +192,13 @@ pub fn suspend(s: &mut Sim, start_info_mfn: u64) -> i64 {
             0
         }
     }
+}
+
+/// The nodes libxl makes for every domain it creates (booted, restored or
+/// migrated in) that the guest fills: the suspend event channel's starts
+/// empty.
+fn make_toolstack_nodes(s: &mut Sim) {
+    s.xenstore.toolstack_write("device/suspend/event-channel", b"");
 }
 
 /// What the toolstack needs at suspend; a miss is a violation.
@@ -315,6 +323,7 @@ fn new_domain(s: &mut Sim, migrated: bool) {
     let store_port = s.alloc_port(PortKind::Store).expect("store port");
     let console_port = s.alloc_port(PortKind::Console).expect("console port");
     s.xenstore.restart();
+    make_toolstack_nodes(s);
     let si = s.arena.va(s.start_info_pfn) as *mut start_info;
     // SAFETY: start_info's page is in the arena; the guest is suspended.
     unsafe {
