@@ -20,7 +20,8 @@
 . /lab/lib.sh
 
 RUNS=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^bench_runs=\([0-9][0-9]*\)$/\1/p' | tail -n 1)
-# bench_only=mig (make bench ONLY=mig): only the live-migration figures, for quick iterations
+# bench_only=mig|chan (make bench ONLY=mig): only the live-migration or the suspend-channel
+# figures, for quick iterations
 ONLY=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^bench_only=\([a-z]*\)$/\1/p' | tail -n 1)
 case $RUNS in '' | 0) RUNS=3 ;; esac
 LADDER="128 96 80 64 48 32 24 16 12 8"   # mem-set targets (MiB), descending
@@ -662,6 +663,50 @@ limits_ballast() {
     destroy ballast
 }
 
+# ---------------------------------------------------------------- suspend event channel
+# Per run, ballast only: the same idle guest (release on), once offering the suspend event channel
+# (the default) and once not (`ballast.suspend_evtchn=0`: libxl writes control/shutdown and waits
+# for the guest's acknowledgement through xenstore): xl save -c, xl save, xl restore and xl
+# migrate, each timed by its wall time. Metrics chan_{on,off}_{ckpt,save,restore,mig}_ms.
+CHAN_WHAT="ckpt_ms save_ms restore_ms mig_ms"
+chan_missing() { for _m in $CHAN_WHAT; do emit ballast "chan_${1}_$_m" null "$2"; done; }
+chan_offered() { is_uint "$(xenstore-read "/local/domain/$(domid ballast)/device/suspend/event-channel" 2>/dev/null)"; }
+# chan_ready MODE: with the channel on, wait until the guest offers it (again, after a restore)
+chan_ready() { [ "$1" = off ] || xs_wait 10 chan_offered; }
+channel_ballast() {
+    for _cm in on off; do
+        if [ "$_cm" = on ]; then boot ballast; else boot ballast 'extra="ballast.suspend_evtchn=0"'; fi ||
+            { chan_missing "$_cm" "boot not ready"; destroy ballast; continue; }
+        sleep 2
+        chan_ready "$_cm" || { chan_missing "$_cm" "no port in device/suspend/event-channel"; destroy ballast; continue; }
+        console_mark ballast
+        if checkpoint ballast 60 && answer ballast 30; then emit ballast "chan_${_cm}_ckpt_ms" "$XL_MS"
+        else emit ballast "chan_${_cm}_ckpt_ms" null "xl save -c exit $_xrc or no answer after it"; fi
+        _how=$(_console_since_mark ballast | grep -c 'suspend requested through the event channel')
+        [ "$_cm" = on ] && [ "$_how" -eq 0 ] && log "chan: libxl did not use the offered channel for xl save -c"
+        [ "$_cm" = off ] && [ "$_how" -ne 0 ] && log "chan: a channel was used although none was offered"
+        sleep 1
+        if bxl 120 save ballast "$IMG"; then
+            emit ballast "chan_${_cm}_save_ms" "$XL_MS"
+            wait_gone ballast 10 || log "ballast still listed after xl save"
+            if bxl 120 restore "$IMG" && answer ballast 30; then emit ballast "chan_${_cm}_restore_ms" "$XL_MS"
+            else emit ballast "chan_${_cm}_restore_ms" null "xl restore exit $_xrc or no answer after it"; fi
+        else
+            emit ballast "chan_${_cm}_save_ms" null "xl save exit $_xrc: $XL_OUT"
+            emit ballast "chan_${_cm}_restore_ms" null "save failed"
+        fi
+        rm -f "$IMG"
+        if is_uint "$(domid ballast)" && chan_ready "$_cm"; then
+            sleep 1
+            if migrate ballast 180 && answer ballast 30; then emit ballast "chan_${_cm}_mig_ms" "$XL_MS"
+            else emit ballast "chan_${_cm}_mig_ms" null "xl migrate exit $_xrc or no answer after it"; fi
+        else
+            emit ballast "chan_${_cm}_mig_ms" null "no running guest offering the channel after the restore"
+        fi
+        destroy ballast
+    done
+}
+
 # ---------------------------------------------------------------- main
 log "runs=$RUNS ladder=[$LADDER] boot sizes=[$BOOT_SIZES]; $(df -k "$IMGDIR" | awk 'NR == 2 { printf "image tmpfs %d MiB free", $4 / 1024 }'); $(free -m | awk '/^Mem:/ { printf "dom0 free %s MiB", $4 }')"
 T_START=$(now_ms)
@@ -670,6 +715,12 @@ while [ $RUN -le "$RUNS" ]; do
     if [ $((RUN % 2)) -eq 1 ]; then order="ballast linux-guest"; else order="linux-guest ballast"; fi
     for g in $order; do
         T_G=$(now_ms)
+        if [ "$ONLY" = chan ]; then
+            [ "$g" = ballast ] || continue
+            channel_ballast
+            pass "run$RUN-channel" "suspend event channel on and off (run $RUN) took $(( $(now_ms) - T_G )) ms"
+            continue
+        fi
         if [ "$ONLY" = mig ]; then
             if [ "$g" = ballast ]; then mig_ballast; else mig_linux; fi
             pass "run$RUN-$g-migrate" "migration figures of $g (run $RUN) took $(( $(now_ms) - T_G )) ms"
@@ -687,12 +738,15 @@ while [ $RUN -le "$RUNS" ]; do
             T_G=$(now_ms)
             limits_ballast
             pass "run$RUN-limits" "hypervisor limit and toolstack floor (run $RUN) took $(( $(now_ms) - T_G )) ms"
+            T_G=$(now_ms)
+            channel_ballast
+            pass "run$RUN-channel" "suspend event channel on and off (run $RUN) took $(( $(now_ms) - T_G )) ms"
         fi
     done
     RUN=$((RUN + 1))
 done
 RUN=0
-[ "$ONLY" = mig ] || for g in ballast linux-guest; do
+[ -n "$ONLY" ] || for g in ballast linux-guest; do
     T_G=$(now_ms)
     min_boot "$g"
     pass "min-boot-$g" "memory search for $g took $(( $(now_ms) - T_G )) ms"

@@ -110,6 +110,13 @@ METRICS += [
     ("floor_save_ms", "toolstack floor: xl save", "ms", "lower"),
     ("floor_restore_ms", "toolstack floor: xl restore", "ms", "lower"),
 ]
+# The suspend event channel (bench.sh channel_ballast), ballast only: offered, and not offered
+# (libxl's xenstore handshake).
+CHANNEL_WHAT = [("ckpt_ms", "xl save -c idle"), ("save_ms", "xl save idle"), ("restore_ms", "xl restore idle"),
+                ("mig_ms", "xl migrate idle")]
+for _what, _label in CHANNEL_WHAT:
+    METRICS.append(("chan_on_%s" % _what, "%s, suspend event channel" % _label, "ms", "lower"))
+    METRICS.append(("chan_off_%s" % _what, "%s, xenstore handshake" % _label, "ms", "lower"))
 # Ratios to those limits: (label, numerator metric of each guest, denominator metric of ballast's
 # limit runs); 1.00 = at the limit, lower is better.
 AGAINST_LIMITS = [
@@ -122,6 +129,9 @@ AGAINST_LIMITS = [
     ("restore-to-answering idle / floor's xl restore", "si_idle_answer_ms", "floor_restore_ms"),
     ("restore-to-target idle / floor's xl restore", "si_idle_target_ms", "floor_restore_ms"),
 ]
+# The channel's effect: offered over not offered, same run; below 1.00 = the channel is faster.
+CHANNEL_RATIOS = [("%s: channel / xenstore handshake" % _label, "chan_on_%s" % _what, "chan_off_%s" % _what)
+                  for _what, _label in CHANNEL_WHAT]
 LINE = re.compile(r"@@LAB bench: (\{.*\})\s*$")
 
 
@@ -162,9 +172,11 @@ def median_of(raw, guest, metric):
     return statistics.median(vals) if vals else None
 
 
-def against_limits(raw):
+def ratio_block(raw, spec):
+    """Each (label, numerator, denominator): each guest's numerator median over ballast's
+    denominator median."""
     out = []
-    for label, num, den in AGAINST_LIMITS:
+    for label, num, den in spec:
         d = median_of(raw, "ballast", den)
         if not d:
             continue
@@ -319,11 +331,15 @@ def main():
         print("missing figures:")
         for n in notes:
             print("  " + n)
-    limits = against_limits(raw)
-    if limits:
-        print("against the limits (median over median; 1.00 = at the limit, lower is better):")
-        wd = max(len(x["label"]) for x in limits)
-        for x in limits:
+    limits = ratio_block(raw, AGAINST_LIMITS)
+    channel = ratio_block(raw, CHANNEL_RATIOS)
+    for block, title in ((limits, "against the limits (median over median; 1.00 = at the limit, lower is better):"),
+                         (channel, "suspend event channel (median over median; < 1.00 = the channel is faster):")):
+        if not block:
+            continue
+        print(title)
+        wd = max(len(x["label"]) for x in block)
+        for x in block:
             print("  %s  ballast %s  linux %s" % (x["label"].ljust(wd), "%.2f" % x["ballast"] if x["ballast"] else "-",
                                                   "%.2f" % x["linux"] if x["linux"] else "-"))
     if total:
@@ -333,7 +349,7 @@ def main():
     doc = {"date": date, "commit": commit, "dirty": dirty, "runs": runs, "log": os.path.relpath(args.log, REPO),
            "dom0_total_ms": total["total_ms"] if total else None,
            "ratio_meaning": "> 1 means ballast did better (lower time/size, higher rate)",
-           "metrics": rows, "against_limits": limits, "raw": raw, "missing": notes}
+           "metrics": rows, "against_limits": limits, "suspend_channel": channel, "raw": raw, "missing": notes}
     with open(args.json, "w") as f:
         json.dump(doc, f, indent=1, sort_keys=False)
         f.write("\n")
