@@ -20,8 +20,8 @@
 . /lab/lib.sh
 
 RUNS=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^bench_runs=\([0-9][0-9]*\)$/\1/p' | tail -n 1)
-# bench_only=mig|chan (make bench ONLY=mig): only the live-migration or the suspend-channel
-# figures, for quick iterations
+# bench_only=mig|chan|limit (make bench ONLY=mig): only the live-migration, the suspend-channel or
+# the limit figures (limit: with a floor of 24 MiB), for quick iterations
 ONLY=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^bench_only=\([a-z]*\)$/\1/p' | tail -n 1)
 case $RUNS in '' | 0) RUNS=3 ;; esac
 LADDER="128 96 80 64 48 32 24 16 12 8"   # mem-set targets (MiB), descending
@@ -632,8 +632,12 @@ limits_ballast() {
         emit ballast limit_bare_populate_us_per_mib "$(per_mib "$1" "$3")"
         emit ballast limit_ballast_release_us_per_mib "$(per_mib "$4" "$5")"
         emit ballast limit_ballast_populate_us_per_mib "$(per_mib "$4" "$6")"
+        # where the bare release's time goes: clearing the mappings, or Xen freeing the frames
+        _ls=$(_console_since_mark ballast | sed -n 's/.*limit: of the bare release, unmapping took \([0-9]*\) us, the decreases \([0-9]*\) us.*/\1 \2/p' | tail -n 1)
+        emit ballast limit_bare_unmap_us_per_mib "$(per_mib "$1" "$(echo "$_ls" | cut -d' ' -f1)")" "$([ -z "$_ls" ] && echo no split line)"
+        emit ballast limit_bare_decrease_us_per_mib "$(per_mib "$1" "$(echo "$_ls" | cut -d' ' -f2)")" "$([ -z "$_ls" ] && echo no split line)"
     else
-        for _m in bare_release bare_populate ballast_release ballast_populate; do
+        for _m in bare_release bare_populate ballast_release ballast_populate bare_unmap bare_decrease; do
             emit ballast "limit_${_m}_us_per_mib" null "no limit line: $(_console_since_mark ballast | tail -n 2 | _oneline)"
         done
     fi
@@ -715,6 +719,13 @@ while [ $RUN -le "$RUNS" ]; do
     if [ $((RUN % 2)) -eq 1 ]; then order="ballast linux-guest"; else order="linux-guest ballast"; fi
     for g in $order; do
         T_G=$(now_ms)
+        if [ "$ONLY" = limit ]; then
+            [ "$g" = ballast ] || continue
+            SI_IDLE_IMAGE_MIB=24
+            limits_ballast
+            pass "run$RUN-limits" "hypervisor limit and toolstack floor (run $RUN) took $(( $(now_ms) - T_G )) ms"
+            continue
+        fi
         if [ "$ONLY" = chan ]; then
             [ "$g" = ballast ] || continue
             channel_ballast

@@ -103,6 +103,8 @@ for _load, _desc in LOADS:
 METRICS += [
     ("limit_bare_release_us_per_mib", "hypervisor limit: release, bare hypercalls", "us/MiB", "lower"),
     ("limit_ballast_release_us_per_mib", "same boot: ballast's release mechanism", "us/MiB", "lower"),
+    ("limit_bare_unmap_us_per_mib", "  of which clearing the kernel mappings", "us/MiB", "lower"),
+    ("limit_bare_decrease_us_per_mib", "  of which Xen freeing the frames (decrease)", "us/MiB", "lower"),
     ("limit_bare_populate_us_per_mib", "hypervisor limit: repopulate, bare hypercalls", "us/MiB", "lower"),
     ("limit_ballast_populate_us_per_mib", "same boot: ballast's repopulate mechanism", "us/MiB", "lower"),
     ("floor_mib", "toolstack floor: memory= (idle image size)", "MiB", "lower"),
