@@ -28,7 +28,7 @@ pub const BINDING: &str = "suspend-request";
 
 /// Set by the port's handler (in the upcall), taken by the task.
 static REQUESTED: AtomicBool = AtomicBool::new(false);
-/// Set at start and after a resume in a new domain: the port number changed.
+/// Set after a resume in a new domain: the port number changed.
 static REPUBLISH: AtomicBool = AtomicBool::new(false);
 /// The task waits here for either.
 static WAKE: WaitQueue = WaitQueue::new();
@@ -56,7 +56,7 @@ impl kernel::pm::Device for ChannelDevice {
 /// Writes the port's number where libxl reads it.
 fn publish() {
     let Some(port) = events::port_of(BINDING) else {
-        log::warn!("suspend-channel: no port after the resume; suspends use control/shutdown");
+        log::warn!("suspend-channel: the port was not bound again; suspends use control/shutdown");
         return;
     };
     match kernel::xenstore::write(NODE, &alloc::format!("{}", port)) {
@@ -71,7 +71,7 @@ fn publish() {
 /// for (`enabled` false: nothing is offered).
 pub fn spawn(enabled: bool) {
     REQUESTED.store(false, Ordering::Relaxed);
-    REPUBLISH.store(true, Ordering::Relaxed);
+    REPUBLISH.store(false, Ordering::Relaxed);
     if !enabled {
         log::info!("suspend-channel: not offered (ballast.suspend_evtchn=0); suspends use control/shutdown");
         return;
@@ -86,6 +86,7 @@ pub fn spawn(enabled: bool) {
             return;
         }
         kernel::pm::register(Arc::new(ChannelDevice));
+        publish();
         loop {
             let (request, republish) = WAKE.wait_until(|| {
                 let request = REQUESTED.swap(false, Ordering::AcqRel);

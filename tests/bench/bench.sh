@@ -265,11 +265,7 @@ checkpoint() {
 has_balloon() {
     [ "$1" = linux-guest ] && return 0
     _id=$(domid ballast)
-    xs_wait 5 xenstore-read "/local/domain/$_id/data/balloon/current_kb"
-}
-xs_wait() { # SECS CMD...: retry CMD until it succeeds
-    _e=$(( $(now_ms) + $1 * 1000 )); shift
-    until "$@" >/dev/null 2>&1; do [ "$(now_ms)" -ge "$_e" ] && return 1; sleep 0.3; done
+    wait_until 5 xenstore-read "/local/domain/$_id/data/balloon/current_kb" >/dev/null 2>&1
 }
 
 # ---------------------------------------------------------------- one run of one guest
@@ -674,9 +670,8 @@ limits_ballast() {
 # migrate, each timed by its wall time. Metrics chan_{on,off}_{ckpt,save,restore,mig}_ms.
 CHAN_WHAT="ckpt_ms save_ms restore_ms mig_ms"
 chan_missing() { for _m in $CHAN_WHAT; do emit ballast "chan_${1}_$_m" null "$2"; done; }
-chan_offered() { is_uint "$(xenstore-read "/local/domain/$(domid ballast)/device/suspend/event-channel" 2>/dev/null)"; }
 # chan_ready MODE: with the channel on, wait until the guest offers it (again, after a restore)
-chan_ready() { [ "$1" = off ] || xs_wait 10 chan_offered; }
+chan_ready() { [ "$1" = off ] || xs_wait_uint ballast device/suspend/event-channel 10 >/dev/null; }
 channel_ballast() {
     for _cm in on off; do
         if [ "$_cm" = on ]; then boot ballast; else boot ballast 'extra="ballast.suspend_evtchn=0"'; fi ||
