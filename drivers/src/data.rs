@@ -3,14 +3,16 @@
 
 mod task {
     use alloc::format;
+    use alloc::string::String;
+    use alloc::vec::Vec;
     use core::sync::atomic::Ordering;
     use kernel::mm::kernel_memory;
-    use kernel::{sched, selftest, suspend, time, xenstore};
+    use kernel::{sched, selftest, smp, suspend, time, xenstore};
 
     fn publish() -> xenstore::Result<()> {
         let m = kernel_memory::figures();
         let f = suspend::figures();
-        let figures = [
+        let mut figures: Vec<(String, String)> = [
             ("data/uptime", format!("{}", time::now_ns() / 1_000_000_000)),
             ("data/free_kb", format!("{}", m.free * 4)),
             ("data/tasks", format!("{}", sched::task_count())),
@@ -32,7 +34,18 @@ mod task {
             ("data/suspend/last_repopulated_pages", format!("{}", f.last_repopulated_pages)),
             ("data/suspend/last_adopted_pages", format!("{}", f.last_adopted_pages)),
             ("data/suspend/last_repopulate_us", format!("{}", f.last_repopulate_us)),
-        ];
+            ("data/selftest/moves", format!("{}", selftest::MOVES.load(Ordering::Relaxed))),
+            ("data/selftest/move_errors", format!("{}", selftest::MOVE_ERRORS.load(Ordering::Relaxed))),
+            ("data/vcpu/online", format!("{}", smp::online_mask().count_ones())),
+        ]
+        .into_iter()
+        .map(|(p, v)| (String::from(p), v))
+        .collect();
+        let tasks = sched::tasks_per_vcpu();
+        for v in 0..smp::possible() {
+            figures.push((format!("data/vcpu/{}/ticks", v), format!("{}", smp::ticks(v))));
+            figures.push((format!("data/vcpu/{}/tasks", v), format!("{}", tasks[v as usize])));
+        }
         xenstore::transaction(|tx| {
             for (path, value) in &figures {
                 xenstore::write_tx(tx, path, value)?;

@@ -13,6 +13,7 @@ pub mod console_input;
 pub mod control;
 pub mod data;
 pub mod suspend_channel;
+pub mod vcpus;
 
 /// Starts every driver's task (called once the kernel is up).
 pub fn start(opts: &kernel::cmdline::Options) {
@@ -27,4 +28,5 @@ pub fn start(opts: &kernel::cmdline::Options) {
     balloon::spawn();
     console_input::spawn();
     data::spawn();
+    vcpus::spawn();
 }

@@ -31,6 +31,12 @@ pub struct Options {
     /// toolstack asks through `control/shutdown` (for the bench's
     /// side-by-side figures).
     pub suspend_channel: bool,
+    /// `ballast.movers=N`: self-test tasks that hop between vCPUs (with
+    /// several vCPUs only).
+    pub movers: u32,
+    /// `ballast.holdvcpu=V:N`: a task that keeps vCPU V from the next N
+    /// suspend rendezvous (refused suspends, for the lab).
+    pub hold_vcpu: Option<(u32, u32)>,
 }
 
 impl Default for Options {
@@ -45,6 +51,8 @@ impl Default for Options {
             stubborn_attempts: 0,
             limit_probe: false,
             suspend_channel: true,
+            movers: 2,
+            hold_vcpu: None,
         }
     }
 }
@@ -66,6 +74,17 @@ impl Options {
                 "ballast.pattern" => number(key, value, &mut opts.pattern_mib),
                 "ballast.aspace" => number(key, value, &mut opts.aspace_pages),
                 "ballast.dirty" => number(key, value, &mut opts.dirty_mib),
+                "ballast.movers" => {
+                    let mut n = opts.movers as u64;
+                    number(key, value, &mut n);
+                    opts.movers = n.min(8) as u32;
+                }
+                "ballast.holdvcpu" => match value.and_then(|v| v.split_once(':')) {
+                    Some((v, n)) if v.parse::<u32>().is_ok() && n.parse::<u32>().is_ok() => {
+                        opts.hold_vcpu = Some((v.parse().unwrap(), n.parse().unwrap()))
+                    }
+                    _ => log::warn!("cmdline: {}={:?} is not VCPU:COUNT; ignored", key, value),
+                },
                 "ballast.sleepers" => {
                     let mut n = opts.sleepers as u64;
                     number(key, value, &mut n);

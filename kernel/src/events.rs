@@ -2,6 +2,7 @@
 //! handler per port, and a table of every binding so that a resumed domain
 //! (where all ports are gone) can bind them all again.
 
+use crate::percpu::{self, VcpuId, MAX_VCPUS};
 use crate::platform;
 use crate::{Hv, Hypervisor, XenError};
 use alloc::sync::Arc;
@@ -36,6 +37,17 @@ pub enum Binding {
     FromStartInfo,
 }
 
+impl Binding {
+    /// The vCPU Xen delivers the port to: VIRQs and IPIs name theirs, every
+    /// other port is delivered to vCPU 0.
+    pub fn vcpu(&self) -> VcpuId {
+        match *self {
+            Binding::Virq { vcpu, .. } | Binding::Ipi { vcpu } => vcpu,
+            _ => 0,
+        }
+    }
+}
+
 #[derive(Clone)]
 struct Slot {
     port: u32,
@@ -49,6 +61,22 @@ const MAX_BINDINGS: usize = 64;
 /// Every bound port with its handler. A lock because tasks bind while the
 /// upcall reads; it is only taken with events masked.
 static TABLE: Mutex<Vec<Slot>> = Mutex::new(Vec::new());
+
+/// Per vCPU, the ports delivered to it (a bit per port, as in
+/// `evtchn_pending`). Two vCPUs can share a pending word: each handles only
+/// its own ports, so a VIRQ is never run on the wrong vCPU. Atomic words
+/// because the upcall reads them on every vCPU while a bind writes them.
+static DELIVERED_TO: [[AtomicU64; 64]; MAX_VCPUS] = [const { [const { AtomicU64::new(0) }; 64] }; MAX_VCPUS];
+
+fn set_owner(port: u32, vcpu: VcpuId, owned: bool) {
+    let (w, bit) = bit_word(port);
+    let word = &DELIVERED_TO[vcpu as usize][w];
+    if owned {
+        word.fetch_or(bit, Ordering::SeqCst);
+    } else {
+        word.fetch_and(!bit, Ordering::SeqCst);
+    }
+}
 
 /// Events delivered, for the figures sysrq prints.
 pub static DELIVERED: AtomicU64 = AtomicU64::new(0);
@@ -90,6 +118,7 @@ fn insert(slot: Slot) -> Result<(), EventError> {
         if t.len() >= MAX_BINDINGS {
             return Err(EventError::TableFull);
         }
+        set_owner(slot.port, slot.binding.vcpu(), true);
         t.push(slot);
         Ok(())
     })?;
@@ -121,7 +150,13 @@ pub fn attach(port: u32, name: &'static str, handler: impl Fn(u32) + Send + Sync
 
 /// Closes `port` and forgets its binding.
 pub fn unbind(port: u32) {
-    crate::events_mask::without_events(|| TABLE.lock().retain(|s| s.port != port));
+    crate::events_mask::without_events(|| {
+        let mut t = TABLE.lock();
+        for s in t.iter().filter(|s| s.port == port) {
+            set_owner(port, s.binding.vcpu(), false);
+        }
+        t.retain(|s| s.port != port)
+    });
     mask_port(port);
     if let Err(e) = Hv::close_port(port) {
         log::warn!("event: closing port {} failed: {:?}", port, e);
@@ -133,6 +168,7 @@ pub fn unbind(port: u32) {
 /// start_info-provided channels. Returns how many were rebound.
 pub fn rebind_all(start_info_port: impl Fn(&str) -> Option<u32>) -> usize {
     let old: Vec<Slot> = crate::events_mask::without_events(|| core::mem::take(&mut *TABLE.lock()));
+    clear_owners();
     let mut fresh = Vec::with_capacity(old.len());
     for mut s in old {
         let port = match s.binding {
@@ -151,6 +187,9 @@ pub fn rebind_all(start_info_port: impl Fn(&str) -> Option<u32>) -> usize {
         }
     }
     let ports: Vec<u32> = fresh.iter().map(|s| s.port).collect();
+    for s in &fresh {
+        set_owner(s.port, s.binding.vcpu(), true);
+    }
     crate::events_mask::without_events(|| *TABLE.lock() = fresh);
     for &p in &ports {
         unmask(p);
@@ -185,7 +224,8 @@ pub fn unmask(port: u32) {
 /// Called from the upcall entry with events masked.
 pub fn handle_upcall() {
     let si = platform::shared_info();
-    let v = platform::this_vcpu_info();
+    let here = percpu::current();
+    let v = platform::vcpu_info(here);
     if si.is_null() || v.is_null() {
         return;
     }
@@ -211,7 +251,8 @@ pub fn handle_upcall() {
                     &*(core::ptr::addr_of_mut!((*si).evtchn_mask[w]) as *const AtomicU64),
                 )
             };
-            let mut ready = pending.load(Ordering::SeqCst) & !mask.load(Ordering::SeqCst);
+            let mine = DELIVERED_TO[here as usize][w].load(Ordering::SeqCst);
+            let mut ready = pending.load(Ordering::SeqCst) & !mask.load(Ordering::SeqCst) & mine;
             while ready != 0 {
                 let b = ready.trailing_zeros();
                 ready &= ready - 1;
@@ -235,6 +276,35 @@ fn dispatch(port: u32) {
 /// the same process; on Xen the table is empty at boot anyway).
 pub fn init() {
     crate::events_mask::without_events(|| TABLE.lock().clear());
+    clear_owners();
+}
+
+fn clear_owners() {
+    for words in &DELIVERED_TO {
+        for w in words {
+            w.store(0, Ordering::SeqCst);
+        }
+    }
+}
+
+/// The port bound to `binding`, if any.
+pub fn port_bound_to(binding: Binding) -> Option<u32> {
+    crate::events_mask::without_events(|| TABLE.lock().iter().find(|s| s.binding == binding).map(|s| s.port))
+}
+
+/// Clears `port`'s pending bit (a parked vCPU's wake-up, consumed).
+pub fn clear_pending(port: u32) {
+    let si = platform::shared_info();
+    if port >= MAX_PORTS || si.is_null() {
+        return;
+    }
+    let (w, bit) = bit_word(port);
+    // SAFETY: shared_info is mapped; the pending bitmap is shared with Xen
+    // and changed with an atomic read-modify-write.
+    unsafe {
+        let word = &*(core::ptr::addr_of_mut!((*si).evtchn_pending[w]) as *const AtomicU64);
+        word.fetch_and(!bit, Ordering::SeqCst);
+    }
 }
 
 /// The port bound or attached under `name`.

@@ -17,7 +17,6 @@ use crate::{Hv, Hypervisor, XenError};
 use alloc::vec::Vec;
 use core::sync::atomic::{fence, AtomicU16, Ordering};
 use spin::Mutex;
-use xen::abi::mmu;
 
 bitflags::bitflags! {
     /// The `flags` half-word of a v1 grant entry (`grant_table.h`).
@@ -107,7 +106,7 @@ fn map(mfns: &[u64; FRAMES]) -> Result<(), GrantError> {
         physmap::ensure_l1(slot, || with_frames(|f| f.alloc(0))).ok_or(GrantError::NoPageTable)?;
         // SAFETY: the slot is the grant table's own virtual page; `mfn` is
         // a table frame Xen handed to this domain.
-        unsafe { Hv::update_va_mapping(pfn_to_va(slot), data_entry(mfn, true), mmu::UVMF_INVLPG) }
+        unsafe { Hv::update_va_mapping(pfn_to_va(slot), data_entry(mfn, true), crate::smp::invlpg_flags()) }
             .map_err(GrantError::Map)?;
     }
     Ok(())
@@ -117,7 +116,7 @@ fn unmap() {
     for i in 0..FRAMES as u64 {
         // SAFETY: only `TABLE` refers to the slot, and it is locked by the
         // caller (the suspend path) for as long as the table is unmapped.
-        let _ = unsafe { Hv::update_va_mapping(pfn_to_va(TABLE_SLOT + i), 0, mmu::UVMF_INVLPG) };
+        let _ = unsafe { Hv::update_va_mapping(pfn_to_va(TABLE_SLOT + i), 0, crate::smp::invlpg_flags()) };
     }
 }
 

@@ -1,18 +1,30 @@
-//! Kernel tasks and a cooperative scheduler.
+//! Kernel tasks and a cooperative scheduler for every vCPU.
 //!
-//! ballast runs on one vCPU and schedules cooperatively: a task runs until
-//! it sleeps, waits, yields or exits. Every one of those is a preemption
-//! point and a freezer safe point. Event handlers never switch tasks; they
-//! only make tasks runnable, and the switch happens at the next preemption
-//! point or when the idle loop wakes from `SCHEDOP_block`. Long-running
-//! loops (the memory self-test) call `yield_now` regularly.
+//! A task runs until it sleeps, waits, yields or exits. Every one of those
+//! is a preemption point and a freezer safe point. Event handlers never
+//! switch tasks; they only make tasks runnable, and the switch happens at
+//! the next preemption point or when an idle loop wakes from
+//! `SCHEDOP_block`. Long-running loops (the memory self-test) call
+//! `yield_now` regularly.
 //!
-//! The boot context becomes vCPU 0's idle task (id 0): it runs only when no
-//! other task is runnable, arms Xen's one-shot timer for the earliest
-//! sleeper and blocks.
+//! One run queue serves every vCPU: a vCPU takes the first task it may run.
+//! A task pinned to an online vCPU runs only there; any other task runs on
+//! any vCPU that takes tasks (a vCPU being parked or taken offline takes
+//! none, and tasks pinned to an offline vCPU run elsewhere until it is
+//! back). Making a task runnable wakes, by IPI, a vCPU blocked in Xen that
+//! may run it. One lock, taken with events masked, guards the queue and
+//! every task: cooperative tasks switch rarely, so it is seldom contended.
+//!
+//! Each vCPU's boot context becomes its idle task: it runs only when that
+//! vCPU has nothing else to do, arms Xen's one-shot timer (per vCPU) for
+//! the earliest sleeper that last ran there, and blocks.
 
-use crate::percpu::PerVcpu;
-use crate::{events_mask, time};
+mod freezer;
+
+pub use freezer::{freeze, thaw, try_to_freeze, FreezeRefused};
+
+use crate::percpu::{self, PerVcpu, VcpuId};
+use crate::{events_mask, smp, time};
 use crate::{Hv, Hypervisor};
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
@@ -56,6 +68,37 @@ struct Task {
     /// A vCPU's idle task (its boot context): never queued.
     idle: bool,
     switches: u64,
+    /// The vCPU it must run on, while that vCPU is online.
+    pin: Option<VcpuId>,
+    /// The vCPU it last ran on: its sleep deadline is armed there.
+    last_vcpu: VcpuId,
+}
+
+impl Task {
+    fn new(id: TaskId, name: &'static str, state: State, frame: Box<SwitchFrame>, idle: bool) -> Self {
+        Task {
+            id,
+            name,
+            state,
+            frame,
+            _stack: None,
+            wake_at: None,
+            wake_pending: false,
+            freezable: !idle,
+            idle,
+            switches: 0,
+            pin: None,
+            last_vcpu: 0,
+        }
+    }
+
+    /// Whether vCPU `v` may run it now.
+    fn may_run_on(&self, v: VcpuId, online: u64) -> bool {
+        match self.pin {
+            Some(p) if online & (1 << p) != 0 => p == v,
+            _ => true,
+        }
+    }
 }
 
 /// A switched-out task's stack pointer, in an allocation of its own so the
@@ -85,6 +128,8 @@ struct VcpuState {
     idle: TaskId,
     /// The deadline its Xen timer is armed for, to avoid re-arming it.
     armed: Option<u64>,
+    /// Blocked in Xen with nothing to run: a new task for it needs an IPI.
+    blocked_in_xen: bool,
 }
 
 struct Scheduler {
@@ -98,8 +143,6 @@ struct Scheduler {
 /// takes it from the upcall to wake sleepers.
 static SCHED: Mutex<Option<Scheduler>> = Mutex::new(None);
 
-/// Set while the freezer wants tasks to park.
-static FREEZING: AtomicBool = AtomicBool::new(false);
 pub static CONTEXT_SWITCHES: AtomicU64 = AtomicU64::new(0);
 
 global_asm!(
@@ -173,6 +216,7 @@ impl Scheduler {
                 t.wake_at = None;
                 if !self.is_idle(id) {
                     self.run_queue.push_back(id);
+                    self.kick_for(id);
                 }
             }
             State::Runnable | State::Running => t.wake_pending = true,
@@ -180,8 +224,84 @@ impl Scheduler {
         }
     }
 
+    /// Wakes vCPU `v` if it is blocked in Xen (not the running one: it is
+    /// awake).
+    fn kick(&mut self, v: VcpuId) {
+        if v != percpu::current() && self.vcpus.get(v).blocked_in_xen {
+            self.vcpus.get_mut(v).blocked_in_xen = false;
+            smp::send_ipi(v);
+        }
+    }
+
+    /// Wakes a vCPU that may run the newly queued task `id`: its pinned
+    /// vCPU, else the one it last ran on, else any idle one.
+    fn kick_for(&mut self, id: TaskId) {
+        let online = smp::online_mask();
+        let Some(t) = self.tasks.iter().find(|t| t.id == id) else { return };
+        let (pin, last) = (t.pin, t.last_vcpu);
+        let here = percpu::current();
+        // The running vCPU is awake: it gets to the task at its next switch.
+        let idle = |s: &Self, v: VcpuId| v != here && s.vcpus.get(v).blocked_in_xen && smp::takes_tasks(v);
+        let target = match pin {
+            Some(p) if online & (1 << p) != 0 => Some(p),
+            _ if idle(self, last) => Some(last),
+            _ => (0..percpu::MAX_VCPUS as VcpuId).find(|&v| idle(self, v)),
+        };
+        if let Some(v) = target {
+            self.kick(v);
+        }
+    }
+
+    /// Wakes every vCPU blocked in Xen (after a thaw: work for all).
+    fn kick_idle_vcpus(&mut self) {
+        for v in 0..percpu::MAX_VCPUS as VcpuId {
+            self.kick(v);
+        }
+    }
+
+    /// The earliest sleep deadline this vCPU's timer serves: sleepers that
+    /// last ran here, and on vCPU 0 those whose vCPU is offline.
     fn earliest_deadline(&self) -> Option<u64> {
-        self.tasks.iter().filter(|t| t.state == State::Blocked).filter_map(|t| t.wake_at).min()
+        let here = percpu::current();
+        let online = smp::online_mask();
+        let serves = |v: VcpuId| v == here || (here == 0 && online & (1 << v) == 0);
+        self.tasks.iter().filter(|t| t.state == State::Blocked && serves(t.last_vcpu)).filter_map(|t| t.wake_at).min()
+    }
+
+    /// Whether the running vCPU has a queued task it may run.
+    fn has_work_here(&self) -> bool {
+        let here = percpu::current();
+        smp::takes_tasks(here) && {
+            let online = smp::online_mask();
+            self.run_queue.iter().any(|&id| {
+                self.tasks.iter().any(|t| t.id == id && t.state == State::Runnable && t.may_run_on(here, online))
+            })
+        }
+    }
+
+    /// Takes the first queued task the running vCPU may run (dropping
+    /// stale entries on the way).
+    fn pick_here(&mut self) -> Option<TaskId> {
+        let here = percpu::current();
+        if !smp::takes_tasks(here) {
+            return None;
+        }
+        let online = smp::online_mask();
+        let mut i = 0;
+        while i < self.run_queue.len() {
+            let id = self.run_queue[i];
+            match self.tasks.iter().find(|t| t.id == id) {
+                Some(t) if t.state == State::Runnable && t.may_run_on(here, online) => {
+                    self.run_queue.remove(i);
+                    return Some(id);
+                }
+                Some(t) if t.state == State::Runnable => i += 1,
+                _ => {
+                    self.run_queue.remove(i);
+                }
+            }
+        }
+        None
     }
 
     fn wake_sleepers(&mut self, now: u64) {
@@ -208,43 +328,71 @@ impl Scheduler {
     }
 }
 
-/// Turns the boot context into the idle task (any earlier tasks are
+/// No vCPU runs this task id (a vCPU's slot before it starts).
+const NO_TASK: TaskId = TaskId::MAX;
+
+/// Turns the boot context into vCPU 0's idle task (any earlier tasks are
 /// forgotten: a simulated guest boots again in the same process).
 pub fn init() {
-    FREEZING.store(false, Ordering::Release);
-    *FREEZER.lock() = None;
+    freezer::reset();
     events_mask::without_events(|| {
+        let mut vcpus = PerVcpu::new(VcpuState { current: NO_TASK, idle: NO_TASK, armed: None, blocked_in_xen: false });
+        *vcpus.get_mut(0) = VcpuState { current: 0, idle: 0, armed: None, blocked_in_xen: false };
         *SCHED.lock() = Some(Scheduler {
-            tasks: alloc::vec![Task {
-                id: 0,
-                name: "idle",
-                state: State::Running,
-                frame: SwitchFrame::new(0),
-                _stack: None,
-                wake_at: None,
-                wake_pending: false,
-                freezable: false,
-                idle: true,
-                switches: 0,
-            }],
+            tasks: alloc::vec![Task::new(0, "idle", State::Running, SwitchFrame::new(0), true)],
             run_queue: VecDeque::new(),
             next_id: 1,
-            vcpus: PerVcpu::new(VcpuState { current: 0, idle: 0, armed: None }),
+            vcpus,
         });
     });
 }
 
-/// Starts a task running `f`. Freezable unless `spawn_unfreezable` is used.
+/// Makes the running context (a secondary vCPU's start) its idle task: a
+/// new one the first time, the same one again when the vCPU starts afresh
+/// in a new domain (its old stack is gone, nothing on it mattered).
+pub fn adopt_idle_here() {
+    let here = percpu::current();
+    with_sched(|s| {
+        let id = match s.vcpus.get(here).idle {
+            NO_TASK => {
+                let id = s.next_id;
+                s.next_id += 1;
+                let mut t = Task::new(id, "idle", State::Running, SwitchFrame::new(0), true);
+                t.last_vcpu = here;
+                s.tasks.push(t);
+                id
+            }
+            id => id,
+        };
+        s.task(id).unwrap().state = State::Running;
+        *s.vcpus.get_mut(here) = VcpuState { current: id, idle: id, armed: None, blocked_in_xen: false };
+    });
+}
+
+/// Starts a task running `f`, on any vCPU. Freezable unless
+/// `spawn_unfreezable` is used.
 pub fn spawn(name: &'static str, f: impl FnOnce() + Send + 'static) -> TaskId {
-    spawn_inner(name, true, Box::new(f))
+    spawn_inner(name, true, None, Box::new(f))
 }
 
-/// A task the freezer leaves alone.
+/// A task that runs on vCPU `vcpu` while it is online.
+pub fn spawn_pinned(name: &'static str, vcpu: VcpuId, f: impl FnOnce() + Send + 'static) -> TaskId {
+    spawn_inner(name, true, Some(vcpu), Box::new(f))
+}
+
+/// A task the freezer leaves alone. It runs on vCPU 0, which never parks,
+/// so that it can never keep another vCPU from the suspend rendezvous.
 pub fn spawn_unfreezable(name: &'static str, f: impl FnOnce() + Send + 'static) -> TaskId {
-    spawn_inner(name, false, Box::new(f))
+    spawn_inner(name, false, Some(0), Box::new(f))
 }
 
-fn spawn_inner(name: &'static str, freezable: bool, f: Entry) -> TaskId {
+/// An unfreezable task on another vCPU: only for the self-test that keeps
+/// a vCPU from the rendezvous on purpose.
+pub fn spawn_unfreezable_pinned(name: &'static str, vcpu: VcpuId, f: impl FnOnce() + Send + 'static) -> TaskId {
+    spawn_inner(name, false, Some(vcpu), Box::new(f))
+}
+
+fn spawn_inner(name: &'static str, freezable: bool, pin: Option<VcpuId>, f: Entry) -> TaskId {
     let mut stack = alloc::vec![0u8; STACK_SIZE].into_boxed_slice();
     let top = (stack.as_mut_ptr() as u64 + STACK_SIZE as u64) & !15;
     let entry = Box::into_raw(Box::new(f));
@@ -265,19 +413,14 @@ fn spawn_inner(name: &'static str, freezable: bool, f: Entry) -> TaskId {
     with_sched(|s| {
         let id = s.next_id;
         s.next_id += 1;
-        s.tasks.push(Task {
-            id,
-            name,
-            state: State::Runnable,
-            frame: SwitchFrame::new(rsp),
-            _stack: Some(stack),
-            wake_at: None,
-            wake_pending: false,
-            freezable,
-            idle: false,
-            switches: 0,
-        });
+        let mut t = Task::new(id, name, State::Runnable, SwitchFrame::new(rsp), false);
+        t._stack = Some(stack);
+        t.freezable = freezable;
+        t.pin = pin;
+        t.last_vcpu = pin.unwrap_or(percpu::current());
+        s.tasks.push(t);
         s.run_queue.push_back(id);
+        s.kick_for(id);
         id
     })
 }
@@ -300,15 +443,11 @@ fn switch_away() {
         let mut guard = SCHED.lock();
         let s = guard.as_mut().expect("scheduler not started");
         let cur = s.vcpus.here().current;
-        // Reap dead tasks other than the one we are running on.
-        s.tasks.retain(|t| t.state != State::Dead || t.id == cur);
-        let next = loop {
-            match s.run_queue.pop_front() {
-                Some(id) if s.task(id).is_some_and(|t| t.state == State::Runnable) => break id,
-                Some(_) => continue,
-                None => break s.vcpus.here().idle,
-            }
-        };
+        // Reap dead tasks no vCPU is on: not current anywhere, and their
+        // last switch away finished (their stack is no longer in use).
+        let running: Vec<TaskId> = (0..percpu::MAX_VCPUS as VcpuId).map(|v| s.vcpus.get(v).current).collect();
+        s.tasks.retain(|t| t.state != State::Dead || running.contains(&t.id) || !t.frame.saved.load(Ordering::Acquire));
+        let next = s.pick_here().unwrap_or(s.vcpus.here().idle);
         if next == cur {
             s.task(cur).unwrap().state = State::Running;
             None
@@ -320,10 +459,12 @@ fn switch_away() {
             // The idle task is never queued: it runs when the queue is empty.
             if matches!(cur_state, Some(State::Runnable | State::Running)) && !s.is_idle(cur) {
                 s.run_queue.push_back(cur);
+                s.kick_for(cur);
             }
             let n = s.task(next).unwrap();
             n.state = State::Running;
             n.switches += 1;
+            n.last_vcpu = percpu::current();
             let next_frame = &*n.frame as *const SwitchFrame;
             s.vcpus.here_mut().current = next;
             s.arm_timer();
@@ -387,6 +528,41 @@ pub fn wake(id: TaskId) {
     with_sched(|s| s.make_runnable(id));
 }
 
+/// The vCPU the running task is pinned to.
+pub fn current_pin() -> Option<VcpuId> {
+    with_sched(|s| {
+        let cur = s.vcpus.here().current;
+        s.task(cur).unwrap().pin
+    })
+}
+
+/// Pins the running task to `vcpu` (None: any vCPU) and moves it there.
+/// Returns whether it now runs on `vcpu` (it cannot while `vcpu` is
+/// offline; it goes there once it is back).
+pub fn pin_current(vcpu: Option<VcpuId>) -> bool {
+    with_sched(|s| {
+        let cur = s.vcpus.here().current;
+        s.task(cur).unwrap().pin = vcpu;
+    });
+    let Some(v) = vcpu else { return true };
+    if percpu::current() != v && smp::online_mask() & (1 << v) != 0 {
+        // Not runnable here any more: the switch queues it for `v`.
+        switch_away();
+    }
+    percpu::current() == v
+}
+
+/// Live tasks per vCPU they last ran on (idle tasks not counted).
+pub fn tasks_per_vcpu() -> [u32; percpu::MAX_VCPUS] {
+    with_sched(|s| {
+        let mut n = [0u32; percpu::MAX_VCPUS];
+        for t in s.tasks.iter().filter(|t| !t.idle && t.state != State::Dead) {
+            n[t.last_vcpu as usize] += 1;
+        }
+        n
+    })
+}
+
 /// Sleeps for at least `ns` nanoseconds.
 pub fn sleep_ns(ns: u64) {
     let deadline = time::now_ns().saturating_add(ns);
@@ -409,6 +585,11 @@ pub fn exit() -> ! {
     unreachable!("a dead task was scheduled");
 }
 
+/// Wakes every vCPU blocked in Xen (new work, or new vCPUs to share it).
+pub fn kick_idle() {
+    with_sched(|s| s.kick_idle_vcpus());
+}
+
 /// Arms Xen's timer again from scratch (after a resume: the new domain
 /// has no timer armed, and its system time differs).
 pub fn rearm_timer() {
@@ -428,6 +609,15 @@ pub fn on_timer() {
     }
 }
 
+/// Called from a vCPU's IPI handler (events masked): the vCPU is awake now;
+/// its idle loop looks for work (or parks) on the way back.
+pub fn on_ipi() {
+    if let Some(s) = SCHED.lock().as_mut() {
+        s.vcpus.here_mut().blocked_in_xen = false;
+        s.arm_timer();
+    }
+}
+
 /// The idle loop: run whatever is runnable, else block in Xen until an
 /// event arrives.
 pub fn idle() -> ! {
@@ -441,17 +631,27 @@ pub fn idle() -> ! {
 pub fn idle_once() {
     schedule();
     events_mask::mask();
+    // The suspend rendezvous and hotplug park vCPUs here, holding nothing.
+    if smp::stop_requested_here() {
+        smp::stop_here();
+        events_mask::unmask();
+        return;
+    }
     let nothing_to_do = {
         let mut g = SCHED.lock();
         let s = g.as_mut().unwrap();
         s.wake_sleepers(time::now_ns());
         s.arm_timer();
-        s.run_queue.is_empty()
+        let idle = !s.has_work_here() && !smp::stop_requested_here();
+        s.vcpus.here_mut().blocked_in_xen = idle;
+        idle
     };
     if nothing_to_do {
         // SCHEDOP_block unmasks events atomically with blocking, and
-        // returns at once if one is already pending.
+        // returns at once if one is already pending (an IPI sent since).
         Hv::block();
+        events_mask::mask();
+        SCHED.lock().as_mut().unwrap().vcpus.here_mut().blocked_in_xen = false;
     }
     events_mask::unmask();
 }
@@ -515,85 +715,6 @@ impl Default for WaitQueue {
     fn default() -> Self {
         Self::new()
     }
-}
-
-// ---- freezer -------------------------------------------------------------
-
-/// Parks the current task if the freezer asks; returns when thawed.
-pub fn try_to_freeze() {
-    if !FREEZING.load(Ordering::Acquire) {
-        return;
-    }
-    let parked = with_sched(|s| {
-        let cur = s.vcpus.here().current;
-        let t = s.task(cur).unwrap();
-        if t.freezable && FREEZING.load(Ordering::Acquire) {
-            t.state = State::Frozen;
-            true
-        } else {
-            false
-        }
-    });
-    if parked {
-        switch_away();
-    }
-}
-
-/// Why a freeze failed.
-#[derive(Debug)]
-pub struct FreezeRefused {
-    pub task: &'static str,
-    pub id: TaskId,
-}
-
-/// Asks every freezable task to park, giving them `timeout_ns`. A task
-/// blocked in a wait counts as parked: it parks as soon as it wakes, before
-/// it runs any of its own code. The caller (the suspend coordinator) is
-/// exempt until `thaw`. On timeout every parked task is thawed and the
-/// first task that did not park is named.
-pub fn freeze(timeout_ns: u64) -> Result<usize, FreezeRefused> {
-    let me = current();
-    let was_freezable = with_sched(|s| core::mem::replace(&mut s.task(me).unwrap().freezable, false));
-    *FREEZER.lock() = Some((me, was_freezable));
-    FREEZING.store(true, Ordering::Release);
-    let deadline = time::now_ns() + timeout_ns;
-    loop {
-        let laggard = with_sched(|s| {
-            s.tasks
-                .iter()
-                .find(|t| t.freezable && matches!(t.state, State::Runnable | State::Running))
-                .map(|t| (t.name, t.id))
-        });
-        match laggard {
-            None => return Ok(with_sched(|s| s.tasks.iter().filter(|t| t.freezable).count())),
-            Some((task, id)) if time::now_ns() >= deadline => {
-                thaw();
-                return Err(FreezeRefused { task, id });
-            }
-            Some(_) => yield_now(),
-        }
-    }
-}
-
-/// The task running a freeze and whether it was freezable before.
-static FREEZER: Mutex<Option<(TaskId, bool)>> = Mutex::new(None);
-
-/// Lets every frozen task run again.
-pub fn thaw() {
-    FREEZING.store(false, Ordering::Release);
-    let owner = FREEZER.lock().take();
-    with_sched(|s| {
-        if let Some((id, was)) = owner {
-            if let Some(t) = s.task(id) {
-                t.freezable = was;
-            }
-        }
-        let frozen: Vec<TaskId> = s.tasks.iter().filter(|t| t.state == State::Frozen).map(|t| t.id).collect();
-        for id in frozen {
-            s.task(id).unwrap().state = State::Runnable;
-            s.run_queue.push_back(id);
-        }
-    });
 }
 
 /// One line per task for sysrq and the console.

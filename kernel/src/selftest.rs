@@ -5,8 +5,11 @@
 
 use crate::sched;
 use alloc::vec::Vec;
+
+mod vcpus;
 use core::sync::atomic::AtomicU64;
 use core::sync::atomic::Ordering;
+pub use vcpus::{spawn_movers, spawn_rendezvous_holder, spawn_vcpu_pattern, MOVES, MOVE_ERRORS};
 
 /// Figures the data publisher exports.
 pub static PATTERN_PASSES: AtomicU64 = AtomicU64::new(0);

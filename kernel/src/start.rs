@@ -1,9 +1,8 @@
 //! From Xen's entry to a running kernel.
 
-use crate::events::{self, Binding};
-use crate::{cmdline, console, events_mask, mm, platform, sched, selftest, time, traps};
+use crate::events;
+use crate::{cmdline, console, events_mask, mm, platform, sched, selftest, smp, time, traps};
 use crate::{Hv, Hypervisor};
-use xen::abi::evtchn::VIRQ_TIMER;
 use xen::abi::start_info;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -53,8 +52,7 @@ pub unsafe fn kmain(si: *mut start_info) -> cmdline::Options {
     mm::kernel_memory::init();
     sched::init();
     events::init();
-    events::bind(Binding::Virq { virq: VIRQ_TIMER, vcpu: crate::percpu::current() }, "timer", |_| sched::on_timer())
-        .expect("binding VIRQ_TIMER");
+    smp::init();
     if let Some(port) = console::port() {
         if let Err(e) = events::attach(port, "console", console::on_event) {
             log::error!("console: cannot attach port {}: {:?}", port, e);
@@ -62,6 +60,11 @@ pub unsafe fn kmain(si: *mut start_info) -> cmdline::Options {
     }
     crate::grant::init();
     crate::restock::spawn();
+    smp::configure_selftests(opts.hold_vcpu);
+    smp::spawn_boot_vcpu_tasks();
+    if smp::possible() > 1 {
+        selftest::spawn_movers(opts.movers);
+    }
     let (secs, _) = time::wall_clock();
     log::info!("time: wall clock {} s since the epoch", secs);
     selftest::spawn_pattern(opts.pattern_mib);

@@ -8,8 +8,9 @@
 
 use crate::mm::suspend_release::{self, Released};
 use crate::mm::{aspace, physmap};
+use crate::percpu::VcpuId;
 use crate::suspend_seq::{self, SuspendSteps};
-use crate::{console, events, events_mask, platform, pm, restock, sched, time};
+use crate::{console, events, events_mask, platform, pm, restock, sched, smp, time};
 use crate::{Hv, Hypervisor};
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +26,9 @@ const FREEZE_TIMEOUT_NS: u64 = 2_000_000_000;
 /// (`xl save`/`migrate` fail after ~62 s), while a retry costs a laggard's
 /// few seconds. 5 attempts of 2 s plus the pauses stay far inside it.
 const FREEZE_ATTEMPTS: u32 = 5;
+/// How long the other vCPUs get to reach the rendezvous: each needs only
+/// to finish its running task's current stretch and stop in its idle loop.
+const RENDEZVOUS_TIMEOUT_NS: u64 = 2_000_000_000;
 /// Between attempts every task runs thawed, so a laggard waiting for a
 /// parked task can finish what it was doing.
 const FREEZE_RETRY_PAUSE_MS: u64 = 200;
@@ -104,6 +108,8 @@ struct RealSteps {
     store_pfn: u64,
     console_pfn: u64,
     was_masked: bool,
+    /// The vCPUs the rendezvous stopped, started again on the way back.
+    stopped: Vec<VcpuId>,
 }
 
 impl SuspendSteps for RealSteps {
@@ -161,13 +167,32 @@ impl SuspendSteps for RealSteps {
         pm::cancel_all();
     }
 
+    /// Every other running vCPU stops in its idle loop (events masked,
+    /// `VCPUOP_down`); this task runs on vCPU 0, as the tools require.
     fn quiesce_vcpus(&mut self) -> Result<usize, Refusal> {
-        // ballast runs on vCPU 0 alone: the hypercall already comes from
-        // vCPU 0 and nothing else runs.
-        Ok(0)
+        let others = smp::running_others();
+        match smp::stop(&others, RENDEZVOUS_TIMEOUT_NS) {
+            Ok(()) => {
+                self.stopped = others;
+                Ok(self.stopped.len())
+            }
+            Err(smp::SmpError::DidNotStop(vcpu)) => Err(Refusal::VcpuDidNotArrive { vcpu }),
+            Err(e) => {
+                log::error!("suspend: stopping the other vCPUs failed: {:?}", e);
+                Err(Refusal::VcpuDidNotArrive { vcpu: others.first().copied().unwrap_or(0) })
+            }
+        }
     }
 
-    fn wake_vcpus(&mut self) {}
+    /// Same domain: each goes on where it stopped; new domain: each starts
+    /// afresh (its timer and IPI already rebound with every other port).
+    fn wake_vcpus(&mut self) {
+        for &v in &self.stopped {
+            if let Err(e) = smp::start(v) {
+                log::error!("suspend: vCPU {} cannot be started again: {:?}", v, e);
+            }
+        }
+    }
 
     fn pin_roots(&mut self) -> Result<(usize, usize), Refusal> {
         self.pinned = aspace::pin_all_unpinned().map_err(|(space, error)| Refusal::PinFailed { space, error })?;
@@ -236,6 +261,8 @@ impl SuspendSteps for RealSteps {
             "xenstore" => Some(store_port),
             _ => None,
         });
+        smp::refresh_ports();
+        smp::forget_contexts();
         console::init();
         events_mask::restore(self.was_masked);
         n
@@ -268,7 +295,13 @@ pub fn do_suspend() -> Outcome {
         log::warn!("suspend: a second request arrived while a suspend runs; ignored");
         return Outcome::Refused(Refusal::AlreadySuspending);
     }
+    // A hotplug change under way finishes first; none starts meanwhile.
+    let _hotplug = smp::hotplug_exclusive();
+    // The tools require the suspend to come from vCPU 0.
+    let pin = sched::current_pin();
+    sched::pin_current(Some(0));
     let outcome = run_suspend();
+    sched::pin_current(pin);
     SUSPENDING.store(false, Ordering::Release);
     outcome
 }

@@ -375,3 +375,46 @@ xen_log_clean() {
     if [ "$_hits" = 0 ]; then pass "$1" "xl dmesg: no line matches /$2/ ($(xl dmesg 2>&1 | wc -l) lines)"
     else fail "$1" "xl dmesg: $_hits lines match /$2/, first: $(xl dmesg 2>&1 | grep -E -m2 -e "$2" | _oneline)"; fi
 }
+# ---- several vCPUs
+# vcpu_ticks DOM N: "t0 t1 ... tN-1", each vCPU's data/vcpu/<n>/ticks ('?' when unreadable)
+vcpu_ticks() {
+    _vt=""; _vi=0
+    while [ "$_vi" -lt "$2" ]; do
+        _vx=$(xs_read "$1" "data/vcpu/$_vi/ticks"); is_uint "$_vx" || _vx='?'
+        _vt="$_vt $_vx"; _vi=$((_vi + 1))
+    done
+    echo "${_vt# }"
+}
+_all_advanced() { # BEFORE AFTER: every number in AFTER is greater than its place in BEFORE
+    set -- $1 -- $2
+    _n=0; for _x in "$@"; do [ "$_x" = -- ] && break; _n=$((_n + 1)); done
+    _i=0
+    while [ "$_i" -lt "$_n" ]; do
+        eval "_b=\${$((_i + 1))}; _a=\${$((_i + _n + 2))}"
+        is_uint "$_b" && is_uint "$_a" && [ "$_a" -gt "$_b" ] || return 1
+        _i=$((_i + 1))
+    done
+}
+# vcpus_tick NAME DOM N [VCPUS]: every vCPU in VCPUS (default 0..N-1) advances its
+# data/vcpu/<n>/ticks within 6 s
+vcpus_tick() {
+    _w=$(vcpu_ticks "$2" "$3"); _t0=$(now_ms); _ok=no
+    while [ $(( $(now_ms) - _t0 )) -lt 6000 ]; do
+        sleep 1
+        _w2=$(vcpu_ticks "$2" "$3")
+        if [ -n "${4:-}" ]; then
+            _b=""; _a=""; for _v in $4; do
+                _b="$_b $(echo "$_w" | cut -d' ' -f$((_v + 1)))"; _a="$_a $(echo "$_w2" | cut -d' ' -f$((_v + 1)))"
+            done
+            _all_advanced "$_b" "$_a" && { _ok=yes; break; }
+        else
+            _all_advanced "$_w" "$_w2" && { _ok=yes; break; }
+        fi
+    done
+    if [ $_ok = yes ]; then pass "$1" "ticks of vCPUs ${4:-0..$(( $3 - 1 ))}: [$_w] -> [$_w2]"
+    else fail "$1" "ticks of vCPUs ${4:-0..$(( $3 - 1 ))} did not all advance in 6 s: [$_w] -> [$_w2]"; fi
+}
+# vcpu_list_count DOM: vCPUs `xl vcpu-list` shows for DOM (any state)
+vcpu_list_count() { xl vcpu-list "$1" 2>/dev/null | awk -v d="$1" '$1 == d' | wc -l | tr -d ' '; }
+# vcpus_online_count DOM: vCPUs `xl vcpu-list` shows running or blocked (not offline)
+vcpus_online_count() { xl vcpu-list "$1" 2>/dev/null | awk -v d="$1" '$1 == d && $5 !~ /p/' | wc -l | tr -d ' '; }

@@ -4,7 +4,7 @@
 //! are re-exported from there; the few it lacks or gets awkward are
 //! declared here with their C layout.
 
-pub use xen_sys::{mmu_update, shared_info, start_info, trap_info, vcpu_info, vcpu_time_info};
+pub use xen_sys::{mmu_update, shared_info, start_info, trap_info, vcpu_guest_context, vcpu_info, vcpu_time_info};
 
 /// Hypercall numbers (`xen.h`).
 pub mod hc {
@@ -20,6 +20,7 @@ pub mod hc {
     pub const VM_ASSIST: u32 = 21;
     pub const IRET: u32 = 23;
     pub const VCPU_OP: u32 = 24;
+    pub const SET_SEGMENT_BASE: u32 = 25;
     pub const MMUEXT_OP: u32 = 26;
     pub const SCHED_OP: u32 = 29;
     pub const EVENT_CHANNEL_OP: u32 = 32;
@@ -57,11 +58,15 @@ pub mod mmu {
     pub const EXT_NEW_BASEPTR: u32 = 5;
     pub const EXT_TLB_FLUSH_LOCAL: u32 = 6;
     pub const EXT_INVLPG_LOCAL: u32 = 7;
+    pub const EXT_TLB_FLUSH_ALL: u32 = 10;
+    pub const EXT_INVLPG_ALL: u32 = 11;
 
     /// `update_va_mapping` flags.
     pub const UVMF_NONE: u64 = 0;
     pub const UVMF_TLB_FLUSH: u64 = 1;
     pub const UVMF_INVLPG: u64 = 2;
+    /// Or'ed in: flush on every vCPU of the domain, not only this one.
+    pub const UVMF_ALL: u64 = 4;
 
     pub const DOMID_SELF: u16 = 0x7FF0;
 }
@@ -100,9 +105,22 @@ pub mod evtchn {
     pub const VIRQ_DEBUG: u32 = 1;
 }
 
+/// `vcpu_op` commands (`vcpu.h`) and the context flag they need.
+pub mod vcpu {
+    pub const INITIALISE: u32 = 0;
+    pub const UP: u32 = 1;
+    pub const DOWN: u32 = 2;
+    pub const IS_UP: u32 = 3;
+    /// `vcpu_guest_context.flags`: the vCPU starts in kernel mode.
+    pub const VGCF_IN_KERNEL: u64 = 1 << 2;
+    /// `set_segment_base`: the kernel's GS base.
+    pub const SEGBASE_GS_KERNEL: u32 = 2;
+}
+
 /// Flat segment selectors Xen sets up for a 64-bit PV guest.
 pub const FLAT_KERNEL_CS: u16 = 0xe033;
 pub const FLAT_KERNEL_SS: u16 = 0xe02b;
+pub const FLAT_KERNEL_DS: u16 = 0xe02b;
 
 /// Where Xen maps its read-only machine-to-physical table in every PV guest.
 pub const MACH2PHYS_VIRT_START: u64 = 0xFFFF_8000_0000_0000;

@@ -3,7 +3,7 @@
 //! turns Xen's negative errno results into `Err(XenError)`. This file and
 //! `hypercall.rs` are the only places ballast issues hypercalls.
 
-use crate::abi::{self, evtchn, hc, mem, mmu, sched};
+use crate::abi::{self, evtchn, hc, mem, mmu, sched, vcpu};
 use crate::hypercall::{hypercall2, hypercall3, hypercall5};
 use crate::seam::{Hypervisor, MmuExtOp, XenError};
 
@@ -183,6 +183,33 @@ impl Hypervisor for Xen {
     unsafe fn set_callbacks(event: u64, failsafe: u64) -> Result<(), XenError> {
         // SAFETY: forwarded contract; no syscall entry (ballast has no user mode).
         XenError::check(unsafe { hypercall3(hc::SET_CALLBACKS, event, failsafe, 0) }).map(drop)
+    }
+
+    unsafe fn set_kernel_gs_base(base: u64) -> Result<(), XenError> {
+        // SAFETY: plain integer arguments; what %gs then names is the caller's contract.
+        XenError::check(unsafe { hypercall2(hc::SET_SEGMENT_BASE, vcpu::SEGBASE_GS_KERNEL as u64, base) }).map(drop)
+    }
+
+    unsafe fn vcpu_initialise(v: u32, ctx: &abi::vcpu_guest_context) -> Result<(), XenError> {
+        // SAFETY: `ctx` is a vcpu_guest_context that lives for the call; what
+        // it starts is the caller's contract.
+        XenError::check(unsafe { hypercall3(hc::VCPU_OP, vcpu::INITIALISE as u64, v as u64, ctx as *const _ as u64) })
+            .map(drop)
+    }
+
+    fn vcpu_up(v: u32) -> Result<(), XenError> {
+        // SAFETY: VCPUOP_up takes no argument.
+        XenError::check(unsafe { hypercall3(hc::VCPU_OP, vcpu::UP as u64, v as u64, 0) }).map(drop)
+    }
+
+    fn vcpu_down(v: u32) -> Result<(), XenError> {
+        // SAFETY: VCPUOP_down takes no argument.
+        XenError::check(unsafe { hypercall3(hc::VCPU_OP, vcpu::DOWN as u64, v as u64, 0) }).map(drop)
+    }
+
+    fn vcpu_is_up(v: u32) -> Result<bool, XenError> {
+        // SAFETY: VCPUOP_is_up takes no argument.
+        XenError::check(unsafe { hypercall3(hc::VCPU_OP, vcpu::IS_UP as u64, v as u64, 0) }).map(|r| r != 0)
     }
 
     unsafe fn update_va_mapping(va: u64, pte: u64, flags: u64) -> Result<(), XenError> {

@@ -13,7 +13,7 @@
 //! more. What can corrupt memory when misused is `unsafe fn` with its
 //! contract under `# Safety`.
 
-use crate::abi::{mmu_update, trap_info};
+use crate::abi::{mmu_update, trap_info, vcpu_guest_context};
 
 /// A negative errno returned by Xen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +87,29 @@ pub trait Hypervisor {
     /// # Safety
     /// Both addresses must be entry points written for Xen's callback frames.
     unsafe fn set_callbacks(event: u64, failsafe: u64) -> Result<(), XenError>;
+
+    /// Sets this vCPU's kernel GS base, through which the kernel finds its
+    /// per-vCPU data.
+    ///
+    /// # Safety
+    /// `base` must be the address of this vCPU's own per-vCPU area, which
+    /// must stay valid for as long as the vCPU runs.
+    unsafe fn set_kernel_gs_base(base: u64) -> Result<(), XenError>;
+
+    /// Gives down vCPU `vcpu`, never started in this domain, its first
+    /// register state; `vcpu_up` then starts it there.
+    ///
+    /// # Safety
+    /// `ctx` must name an entry point, a stack nothing else uses, the
+    /// kernel's own page-table root and a GS base as `set_kernel_gs_base`
+    /// wants: the vCPU runs the kernel's code from there on its own.
+    unsafe fn vcpu_initialise(vcpu: u32, ctx: &vcpu_guest_context) -> Result<(), XenError>;
+    /// Starts (or restarts, where it stopped) vCPU `vcpu`.
+    fn vcpu_up(vcpu: u32) -> Result<(), XenError>;
+    /// Stops vCPU `vcpu` (the calling one included) until `vcpu_up`.
+    fn vcpu_down(vcpu: u32) -> Result<(), XenError>;
+    /// Whether vCPU `vcpu` runs; `ENOENT` when the domain has no such vCPU.
+    fn vcpu_is_up(vcpu: u32) -> Result<bool, XenError>;
 
     /// Points the page-table entry for `va` at `pte` (0 unmaps).
     ///

@@ -67,7 +67,7 @@ fn alloc_table() -> Option<u64> {
 }
 
 /// The kernel's own root (pt_base).
-fn kernel_root_mfn() -> u64 {
+pub(crate) fn kernel_root_mfn() -> u64 {
     pfn_to_mfn(platform::va_to_pfn(platform::with_start_info(|si| si.pt_base)))
 }
 

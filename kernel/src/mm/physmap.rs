@@ -185,7 +185,7 @@ fn link_new_table(parent_mfn: u64, index: usize, pfn: u64) -> Option<u64> {
 /// address showed before is replaced.
 pub unsafe fn map_pfn(pfn: u64, mfn: u64) -> Result<(), XenError> {
     // SAFETY: forwarded contract.
-    unsafe { Hv::update_va_mapping(pfn_to_va(pfn), data_entry(mfn, true), mmu::UVMF_INVLPG) }
+    unsafe { Hv::update_va_mapping(pfn_to_va(pfn), data_entry(mfn, true), crate::smp::invlpg_flags()) }
 }
 
 /// Removes the kernel mapping of `pfn` (before giving its frame away).
@@ -194,7 +194,7 @@ pub unsafe fn map_pfn(pfn: u64, mfn: u64) -> Result<(), XenError> {
 /// Nothing may use `pfn`'s memory any more: a later access faults.
 pub unsafe fn unmap_pfn(pfn: u64) -> Result<(), XenError> {
     // SAFETY: forwarded contract.
-    unsafe { Hv::update_va_mapping(pfn_to_va(pfn), 0, mmu::UVMF_INVLPG) }
+    unsafe { Hv::update_va_mapping(pfn_to_va(pfn), 0, crate::smp::invlpg_flags()) }
 }
 
 /// Maps a page read-only (it is about to become a page table) or writable again.
@@ -204,7 +204,7 @@ pub unsafe fn unmap_pfn(pfn: u64) -> Result<(), XenError> {
 /// of whoever else thought it was theirs.
 pub unsafe fn set_writable(pfn: u64, writable: bool) -> Result<(), XenError> {
     // SAFETY: forwarded contract.
-    unsafe { Hv::update_va_mapping(pfn_to_va(pfn), data_entry(pfn_to_mfn(pfn), writable), mmu::UVMF_INVLPG) }
+    unsafe { Hv::update_va_mapping(pfn_to_va(pfn), data_entry(pfn_to_mfn(pfn), writable), crate::smp::invlpg_flags()) }
 }
 
 /// Extends the kernel mapping to pfns `0..end`, taking table frames from
@@ -352,7 +352,8 @@ fn add_p2m_page(index: usize, page: u64, take_frame: &mut dyn FnMut() -> Option<
     let slot = P2M_VA_SLOT + index as u64;
     ensure_l1(slot, take_frame)?;
     // SAFETY: the slot is the p2m region's own and `page` is handed over.
-    unsafe { Hv::update_va_mapping(pfn_to_va(slot), data_entry(pfn_to_mfn(page), true), mmu::UVMF_INVLPG) }.ok()?;
+    unsafe { Hv::update_va_mapping(pfn_to_va(slot), data_entry(pfn_to_mfn(page), true), crate::smp::invlpg_flags()) }
+        .ok()?;
     P2M_PAGES.lock()[index] = page;
     Some(())
 }

@@ -31,7 +31,7 @@ use super::physmap::{self, pfn_to_mfn, set_p2m};
 use crate::platform::pfn_to_va;
 use crate::{Hv, Hypervisor, XenError};
 use alloc::vec::Vec;
-use xen::abi::{mmu, mmu_update, INVALID_MFN};
+use xen::abi::{mmu_update, INVALID_MFN};
 use xen::seam::MmuExtOp;
 
 /// Frames in one 2 MiB extent, and its order.
@@ -81,8 +81,8 @@ impl L1Cache {
 }
 
 fn flush_tlb() -> Result<(), XenError> {
-    // SAFETY: a local TLB flush changes no mapping.
-    unsafe { Hv::mmuext_op(&[MmuExtOp { cmd: mmu::EXT_TLB_FLUSH_LOCAL, arg1: 0, arg2: 0 }]) }
+    // SAFETY: a TLB flush changes no mapping.
+    unsafe { Hv::mmuext_op(&[MmuExtOp { cmd: crate::smp::tlb_flush_cmd(), arg1: 0, arg2: 0 }]) }
 }
 
 /// Maps each `(pfn, mfn)` writable again and restores its p2m entry: the

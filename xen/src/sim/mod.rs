@@ -17,7 +17,7 @@ mod arena;
 mod domain;
 mod memory;
 
-use crate::abi::{mmu_update, shared_info, trap_info, vcpu_info};
+use crate::abi::{mmu_update, shared_info, trap_info, vcpu_guest_context, vcpu_info};
 use crate::seam::{Hypervisor, MmuExtOp, XenError};
 use crate::xenstore::sim::SimXenstored;
 use arena::Arena;
@@ -530,6 +530,27 @@ impl Hypervisor for SimXen {
         })
     }
 
+    // The simulated domain has one vCPU: the kernel finds no other to start.
+    unsafe fn set_kernel_gs_base(_base: u64) -> Result<(), XenError> {
+        sim("set_kernel_gs_base", |_| Ok(()))
+    }
+
+    unsafe fn vcpu_initialise(_vcpu: u32, _ctx: &vcpu_guest_context) -> Result<(), XenError> {
+        sim("vcpu_initialise", |_| Err(XenError::ENOENT))
+    }
+
+    fn vcpu_up(vcpu: u32) -> Result<(), XenError> {
+        sim("vcpu_up", |_| if vcpu == 0 { Ok(()) } else { Err(XenError::ENOENT) })
+    }
+
+    fn vcpu_down(_vcpu: u32) -> Result<(), XenError> {
+        sim("vcpu_down", |_| Err(XenError::ENOENT))
+    }
+
+    fn vcpu_is_up(vcpu: u32) -> Result<bool, XenError> {
+        sim("vcpu_is_up", |_| if vcpu == 0 { Ok(true) } else { Err(XenError::ENOENT) })
+    }
+
     unsafe fn update_va_mapping(va: u64, pte: u64, _flags: u64) -> Result<(), XenError> {
         sim("update_va_mapping", |s| s.mem.update_va_mapping(&s.arena, va, pte).map_err(|_| XenError::EINVAL))
     }
@@ -555,7 +576,8 @@ impl Hypervisor for SimXen {
                     }
                     mmu::EXT_UNPIN_TABLE if s.mem.pinned.remove(&op.arg1) => {}
                     mmu::EXT_NEW_BASEPTR if s.mem.pinned.contains(&op.arg1) => {}
-                    mmu::EXT_TLB_FLUSH_LOCAL | mmu::EXT_INVLPG_LOCAL => {}
+                    mmu::EXT_TLB_FLUSH_LOCAL | mmu::EXT_INVLPG_LOCAL | mmu::EXT_TLB_FLUSH_ALL | mmu::EXT_INVLPG_ALL => {
+                    }
                     _ => return Err(XenError::EINVAL),
                 }
             }
@@ -646,6 +668,11 @@ impl Hypervisor for SimXen {
     fn grant_query_size() -> Result<(u32, u32), XenError> {
         sim("grant_query_size", |s| Ok((s.grant_frames.len() as u32, 64)))
     }
+}
+
+/// The vCPU the calling code runs on: the simulated domain has only vCPU 0.
+pub fn current_vcpu() -> u32 {
+    0
 }
 
 /// The console output so far, as text.

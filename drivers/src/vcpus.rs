@@ -1,0 +1,54 @@
+//! vCPU hotplug: dom0's `cpu/<n>/availability` ("online" or "offline",
+//! written by `xl vcpu-set` and at domain creation) decides which vCPUs
+//! run. The watch fires once when it is set up, which is the boot pass.
+
+use alloc::format;
+use kernel::{sched, smp, xenstore};
+
+/// How long a vCPU taken offline gets to stop.
+const OFFLINE_TIMEOUT_NS: u64 = 10_000_000_000;
+
+/// What dom0 wants for vCPU `v`: None when the node is absent or says
+/// something else (logged; the vCPU stays as it is).
+fn wanted(v: u32) -> Option<bool> {
+    match xenstore::read(&format!("cpu/{}/availability", v)).as_deref() {
+        Ok("online") => Some(true),
+        Ok("offline") => Some(false),
+        Ok(other) => {
+            log::warn!("vcpus: cpu/{}/availability = {:?} is neither online nor offline; ignored", v, other);
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// Brings every vCPU to what dom0 wants, one change at a time.
+fn reconcile() {
+    let _exclusive = smp::hotplug_exclusive();
+    for v in 1..smp::possible() {
+        let Some(want) = wanted(v) else { continue };
+        if want == smp::is_online(v) {
+            continue;
+        }
+        let r = if want { smp::bring_online(v) } else { smp::take_offline(v, OFFLINE_TIMEOUT_NS) };
+        if let Err(e) = r {
+            log::error!("vcpus: taking vCPU {} {} failed: {:?}", v, if want { "online" } else { "offline" }, e);
+        }
+    }
+}
+
+pub fn spawn() {
+    sched::spawn("vcpu-hotplug", || {
+        let watch = match xenstore::Watch::new("cpu") {
+            Ok(w) => w,
+            Err(e) => {
+                log::error!("vcpus: cannot watch cpu/: {:?}; only vCPU 0 runs", e);
+                return;
+            }
+        };
+        loop {
+            watch.next();
+            reconcile();
+        }
+    });
+}
