@@ -292,21 +292,6 @@ pub fn port_bound_to(binding: Binding) -> Option<u32> {
     crate::events_mask::without_events(|| TABLE.lock().iter().find(|s| s.binding == binding).map(|s| s.port))
 }
 
-/// Clears `port`'s pending bit (a parked vCPU's wake-up, consumed).
-pub fn clear_pending(port: u32) {
-    let si = platform::shared_info();
-    if port >= MAX_PORTS || si.is_null() {
-        return;
-    }
-    let (w, bit) = bit_word(port);
-    // SAFETY: shared_info is mapped; the pending bitmap is shared with Xen
-    // and changed with an atomic read-modify-write.
-    unsafe {
-        let word = &*(core::ptr::addr_of_mut!((*si).evtchn_pending[w]) as *const AtomicU64);
-        word.fetch_and(!bit, Ordering::SeqCst);
-    }
-}
-
 /// The port bound or attached under `name`.
 pub fn port_of(name: &str) -> Option<u32> {
     crate::events_mask::without_events(|| TABLE.lock().iter().find(|s| s.name == name).map(|s| s.port))

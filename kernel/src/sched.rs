@@ -72,6 +72,10 @@ struct Task {
     pin: Option<VcpuId>,
     /// The vCPU it last ran on: its sleep deadline is armed there.
     last_vcpu: VcpuId,
+    /// Switched out at a freezer safe point: when it runs again it parks
+    /// before anything else if the freezer asks, so while it waits in the
+    /// queue it counts as parked (it may be pinned to a vCPU that is busy).
+    safe: bool,
 }
 
 impl Task {
@@ -89,6 +93,7 @@ impl Task {
             switches: 0,
             pin: None,
             last_vcpu: 0,
+            safe: true,
         }
     }
 
@@ -189,6 +194,8 @@ type Entry = Box<dyn FnOnce() + Send + 'static>;
 extern "C" fn ballast_task_start(entry: *mut Entry) -> ! {
     // A new task starts with events masked from the switch that ran it.
     events_mask::unmask();
+    // Its start is a safe point: a task queued before a freeze parks here.
+    try_to_freeze();
     // SAFETY: `spawn` leaked this box for exactly this call.
     let f = unsafe { Box::from_raw(entry) };
     (*f)();
@@ -431,13 +438,15 @@ pub fn current() -> TaskId {
 
 /// Switches to the next runnable task, then parks if the freezer asks.
 fn schedule() {
-    switch_away();
+    switch_away(true);
     try_to_freeze();
 }
 
 /// Switches to the next runnable task, if any. The caller has already set
-/// its own state (Runnable to be queued again, or Blocked/Frozen/Dead).
-fn switch_away() {
+/// its own state (Runnable to be queued again, or Blocked/Frozen/Dead) and
+/// says whether it parks, if asked, before it runs any code of its own
+/// (`safe`).
+fn switch_away(safe: bool) {
     let was = events_mask::mask();
     let switch = {
         let mut guard = SCHED.lock();
@@ -452,6 +461,9 @@ fn switch_away() {
             s.task(cur).unwrap().state = State::Running;
             None
         } else {
+            if let Some(t) = s.task(cur) {
+                t.safe = safe;
+            }
             let cur_state = s.task(cur).map(|t| t.state);
             if cur_state == Some(State::Running) {
                 s.task(cur).unwrap().state = State::Runnable;
@@ -499,7 +511,7 @@ pub fn yield_now() {
 /// Yields without being a freezer safe point: only for the self-test task
 /// that plays a task stuck outside any safe point.
 pub fn yield_without_freezing() {
-    switch_away();
+    switch_away(false);
 }
 
 /// Blocks the current task until `wake` is called for it (or its
@@ -547,7 +559,7 @@ pub fn pin_current(vcpu: Option<VcpuId>) -> bool {
     let Some(v) = vcpu else { return true };
     if percpu::current() != v && smp::online_mask() & (1 << v) != 0 {
         // Not runnable here any more: the switch queues it for `v`.
-        switch_away();
+        schedule();
     }
     percpu::current() == v
 }

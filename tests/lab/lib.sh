@@ -395,25 +395,31 @@ _all_advanced() { # BEFORE AFTER: every number in AFTER is greater than its plac
         _i=$((_i + 1))
     done
 }
-# vcpus_tick NAME DOM N [VCPUS]: every vCPU in VCPUS (default 0..N-1) advances its
-# data/vcpu/<n>/ticks within 6 s
-vcpus_tick() {
-    _w=$(vcpu_ticks "$2" "$3"); _t0=$(now_ms); _ok=no
+# ticks_advance DOM N [VCPUS]: within 6 s every vCPU in VCPUS (default 0..N-1) advances its
+# data/vcpu/<n>/ticks; the readings are left in _w (before) and _w2 (after)
+ticks_advance() {
+    _w=$(vcpu_ticks "$1" "$2"); _t0=$(now_ms)
     while [ $(( $(now_ms) - _t0 )) -lt 6000 ]; do
         sleep 1
-        _w2=$(vcpu_ticks "$2" "$3")
-        if [ -n "${4:-}" ]; then
-            _b=""; _a=""; for _v in $4; do
-                _b="$_b $(echo "$_w" | cut -d' ' -f$((_v + 1)))"; _a="$_a $(echo "$_w2" | cut -d' ' -f$((_v + 1)))"
-            done
-            _all_advanced "$_b" "$_a" && { _ok=yes; break; }
-        else
-            _all_advanced "$_w" "$_w2" && { _ok=yes; break; }
-        fi
+        _w2=$(vcpu_ticks "$1" "$2")
+        _b=""; _a=""
+        for _v in ${3:-$(seq 0 $(( $2 - 1 )))}; do
+            _b="$_b $(echo "$_w" | cut -d' ' -f$((_v + 1)))"; _a="$_a $(echo "$_w2" | cut -d' ' -f$((_v + 1)))"
+        done
+        _all_advanced "$_b" "$_a" && return 0
     done
-    if [ $_ok = yes ]; then pass "$1" "ticks of vCPUs ${4:-0..$(( $3 - 1 ))}: [$_w] -> [$_w2]"
+    return 1
+}
+# vcpus_tick NAME DOM N [VCPUS]: ticks_advance as a result
+vcpus_tick() {
+    if ticks_advance "$2" "$3" "${4:-}"; then pass "$1" "ticks of vCPUs ${4:-0..$(( $3 - 1 ))}: [$_w] -> [$_w2]"
     else fail "$1" "ticks of vCPUs ${4:-0..$(( $3 - 1 ))} did not all advance in 6 s: [$_w] -> [$_w2]"; fi
 }
+# smp_ok NAME DOM: with VCPUS > 1 (the smp-* wrappers set it), every vCPU of DOM ticks
+smp_ok() { [ "${VCPUS:-1}" -gt 1 ] || return 0; vcpus_tick "$1" "$(domid "$2")" "$VCPUS"; }
+# VCPUS_CFG: the xl create key the smp-* wrappers add (empty for one vCPU)
+VCPUS_CFG=
+[ "${VCPUS:-1}" -gt 1 ] && VCPUS_CFG="vcpus=$VCPUS"
 # vcpu_list_count DOM: vCPUs `xl vcpu-list` shows for DOM (any state)
 vcpu_list_count() { xl vcpu-list "$1" 2>/dev/null | awk -v d="$1" '$1 == d' | wc -l | tr -d ' '; }
 # vcpus_online_count DOM: vCPUs `xl vcpu-list` shows running or blocked (not offline)

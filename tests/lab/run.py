@@ -115,8 +115,10 @@ def build_initrd(args, scenarios, workdir):
     c.file("lab/run-scenarios.sh", read(os.path.join(LAB_SRC, "run-scenarios.sh")), 0o755)
     c.file("lab/scenarios.list",
            "".join("%s %d\n" % (s.name, s.timeout) for s in scenarios).encode())
-    for s in scenarios:
-        c.file("lab/scenarios/%s.sh" % s.name, read(s.path), 0o755)
+    # Every scenario file, not only those that run: a variant (smp-*) sources its base.
+    for f in sorted(os.listdir(SCEN_DIR)):
+        if f.endswith(".sh"):
+            c.file("lab/scenarios/%s" % f, read(os.path.join(SCEN_DIR, f)), 0o755)
     ballast = os.path.join(build, "ballast")
     if os.path.isfile(ballast):
         c.file("lab/ballast", read(ballast), 0o755)

@@ -13,7 +13,7 @@ IMG=/tmp/checkpoint.img
 IMAGES="$IMG /tmp/b2.cfg"
 OURS="ballast ballast2"
 
-expect_xl create create /lab/ballast.cfg || exit 1
+expect_xl create create /lab/ballast.cfg $VCPUS_CFG || exit 1
 ID1=$(domid ballast)
 expect_console ready ballast 'control: watching control/shutdown' 40 || exit 1
 pattern_ok pattern-before ballast 30
@@ -38,11 +38,12 @@ else
 fi
 console_mark ballast
 pattern_ok original-pattern ballast 40
+smp_ok original-vcpus-tick ballast
 v=$(xs_wait_eq "$ID1" data/suspend/cancels 1 10) && pass cancels "data/suspend/cancels = $v" ||
     fail cancels "data/suspend/cancels '$v', expected 1"
 
 # ---- restore the checkpoint as a second domain
-sed 's/^name *=.*/name = "ballast2"/' /lab/ballast.cfg >/tmp/b2.cfg
+sed -e 's/^name *=.*/name = "ballast2"/' -e "s/^vcpus *=.*/vcpus = ${VCPUS:-1}/" /lab/ballast.cfg >/tmp/b2.cfg
 grep -q '^name = "ballast2"' /tmp/b2.cfg || { fail b2-cfg "cannot write /tmp/b2.cfg: $(cat /tmp/b2.cfg)"; exit 1; }
 console_mark ballast
 console_mark ballast2
@@ -63,6 +64,7 @@ fi
 console_mark ballast2
 console_mark ballast
 pattern_ok ballast2-pattern ballast2 40
+smp_ok ballast2-vcpus-tick ballast2
 pattern_ok ballast-pattern ballast 40
 running ballast-running ballast
 running ballast2-running ballast2

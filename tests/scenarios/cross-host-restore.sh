@@ -44,6 +44,7 @@ else
 fi
 console_mark ballast
 pattern_ok pattern-after ballast 40
+smp_ok vcpus-tick-after ballast
 expect_console aspace-after ballast 'aspace: space 1: 64 pages verified through its own mappings' 30
 running running ballast
 p2=$(xs_wait_uint "$ID" data/selftest/pattern_passes 10)

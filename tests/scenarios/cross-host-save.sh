@@ -28,10 +28,11 @@ log "host 1: dom0 MemTotal ${dom0_kb} kB, xl list 0: $(xl list 0 2>&1 | awk 'NR=
 # wipe the note so a stale one from an earlier run cannot pass boot 2
 dd if=/dev/zero of=$DISK bs=1M seek=$NOTE_MB count=1 conv=notrunc 2>/dev/null
 
-expect_xl create create /lab/ballast.cfg 'memory=64' 'maxmem=64' || exit 1
+expect_xl create create /lab/ballast.cfg 'memory=64' 'maxmem=64' $VCPUS_CFG || exit 1
 ID=$(domid ballast)
 expect_console ready ballast 'control: watching control/shutdown' 40 || exit 1
 pattern_ok pattern-before ballast 30
+smp_ok vcpus-tick-before ballast
 expect_console aspace-before ballast 'aspace: space 1: 64 pages verified' 30
 passes=$(xs_wait_uint "$ID" data/selftest/pattern_passes 10)
 tag="xhost-$(now_ms)"

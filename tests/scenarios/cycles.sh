@@ -15,7 +15,7 @@ IMG=/tmp/cycles.img
 IMAGES=$IMG
 CYCLES=${CYCLES:-25}
 
-expect_xl create create /lab/ballast.cfg 'memory=64' 'maxmem=64' || exit 1
+expect_xl create create /lab/ballast.cfg 'memory=64' 'maxmem=64' $VCPUS_CFG || exit 1
 ID=$(domid ballast)
 expect_console ready ballast 'control: watching control/shutdown' 40 || exit 1
 pattern_ok pattern-before ballast 30
@@ -61,6 +61,9 @@ while [ $i -le $CYCLES ]; do
         broken="cycle $i: echo $val not on the console within 15 s"; break
     fi
     up=$(xs_wait_uint "$ID" data/uptime 5) || { broken="cycle $i: data/uptime unreadable: $up"; break; }
+    if [ "${VCPUS:-1}" -gt 1 ] && ! ticks_advance "$ID" "$VCPUS"; then
+        broken="cycle $i: not every vCPU ticks: [$_w] -> [$_w2]"; break
+    fi
     if [ $balloon = yes ]; then
         if [ $mem = 64 ]; then mem=48; else mem=64; fi
         xl_bounded 30 mem-set ballast "${mem}m" || { broken="cycle $i: xl mem-set ${mem}m failed"; break; }
@@ -87,6 +90,7 @@ if is_uint "$ID"; then
         fail pattern-errors "data/selftest/pattern_errors '$v'"
     console_mark ballast
     pattern_ok pattern-after ballast 40
+    smp_ok vcpus-tick ballast
 fi
 if [ $balloon = yes ] && is_uint "$ID"; then
     v=$(xs_wait_eq "$ID" data/balloon/current_kb $((mem * 1024)) 15) &&

@@ -14,7 +14,7 @@ trap _scenario_exit EXIT
 aspace_re='aspace: space 1: 64 pages verified through its own mappings \(check [0-9]+\)'
 
 xl dmesg -c >/dev/null 2>&1
-expect_xl create create /lab/ballast.cfg || exit 1
+expect_xl create create /lab/ballast.cfg $VCPUS_CFG || exit 1
 expect_console ready ballast 'control: watching control/shutdown' 40 || exit 1
 pattern_ok pattern-before ballast 30
 expect_console aspace-before ballast "$aspace_re" 30
@@ -33,6 +33,7 @@ for i in 1 2 3 4 5; do
     log "migration $i: xl migrate ${XL_MS} ms; $(console_text ballast | grep -E 'suspend: released|restock: ' | tail -n 2 | tr '\n' ' ')"
     console_mark ballast
     pattern_ok "pattern-$i" ballast 40
+    smp_ok "vcpus-tick-$i" ballast
     expect_console "aspace-$i" ballast "$aspace_re" 40
     uptime_grows "uptime-$i" "$(domid ballast)"
     expect_mem "at-target-$i" ballast 256 20

@@ -35,7 +35,7 @@ pub fn try_to_freeze() {
         }
     });
     if parked {
-        switch_away();
+        switch_away(true);
     }
 }
 
@@ -47,8 +47,8 @@ pub struct FreezeRefused {
 }
 
 /// Asks every freezable task to park, giving them `timeout_ns`. A task
-/// blocked in a wait counts as parked: it parks as soon as it wakes, before
-/// it runs any of its own code. The caller (the suspend coordinator) is
+/// blocked in a wait, or queued after a safe point, counts as parked: it
+/// parks as soon as it runs again, before any of its own code. The caller (the suspend coordinator) is
 /// exempt until `thaw`. On timeout every parked task is thawed and the
 /// first task that did not park is named.
 pub fn freeze(timeout_ns: u64) -> Result<usize, FreezeRefused> {
@@ -61,7 +61,7 @@ pub fn freeze(timeout_ns: u64) -> Result<usize, FreezeRefused> {
         let laggard = with_sched(|s| {
             s.tasks
                 .iter()
-                .find(|t| t.freezable && matches!(t.state, State::Runnable | State::Running))
+                .find(|t| t.freezable && (t.state == State::Running || (t.state == State::Runnable && !t.safe)))
                 .map(|t| (t.name, t.id))
         });
         match laggard {

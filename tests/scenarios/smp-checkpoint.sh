@@ -1,0 +1,7 @@
+#!/bin/sh
+# The checkpoint scenario with vcpus = 4: besides everything it checks, every vCPU's
+# data/vcpu/<n>/ticks advances after each suspend (smp_ok / ticks_advance in lib.sh).
+# needs: ballast
+# timeout: 240
+VCPUS=4
+. /lab/scenarios/checkpoint.sh
