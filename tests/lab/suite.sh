@@ -18,9 +18,7 @@ xhost-1|--disk build/lab/xhost.img cross-host-save
 xhost-2|--disk build/lab/xhost.img --dom0-mem 1024M cross-host-restore
 balloon|mem-set mem-set-storm balloon-badinput balloon-suspend
 images|small-image small-checkpoint busy-image release-off
-smp|smp smp-hotplug smp-refuse smp-checkpoint smp-cycles smp-migrate
-xhost4-1|--disk build/lab/xhost.img smp-cross-host-save
-xhost4-2|--disk build/lab/xhost.img --dom0-mem 1024M smp-cross-host-restore
+smp|smp smp-hotplug smp-refuse smp-checkpoint smp-cycles
 GROUPS
 
 total_pass=0
@@ -37,7 +35,7 @@ while IFS='|' read -r name args; do
         esac
     done
     [ "$scen" = 1 ] || continue
-    case "$name" in xhost-1 | xhost4-1) rm -f build/lab/xhost.img; truncate -s 320M build/lab/xhost.img ;; esac
+    case "$name" in xhost-1) rm -f build/lab/xhost.img; truncate -s 320M build/lab/xhost.img ;; esac
     echo "=== suite: boot '$name': ${keep[*]}"
     out=$(mktemp)
     $RUN "${keep[@]}" </dev/null 2>&1 | tee "$out"
