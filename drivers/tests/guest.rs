@@ -308,3 +308,17 @@ fn the_guest_keeps_time_and_sleeps_across_idle_periods() {
     assert!(sim(|s| s.calls.get("block").copied().unwrap_or(0)) > 0, "the idle task never blocked in Xen");
     assert_guest_healthy(0);
 }
+
+#[test]
+fn xen_periodic_timer_is_stopped_at_boot_and_in_every_new_domain() {
+    let _g = start("");
+    let idle_ticks = || {
+        let before = sim(|s| s.periodic_ticks);
+        run_for(2_000);
+        sim(|s| s.periodic_ticks) - before
+    };
+    assert_eq!(idle_ticks(), 0, "an idle guest was woken by Xen's 100 Hz periodic timer");
+    request_suspend(Some(SuspendPlan::Restore));
+    assert_eq!(idle_ticks(), 0, "the new domain's periodic timer kept running");
+    assert_guest_healthy(1);
+}

@@ -154,8 +154,20 @@ pub fn init() {
         n += 1;
     }
     POSSIBLE.store(n, Ordering::Release);
+    stop_periodic_timer_here();
     bind_vcpu_ports(0);
     log::info!("smp: the domain has {} vCPUs; vCPU 0 runs", n);
+}
+
+/// Stops Xen's 100 Hz periodic timer on the running vCPU. Xen starts one
+/// on every PV vCPU, in every new domain too; left on, each vCPU wakes 100
+/// times a second for nothing (four of them kept a lab's dom0 from running).
+/// The one-shot timer (`set_timer_op`) serves every sleeper.
+pub fn stop_periodic_timer_here() {
+    let v = percpu::current();
+    if let Err(e) = Hv::stop_periodic_timer(v) {
+        log::warn!("smp: vCPU {} keeps Xen's periodic timer: {:?}", v, e);
+    }
 }
 
 /// Binds vCPU `v`'s timer VIRQ and IPI (once: the bindings table carries
@@ -353,6 +365,7 @@ pub fn stop_here() {
 /// stack with events masked.
 pub fn secondary_main() -> ! {
     crate::traps::init();
+    stop_periodic_timer_here();
     sched::adopt_idle_here();
     sched::rearm_timer();
     events_mask::unmask();

@@ -263,6 +263,7 @@ impl SuspendSteps for RealSteps {
         });
         smp::refresh_ports();
         smp::forget_contexts();
+        smp::stop_periodic_timer_here();
         console::init();
         events_mask::restore(self.was_masked);
         n

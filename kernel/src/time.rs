@@ -14,9 +14,18 @@ pub struct PvclockSample {
 }
 
 impl PvclockSample {
-    /// System time in ns at TSC value `tsc`.
+    /// Whether Xen has written this vCPU's time yet (a zero scale means
+    /// it has not: reading it would give system time 0).
+    pub fn is_set(&self) -> bool {
+        self.tsc_to_system_mul != 0
+    }
+
+    /// System time in ns at TSC value `tsc`. A TSC behind the stamp (read
+    /// on a pCPU whose counter lags the one Xen stamped on) counts as no
+    /// time passed: wrapped, it would be a jump of centuries, and the
+    /// monotonic clock would stand still at it for good.
     pub fn ns_at(&self, tsc: u64) -> u64 {
-        let mut delta = tsc.wrapping_sub(self.tsc_timestamp);
+        let mut delta = tsc.saturating_sub(self.tsc_timestamp);
         if self.tsc_shift < 0 {
             delta >>= (-self.tsc_shift) as u32;
         } else {
@@ -86,11 +95,12 @@ mod xen_time {
 
     pub(super) static CLOCK: MonotonicClock = MonotonicClock::new();
 
-    /// Reads this vCPU's pvclock, retrying while Xen is updating it.
-    pub fn system_time_ns() -> u64 {
+    /// Reads this vCPU's pvclock, retrying while Xen is updating it; None
+    /// while it is unmapped or not yet written.
+    fn read_pvclock() -> Option<u64> {
         let v = platform::this_vcpu_info();
         if v.is_null() {
-            return 0;
+            return None;
         }
         loop {
             // SAFETY: vcpu_info is mapped; Xen updates `time` under a
@@ -109,21 +119,27 @@ mod xen_time {
                 core::sync::atomic::fence(Ordering::Acquire);
                 let again = core::ptr::addr_of!((*t).version).read_volatile();
                 if version & 1 == 0 && version == again {
-                    return sample.ns_at(tsc);
+                    return sample.is_set().then(|| sample.ns_at(tsc));
                 }
             }
         }
     }
 
+    /// This vCPU's Xen system time in ns (0 while it cannot be read).
+    pub fn system_time_ns() -> u64 {
+        read_pvclock().unwrap_or(0)
+    }
+
     /// Nanoseconds since boot (more exactly: since Xen's system time began
     /// on the first host), never decreasing.
     pub fn now_ns() -> u64 {
-        if platform::this_vcpu_info().is_null() {
-            // shared_info is unmapped around the suspend hypercall: time
-            // stands still rather than jumping.
-            return CLOCK.last();
+        // shared_info is unmapped around the suspend hypercall, and a vCPU's
+        // time is unwritten until Xen first runs it: time stands still then
+        // rather than jumping.
+        match read_pvclock() {
+            Some(system) => CLOCK.from_system(system),
+            None => CLOCK.last(),
         }
-        CLOCK.from_system(system_time_ns())
     }
 
     /// Wall-clock seconds and nanoseconds (UTC) from shared_info.
@@ -169,6 +185,10 @@ mod tests {
         assert_eq!(s.ns_at(1100), 5100); // 100 ticks << 1 = 200, * 0.5 = 100
         let s = PvclockSample { tsc_shift: -2, ..s };
         assert_eq!(s.ns_at(1400), 5050); // 400 >> 2 = 100, * 0.5 = 50
+        // A TSC a little behind the stamp reads as the stamp, not as a wrap.
+        assert_eq!(s.ns_at(990), 5000);
+        assert!(s.is_set());
+        assert!(!PvclockSample::default().is_set());
     }
 
     #[test]

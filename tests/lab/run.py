@@ -30,6 +30,13 @@ LAB_SRC = os.path.join(REPO, "tests", "lab")
 SCEN_DIR = os.path.join(REPO, "tests", "scenarios")
 DEFAULT_SCENARIO_TIMEOUT = 60
 BASE_TIMEOUT = 120
+# After this long without a serial line the lab is presumed stuck: Xen is asked, through its
+# serial console, for its domains, vCPUs and per-pCPU registers (debug keys q, r, d), so the
+# log says where the time goes. At most SILENCE_DUMPS times per boot.
+SILENCE_S = 90
+SILENCE_DUMPS = 2
+# Three CTRL-a switch Xen's serial input to Xen; QEMU's mux wants each CTRL-a doubled.
+XEN_INPUT_SWITCH = b"\x01\x01" * 3
 
 LINUX_GUEST_CFG = """\
 name = "linux-guest"
@@ -169,6 +176,22 @@ def qemu_cmd(args, initrd):
     return cmd
 
 
+def ask_xen(proc, keys):
+    """Sends Xen debug keys over the serial line (input switched to Xen and back)."""
+    try:
+        proc.stdin.write(XEN_INPUT_SWITCH)
+        proc.stdin.flush()
+        time.sleep(0.5)
+        for k in keys:
+            proc.stdin.write(bytes([k]))
+            proc.stdin.flush()
+            time.sleep(2)
+        proc.stdin.write(XEN_INPUT_SWITCH)
+        proc.stdin.flush()
+    except (BrokenPipeError, OSError):
+        pass
+
+
 def kill(proc):
     if proc.poll() is not None:
         return
@@ -228,7 +251,7 @@ def main():
     t0 = time.monotonic()
     log = open(logpath, "w", encoding="utf-8", errors="replace")
     log.write("# " + " ".join("'%s'" % a if " " in a else a for a in cmd) + "\n")
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
     lines = queue.Queue()
 
@@ -242,11 +265,20 @@ def main():
     all_done_at = None
     timed_out = False
     tail = []
+    last_line_at = t0
+    dumps = 0
     while True:
         now = time.monotonic()
         if now - t0 > total:
             timed_out = True
             break
+        if now - last_line_at > SILENCE_S and dumps < SILENCE_DUMPS and not all_done_at:
+            dumps += 1
+            last_line_at = now
+            log.write("%7.2f @@LAB silent for %d s: asking Xen for q, r, d\n" % (now - t0, SILENCE_S))
+            out.write("%7.2f lab: serial silent for %d s, asking Xen for its state (see log)\n" % (now - t0, SILENCE_S))
+            out.flush()
+            ask_xen(proc, b"qrd")
         if all_done_at and now - all_done_at > 30:
             break  # scenarios finished but the machine did not power off
         try:
@@ -255,6 +287,7 @@ def main():
             continue
         if raw is None:
             break
+        last_line_at = time.monotonic()
         line = raw.decode("utf-8", errors="replace").replace("\r", "").rstrip("\n")
         stamp = "%7.2f " % (time.monotonic() - t0)
         log.write(stamp + line + "\n")

@@ -111,6 +111,7 @@ pub mod vcpu {
     pub const UP: u32 = 1;
     pub const DOWN: u32 = 2;
     pub const IS_UP: u32 = 3;
+    pub const STOP_PERIODIC_TIMER: u32 = 7;
     /// `vcpu_guest_context.flags`: the vCPU starts in kernel mode.
     pub const VGCF_IN_KERNEL: u64 = 1 << 2;
     /// `set_segment_base`: the kernel's GS base.

@@ -212,6 +212,11 @@ impl Hypervisor for Xen {
         XenError::check(unsafe { hypercall3(hc::VCPU_OP, vcpu::IS_UP as u64, v as u64, 0) }).map(|r| r != 0)
     }
 
+    fn stop_periodic_timer(v: u32) -> Result<(), XenError> {
+        // SAFETY: VCPUOP_stop_periodic_timer takes no argument.
+        XenError::check(unsafe { hypercall3(hc::VCPU_OP, vcpu::STOP_PERIODIC_TIMER as u64, v as u64, 0) }).map(drop)
+    }
+
     unsafe fn update_va_mapping(va: u64, pte: u64, flags: u64) -> Result<(), XenError> {
         // SAFETY: the caller owns the page; Xen validates the entry itself.
         XenError::check(unsafe { hypercall3(hc::UPDATE_VA_MAPPING, va, pte, flags) }).map(drop)

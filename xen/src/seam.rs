@@ -110,6 +110,9 @@ pub trait Hypervisor {
     fn vcpu_down(vcpu: u32) -> Result<(), XenError>;
     /// Whether vCPU `vcpu` runs; `ENOENT` when the domain has no such vCPU.
     fn vcpu_is_up(vcpu: u32) -> Result<bool, XenError>;
+    /// Stops the 100 Hz periodic timer Xen gives every PV vCPU (in every
+    /// new domain too): the guest's one-shot timer is all it needs.
+    fn stop_periodic_timer(vcpu: u32) -> Result<(), XenError>;
 
     /// Points the page-table entry for `va` at `pte` (0 unmaps).
     ///

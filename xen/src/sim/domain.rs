@@ -129,6 +129,8 @@ pub fn build(cfg: SimConfig) -> (Sim, *mut start_info) {
         shared_info_mfn: shared,
         grant_frames: Vec::new(),
         timer_ns: None,
+        periodic_next_ns: Some(1_000_000 + super::PERIODIC_NS),
+        periodic_ticks: 0,
         clock: SimClock::starting_at(1_000_000),
         event_callback: None,
         idle_blocks: 0,
@@ -319,6 +321,7 @@ fn new_domain(s: &mut Sim, migrated: bool) {
     s.ports.clear();
     s.next_port = first_port(g);
     s.timer_ns = None;
+    s.start_periodic_timer();
     init_shared_info(s);
     let store_port = s.alloc_port(PortKind::Store).expect("store port");
     let console_port = s.alloc_port(PortKind::Console).expect("console port");

@@ -102,6 +102,10 @@ pub struct Sim {
     shared_info_mfn: u64,
     grant_frames: Vec<u64>,
     timer_ns: Option<u64>,
+    /// vCPU 0's periodic timer: Xen gives every PV vCPU a 100 Hz one
+    /// until the guest stops it. The next tick and the ticks delivered.
+    periodic_next_ns: Option<u64>,
+    pub periodic_ticks: u64,
     clock: SimClock,
     /// The guest's event callback (`set_callbacks`): on the simulated Xen,
     /// the address of an `extern "C" fn()`.
@@ -120,6 +124,9 @@ pub struct Sim {
     /// Reason of a shutdown the guest asked for.
     pub shutdown: Option<u32>,
 }
+
+/// Xen's default periodic timer period for a PV vCPU (100 Hz).
+const PERIODIC_NS: u64 = 10_000_000;
 
 static STATE: Mutex<Option<Sim>> = Mutex::new(None);
 static TEST_LOCK: Mutex<()> = Mutex::new(());
@@ -290,10 +297,30 @@ impl Sim {
     /// Raises the timer VIRQ if its deadline has passed (Xen checks on the
     /// way back from every hypercall).
     fn fire_timer_if_due(&mut self) {
-        if self.timer_ns.is_some_and(|d| d <= self.clock.now()) {
+        let now = self.clock.now();
+        let mut fire = false;
+        if self.timer_ns.is_some_and(|d| d <= now) {
             self.timer_ns = None;
+            fire = true;
+        }
+        if let Some(next) = self.periodic_next_ns.filter(|&n| n <= now) {
+            self.periodic_ticks += 1;
+            self.periodic_next_ns = Some(next.max(now - now % PERIODIC_NS) + PERIODIC_NS);
+            fire = true;
+        }
+        if fire {
             self.raise(self.port_of(PortKind::Virq { virq: 0, vcpu: 0 }));
         }
+    }
+
+    /// Whether vCPU 0 still has Xen's default periodic timer.
+    pub fn periodic_timer_on(&self) -> bool {
+        self.periodic_next_ns.is_some()
+    }
+
+    /// Xen's default for a new PV vCPU (a new domain too).
+    fn start_periodic_timer(&mut self) {
+        self.periodic_next_ns = Some(self.clock.now() + PERIODIC_NS);
     }
 
     /// Publishes the clock in vCPU 0's pvclock, which the guest reads
@@ -494,7 +521,7 @@ impl Hypervisor for SimXen {
             if s.upcall_pending() {
                 return;
             }
-            match s.timer_ns {
+            match s.timer_ns.into_iter().chain(s.periodic_next_ns).min() {
                 Some(d) => s.advance(d.saturating_sub(s.clock.now())),
                 None => s.idle_blocks += 1,
             }
@@ -549,6 +576,16 @@ impl Hypervisor for SimXen {
 
     fn vcpu_is_up(vcpu: u32) -> Result<bool, XenError> {
         sim("vcpu_is_up", |_| if vcpu == 0 { Ok(true) } else { Err(XenError::ENOENT) })
+    }
+
+    fn stop_periodic_timer(vcpu: u32) -> Result<(), XenError> {
+        sim("stop_periodic_timer", |s| {
+            if vcpu != 0 {
+                return Err(XenError::ENOENT);
+            }
+            s.periodic_next_ns = None;
+            Ok(())
+        })
     }
 
     unsafe fn update_va_mapping(va: u64, pte: u64, _flags: u64) -> Result<(), XenError> {
