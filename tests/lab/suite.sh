@@ -18,7 +18,7 @@ xhost-1|--disk build/lab/xhost.img cross-host-save
 xhost-2|--disk build/lab/xhost.img --dom0-mem 1024M cross-host-restore
 balloon|mem-set mem-set-storm balloon-badinput balloon-suspend
 images|small-image small-checkpoint busy-image release-off
-smp|smp smp-hotplug smp-checkpoint smp-cycles
+smp|smp smp-hotplug smp-refuse smp-checkpoint smp-cycles
 GROUPS
 
 total_pass=0
