@@ -185,6 +185,7 @@ mod tests {
         assert_eq!(s.ns_at(1100), 5100); // 100 ticks << 1 = 200, * 0.5 = 100
         let s = PvclockSample { tsc_shift: -2, ..s };
         assert_eq!(s.ns_at(1400), 5050); // 400 >> 2 = 100, * 0.5 = 50
+
         // A TSC a little behind the stamp reads as the stamp, not as a wrap.
         assert_eq!(s.ns_at(990), 5000);
         assert!(s.is_set());
