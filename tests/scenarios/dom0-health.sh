@@ -16,7 +16,7 @@ workload() { # NAME: 20 s of dom0 work, counting bad outcomes
         [ "$_s" = "$REF" ] || { _bad=$((_bad + 1)); log "sha256 $_s"; }
         _a=$(awk 'BEGIN { s = 0; for (i = 0; i < 20000; i++) s += i; print s }')
         [ "$_a" = "199990000" ] || { _bad=$((_bad + 1)); log "awk $_a"; }
-        xenstore-read /local/domain/0/name >/dev/null 2>&1 || { _bad=$((_bad + 1)); log "xenstore-read rc $?"; }
+        xenstore-read /local/domain/0/name >/dev/null 2>&1 || { _rc=$?; _bad=$((_bad + 1)); log "xenstore-read rc $_rc"; }
         _n=$((_n + 1))
     done
     if [ "$_bad" -eq 0 ]; then pass "$1" "$_n rounds, all right"; else fail "$1" "$_bad bad of $_n rounds"; fi
