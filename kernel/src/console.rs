@@ -114,10 +114,23 @@ pub fn on_event(_port: u32) {
 /// left it taken: used only on the way down.
 pub fn emergency_write(args: fmt::Arguments) {
     events_mask::mask();
-    // SAFETY: single vCPU and events masked: nothing else runs now; the
-    // holder (if any) is the code that panicked and will never resume.
-    unsafe { CONSOLE.force_unlock() };
-    if let Some(c) = CONSOLE.lock().as_mut() {
+    // Another vCPU in the middle of a line lets go soon; a holder that
+    // never does is the code that panicked (on this vCPU or another).
+    let mut guard = None;
+    for _ in 0..EMERGENCY_LOCK_YIELDS {
+        guard = CONSOLE.try_lock();
+        if guard.is_some() {
+            break;
+        }
+        Hv::yield_now();
+    }
+    let mut guard = guard.unwrap_or_else(|| {
+        // SAFETY: the holder has had thousands of chances to let go: it is
+        // the panicking code itself and will never touch the ring again.
+        unsafe { CONSOLE.force_unlock() };
+        CONSOLE.lock()
+    });
+    if let Some(c) = guard.as_mut() {
         let _ = c.write_fmt(args);
         Hv::send(c.port);
         // Wait (bounded) for xenconsoled to drain, so the last words survive
@@ -130,6 +143,9 @@ pub fn emergency_write(args: fmt::Arguments) {
         }
     }
 }
+
+/// How long `emergency_write` waits for the console lock, in yields to Xen.
+const EMERGENCY_LOCK_YIELDS: u32 = 5_000;
 
 /// The `log` backend: one line per record, stamped with seconds since boot.
 struct ConsoleLogger;

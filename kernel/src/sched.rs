@@ -56,8 +56,9 @@ struct Task {
     state: State,
     /// Where the stack pointer is saved while the task is not running.
     frame: Box<SwitchFrame>,
-    /// Owned here so that reaping the task frees it; never read.
-    _stack: Option<Box<[u8]>>,
+    /// Owned here so that reaping the task frees it; read only to measure
+    /// how deep it has been (`deepest_stack`).
+    stack: Option<Box<[u8]>>,
     /// Sleep deadline (monotonic ns) while blocked in `sleep`.
     wake_at: Option<u64>,
     /// A wake-up that came before the task blocked; consumed by `block`.
@@ -85,7 +86,7 @@ impl Task {
             name,
             state,
             frame,
-            _stack: None,
+            stack: None,
             wake_at: None,
             wake_pending: false,
             freezable: !idle,
@@ -421,7 +422,7 @@ fn spawn_inner(name: &'static str, freezable: bool, pin: Option<VcpuId>, f: Entr
         let id = s.next_id;
         s.next_id += 1;
         let mut t = Task::new(id, name, State::Runnable, SwitchFrame::new(rsp), false);
-        t._stack = Some(stack);
+        t.stack = Some(stack);
         t.freezable = freezable;
         t.pin = pin;
         t.last_vcpu = pin.unwrap_or(percpu::current());
@@ -434,6 +435,15 @@ fn spawn_inner(name: &'static str, freezable: bool, pin: Option<VcpuId>, f: Entr
 
 pub fn current() -> TaskId {
     with_sched(|s| s.vcpus.here().current)
+}
+
+/// The running task's id and name for a fault report: never waits for
+/// the lock (the faulting code may hold it), so None when it is taken.
+pub fn current_for_report() -> Option<(TaskId, &'static str)> {
+    let guard = SCHED.try_lock()?;
+    let s = guard.as_ref()?;
+    let cur = s.vcpus.here().current;
+    s.tasks.iter().find(|t| t.id == cur).map(|t| (t.id, t.name))
 }
 
 /// Switches to the next runnable task, then parks if the freezer asks.
@@ -738,6 +748,42 @@ pub fn for_each_task(mut f: impl FnMut(TaskId, &'static str, State, Option<u64>,
     }
 }
 
+/// Bytes of a task stack ever used: stacks start zeroed and grow down, so
+/// the lowest non-zero word marks the deepest point reached.
+fn stack_used(stack: &[u8]) -> usize {
+    let untouched = stack.chunks_exact(8).position(|w| w != [0u8; 8]).unwrap_or(stack.len() / 8);
+    stack.len() - untouched * 8
+}
+
+/// The task whose stack has gone deepest: its name and the bytes used, of
+/// `STACK_SIZE`. A stack has no guard page: this figure is the warning.
+pub fn deepest_stack() -> Option<(&'static str, usize)> {
+    with_sched(|s| {
+        s.tasks
+            .iter()
+            .filter_map(|t| t.stack.as_deref().map(|st| (t.name, stack_used(st))))
+            .max_by_key(|&(_, used)| used)
+    })
+}
+
+/// Bytes in every task stack.
+pub const TASK_STACK_BYTES: usize = STACK_SIZE;
+
 pub fn task_count() -> usize {
     with_sched(|s| s.tasks.iter().filter(|t| t.state != State::Dead).count())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stack_used;
+
+    #[test]
+    fn stack_use_is_measured_from_the_deepest_written_word() {
+        let mut stack = alloc::vec![0u8; 4096];
+        assert_eq!(stack_used(&stack), 0);
+        stack[4095] = 1;
+        assert_eq!(stack_used(&stack), 8);
+        stack[1000] = 7; // word 125: everything from it to the top counts
+        assert_eq!(stack_used(&stack), 4096 - 125 * 8);
+    }
 }

@@ -18,7 +18,7 @@ pub unsafe fn kmain(si: *mut start_info) -> cmdline::Options {
     // SAFETY: forwarded from our caller.
     unsafe { platform::init(si) };
     platform::map_shared_info();
-    time::clock().rebase(time::system_time_ns(), 0);
+    time::rebase_on_this_host();
     console::init();
     console::init_logger();
     traps::init();

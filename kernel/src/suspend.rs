@@ -251,7 +251,7 @@ impl SuspendSteps for RealSteps {
         physmap::publish_frame_lists();
         // The new host's system time may be behind the old one's: continue
         // the monotonic clock from where it stopped.
-        time::clock().rebase(time::system_time_ns(), 0);
+        time::rebase_on_this_host();
         let (console_port, store_port) = platform::with_start_info(|si| {
             // SAFETY: a domU's start_info carries the domU console variant.
             (unsafe { si.console.domU.evtchn }, si.store_evtchn)
@@ -336,6 +336,9 @@ fn run_suspend() -> Outcome {
             f.suspends,
             f.cancels
         );
+        if let Some((name, used)) = sched::deepest_stack() {
+            log::info!("suspend: deepest task stack {} of {} bytes ({})", used, sched::TASK_STACK_BYTES, name);
+        }
     }
     outcome
 }

@@ -125,9 +125,18 @@ mod xen_time {
         }
     }
 
-    /// This vCPU's Xen system time in ns (0 while it cannot be read).
-    pub fn system_time_ns() -> u64 {
-        read_pvclock().unwrap_or(0)
+    /// After boot or a resume in a new domain: the monotonic clock goes on
+    /// from its last value on this host's system time. While the pvclock
+    /// cannot be read the offset is kept (rebasing on a system time of 0
+    /// would throw the clock far ahead once the pvclock reads again).
+    pub fn rebase_on_this_host() {
+        match read_pvclock() {
+            Some(system) => CLOCK.rebase(system, 0),
+            None => log::warn!(
+                "time: vCPU {}'s pvclock cannot be read; the monotonic clock keeps its offset",
+                crate::percpu::current()
+            ),
+        }
     }
 
     /// Nanoseconds since boot (more exactly: since Xen's system time began
@@ -159,7 +168,10 @@ mod xen_time {
                 core::sync::atomic::fence(Ordering::Acquire);
                 if ver & 1 == 0 && ver == core::ptr::addr_of!((*si).wc_version).read_volatile() {
                     // wc_* is the wall time at system time 0.
-                    let total = sec * 1_000_000_000 + nsec as u64 + system_time_ns();
+                    // The system time behind the monotonic clock: the
+                    // pvclock's own reading when it can be read.
+                    let system = CLOCK.to_system(now_ns());
+                    let total = sec * 1_000_000_000 + nsec as u64 + system;
                     return (total / 1_000_000_000, (total % 1_000_000_000) as u32);
                 }
             }
@@ -171,7 +183,7 @@ mod xen_time {
     }
 }
 
-pub use xen_time::{clock, now_ns, system_time_ns, wall_clock};
+pub use xen_time::{clock, now_ns, rebase_on_this_host, wall_clock};
 
 #[cfg(test)]
 mod tests {

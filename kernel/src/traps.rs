@@ -73,10 +73,13 @@ extern "C" fn ballast_trap_handler(frame: &TrapFrame) -> ! {
         255 => "failsafe callback (bad segment on return)",
         _ => "exception",
     };
+    let (task, task_name) =
+        crate::sched::current_for_report().unwrap_or((crate::sched::TaskId::MAX, "(scheduler locked)"));
     panic!(
-        "{} (vector {}, error {:#x}) at rip {:#x}, rsp {:#x}, cr2 {:#x}, rax {:#x} rbx {:#x} rcx {:#x} rdx {:#x} rsi {:#x} rdi {:#x} rbp {:#x}",
-        name, frame.vector, frame.error_code, frame.rip, frame.rsp, cr2,
-        frame.rax, frame.rbx, frame.rcx, frame.rdx, frame.rsi, frame.rdi, frame.rbp
+        "{} (vector {}, error {:#x}) in task {} ({}) at rip {:#x}, rsp {:#x}, cr2 {:#x}, rax {:#x} rbx {:#x} rcx {:#x} rdx {:#x} rsi {:#x} rdi {:#x} rbp {:#x} r12 {:#x} r13 {:#x} r14 {:#x} r15 {:#x}",
+        name, frame.vector, frame.error_code, task, task_name, frame.rip, frame.rsp, cr2,
+        frame.rax, frame.rbx, frame.rcx, frame.rdx, frame.rsi, frame.rdi, frame.rbp,
+        frame.r12, frame.r13, frame.r14, frame.r15
     );
 }
 
