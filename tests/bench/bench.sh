@@ -20,8 +20,8 @@
 . /lab/lib.sh
 
 RUNS=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^bench_runs=\([0-9][0-9]*\)$/\1/p' | tail -n 1)
-# bench_only=mig|chan|limit (make bench ONLY=mig): only the live-migration, the suspend-channel or
-# the limit figures (limit: with a floor of 24 MiB), for quick iterations
+# bench_only=mig|chan|limit|smp (make bench ONLY=mig): only the live-migration, the suspend-channel,
+# the limit (with a floor of 24 MiB) or the 1- and 4-vCPU figures, for quick iterations
 ONLY=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^bench_only=\([a-z]*\)$/\1/p' | tail -n 1)
 case $RUNS in '' | 0) RUNS=3 ;; esac
 LADDER="128 96 80 64 48 32 24 16 12 8"   # mem-set targets (MiB), descending
@@ -240,16 +240,20 @@ save_restore() {
     fi
     if answer "$_g" 30; then emit "$_g" "restore_${_tag}_answer_ms" "$ANSWER_MS"
     else emit "$_g" "restore_${_tag}_answer_ms" null "no console answer within 30 s"; return 1; fi
-    if [ "$_tag" = 256 ]; then
-        cp "$LAB_TMP/marks/$_g.save" "$LAB_TMP/marks/$_g"
-        [ "$_g" = ballast ] && wait_console ballast 'suspend: done: Resumed' 10 >/dev/null
-        # (not _v: emit's own variable)
-        _gs=$(guest_suspend "$_g")
-        _why=$([ -z "$_gs" ] && echo no suspend/resume lines on the console)
-        emit "$_g" guest_suspend_resume_ms "$(echo "$_gs" | cut -d' ' -f1)" "$_why"
-        emit "$_g" guest_suspend_ms "$(echo "$_gs" | cut -d' ' -f2)" "$_why"
-        emit "$_g" guest_resume_ms "$(echo "$_gs" | cut -d' ' -f3)" "$_why"
-    fi
+    # the guest-side figures: at 256 MiB under their plain names, at N vCPUs (tag vN) suffixed
+    case $_tag in
+        256) _sfx= ;;
+        v*) _sfx=_$_tag ;;
+        *) return 0 ;;
+    esac
+    cp "$LAB_TMP/marks/$_g.save" "$LAB_TMP/marks/$_g"
+    [ "$_g" = ballast ] && wait_console ballast 'suspend: done: Resumed' 10 >/dev/null
+    # (not _v: emit's own variable)
+    _gs=$(guest_suspend "$_g")
+    _why=$([ -z "$_gs" ] && echo no suspend/resume lines on the console)
+    emit "$_g" "guest_suspend_resume${_sfx}_ms" "$(echo "$_gs" | cut -d' ' -f1)" "$_why"
+    emit "$_g" "guest_suspend${_sfx}_ms" "$(echo "$_gs" | cut -d' ' -f2)" "$_why"
+    emit "$_g" "guest_resume${_sfx}_ms" "$(echo "$_gs" | cut -d' ' -f3)" "$_why"
     return 0
 }
 
@@ -609,6 +613,36 @@ mig_linux() {
     destroy linux-guest
 }
 
+# ---------------------------------------------------------------- several vCPUs
+# Per run and guest, each booted idle at its own 256 MiB with vcpus=1 and then vcpus=4: xl save +
+# xl restore with the guest-side suspend and resume figures (tags v1, v4), and at 4 vCPUs one
+# live migration (mig_v4_*). For ballast every suspend quiesces the other vCPUs in a rendezvous;
+# Linux parks them in stop_machine.
+SMP_WHAT="save_TAG_ms image_TAG_mib restore_TAG_ms restore_TAG_answer_ms guest_suspend_resume_TAG_ms guest_suspend_TAG_ms guest_resume_TAG_ms"
+smp_missing() { # GUEST TAG NOTE
+    for _m in $SMP_WHAT; do emit "$1" "$(echo "$_m" | sed "s/TAG/$2/")" null "$3"; done
+}
+smp_guest() {
+    _sg=$1
+    for _n in 1 4; do
+        if ! boot "$_sg" "vcpus=$_n"; then
+            smp_missing "$_sg" "v$_n" "boot with vcpus=$_n not ready"
+            [ $_n = 4 ] && mig_missing "$_sg" v4 "boot with vcpus=4 not ready"
+            destroy "$_sg"; continue
+        fi
+        sleep 2
+        if ! save_restore "$_sg" "v$_n"; then
+            [ $_n = 4 ] && mig_missing "$_sg" v4 "the save/restore before it failed"
+            destroy "$_sg"; continue
+        fi
+        if [ $_n = 4 ]; then
+            sleep 1
+            mig_cycle "$_sg" v4
+        fi
+        destroy "$_sg"
+    done
+}
+
 # ---------------------------------------------------------------- limits
 # Per run, ballast only, after its small-image figures:
 # - the hypervisor's limit: ballast booted with `ballast.hvlimit=1` releases and repopulates its
@@ -727,6 +761,11 @@ while [ $RUN -le "$RUNS" ]; do
             pass "run$RUN-channel" "suspend event channel on and off (run $RUN) took $(( $(now_ms) - T_G )) ms"
             continue
         fi
+        if [ "$ONLY" = smp ]; then
+            smp_guest "$g"
+            pass "run$RUN-$g-smp" "1- and 4-vCPU figures of $g (run $RUN) took $(( $(now_ms) - T_G )) ms"
+            continue
+        fi
         if [ "$ONLY" = mig ]; then
             if [ "$g" = ballast ]; then mig_ballast; else mig_linux; fi
             pass "run$RUN-$g-migrate" "migration figures of $g (run $RUN) took $(( $(now_ms) - T_G )) ms"
@@ -740,6 +779,9 @@ while [ $RUN -le "$RUNS" ]; do
         T_G=$(now_ms)
         if [ "$g" = ballast ]; then mig_ballast; else mig_linux; fi
         pass "run$RUN-$g-migrate" "migration figures of $g (run $RUN) took $(( $(now_ms) - T_G )) ms"
+        T_G=$(now_ms)
+        smp_guest "$g"
+        pass "run$RUN-$g-smp" "1- and 4-vCPU figures of $g (run $RUN) took $(( $(now_ms) - T_G )) ms"
         if [ "$g" = ballast ]; then
             T_G=$(now_ms)
             limits_ballast

@@ -99,6 +99,24 @@ for _load, _desc in LOADS:
                     "lower"))
     METRICS.append(("mig_%s_off_guest_ms" % _load, "%s: migrate, ballast's suspend+resume, release=0" % _desc,
                     "ms", "lower"))
+# Several vCPUs (bench.sh smp_guest): each guest idle at 256 MiB with vcpus=1 and vcpus=4.
+for _n in (1, 4):
+    _v = "%d vCPU%s" % (_n, "" if _n == 1 else "s")
+    METRICS += [
+        ("save_v%d_ms" % _n, "xl save, %s" % _v, "ms", "lower"),
+        ("image_v%d_mib" % _n, "save image, %s" % _v, "MiB", "lower"),
+        ("restore_v%d_ms" % _n, "xl restore, %s" % _v, "ms", "lower"),
+        ("restore_v%d_answer_ms" % _n, "restore -> answering, %s" % _v, "ms", "lower"),
+        ("guest_suspend_resume_v%d_ms" % _n, "guest-side suspend+resume, %s" % _v, "ms", "lower"),
+        ("guest_suspend_v%d_ms" % _n, "guest-side suspend, %s" % _v, "ms", "lower"),
+        ("guest_resume_v%d_ms" % _n, "guest-side resume, %s" % _v, "ms", "lower"),
+    ]
+METRICS += [
+    ("mig_v4_ms", "xl migrate, 4 vCPUs", "ms", "lower"),
+    ("mig_v4_down_ms", "migrate downtime (xl list poll), 4 vCPUs", "ms", "lower"),
+    ("mig_v4_answer_ms", "migrate -> answering, 4 vCPUs", "ms", "lower"),
+    ("mig_v4_guest_ms", "migrate, ballast's suspend+resume, 4 vCPUs", "ms", "lower"),
+]
 # The hypervisor's limit and the toolstack's floor (bench.sh limits_ballast), ballast only.
 METRICS += [
     ("limit_bare_release_us_per_mib", "hypervisor limit: release, bare hypercalls", "us/MiB", "lower"),
