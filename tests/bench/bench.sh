@@ -623,19 +623,19 @@ smp_missing() { # GUEST TAG NOTE
     for _m in $SMP_WHAT; do emit "$1" "$(echo "$_m" | sed "s/TAG/$2/")" null "$3"; done
 }
 smp_guest() {
-    _sg=$1
-    for _n in 1 4; do
-        if ! boot "$_sg" "vcpus=$_n"; then
-            smp_missing "$_sg" "v$_n" "boot with vcpus=$_n not ready"
-            [ $_n = 4 ] && mig_missing "$_sg" v4 "boot with vcpus=4 not ready"
+    _sg=$1   # (boot and the helpers it calls use _n, _g, _t0: own names here)
+    for _sv in 1 4; do
+        if ! boot "$_sg" "vcpus=$_sv"; then
+            smp_missing "$_sg" "v$_sv" "boot with vcpus=$_sv not ready"
+            [ $_sv = 4 ] && mig_missing "$_sg" v4 "boot with vcpus=4 not ready"
             destroy "$_sg"; continue
         fi
         sleep 2
-        if ! save_restore "$_sg" "v$_n"; then
-            [ $_n = 4 ] && mig_missing "$_sg" v4 "the save/restore before it failed"
+        if ! save_restore "$_sg" "v$_sv"; then
+            [ $_sv = 4 ] && mig_missing "$_sg" v4 "the save/restore before it failed"
             destroy "$_sg"; continue
         fi
-        if [ $_n = 4 ]; then
+        if [ $_sv = 4 ]; then
             sleep 1
             mig_cycle "$_sg" v4
         fi
