@@ -282,9 +282,19 @@ impl Scheduler {
         smp::takes_tasks(here) && {
             let online = smp::online_mask();
             self.run_queue.iter().any(|&id| {
-                self.tasks.iter().any(|t| t.id == id && t.state == State::Runnable && t.may_run_on(here, online))
+                self.tasks.iter().any(|t| t.id == id && t.state == State::Runnable && self.may_take(t, here, online))
             })
         }
+    }
+
+    /// Whether vCPU `here` may take the runnable task `t` now: its pin
+    /// allows it, and no other vCPU is still on it. A task that sets itself
+    /// Blocked or Frozen is woken (queued, Runnable) by another vCPU before
+    /// its own switch away has saved its stack pointer; taken then, it would
+    /// run on two vCPUs at once from a stale stack pointer.
+    fn may_take(&self, t: &Task, here: VcpuId, online: u64) -> bool {
+        t.may_run_on(here, online)
+            && (0..percpu::MAX_VCPUS as VcpuId).all(|v| v == here || self.vcpus.get(v).current != t.id)
     }
 
     /// Takes the first queued task the running vCPU may run (dropping
@@ -294,12 +304,16 @@ impl Scheduler {
         if !smp::takes_tasks(here) {
             return None;
         }
-        let online = smp::online_mask();
+        self.pick_for(here, smp::online_mask())
+    }
+
+    /// `pick_here` for vCPU `here` with online set `online`.
+    fn pick_for(&mut self, here: VcpuId, online: u64) -> Option<TaskId> {
         let mut i = 0;
         while i < self.run_queue.len() {
             let id = self.run_queue[i];
             match self.tasks.iter().find(|t| t.id == id) {
-                Some(t) if t.state == State::Runnable && t.may_run_on(here, online) => {
+                Some(t) if t.state == State::Runnable && self.may_take(t, here, online) => {
                     self.run_queue.remove(i);
                     return Some(id);
                 }
@@ -775,7 +789,38 @@ pub fn task_count() -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::stack_used;
+    use super::*;
+
+    /// A scheduler with an idle task per vCPU in `vcpus` (ids 0..) and no
+    /// other task.
+    fn scheduler(vcpus: u32) -> Scheduler {
+        let mut per = PerVcpu::new(VcpuState { current: NO_TASK, idle: NO_TASK, armed: None, blocked_in_xen: false });
+        let mut tasks = Vec::new();
+        for v in 0..vcpus {
+            *per.get_mut(v) = VcpuState { current: v, idle: v, armed: None, blocked_in_xen: false };
+            tasks.push(Task::new(v, "idle", State::Running, SwitchFrame::new(0), true));
+        }
+        Scheduler { tasks, run_queue: VecDeque::new(), next_id: vcpus, vcpus: per }
+    }
+
+    #[test]
+    fn a_task_woken_before_its_vcpu_switched_away_waits_for_that_switch() {
+        let mut s = scheduler(2);
+        // Task 2 runs on vCPU 1, sets itself Blocked, and is woken from
+        // vCPU 0 before vCPU 1 switches away from it.
+        s.tasks.push(Task::new(2, "worker", State::Blocked, SwitchFrame::new(0x1000), false));
+        s.vcpus.get_mut(1).current = 2;
+        s.make_runnable(2);
+        assert_eq!(s.tasks[2].state, State::Runnable);
+        assert_eq!(s.pick_for(0, 0b11), None, "vCPU 0 must not take a task vCPU 1 is still on");
+        assert_eq!(s.run_queue.len(), 1, "the task stays queued");
+        // vCPU 1 itself may go on with it.
+        assert_eq!(s.pick_for(1, 0b11), Some(2));
+        // Once vCPU 1 has switched to something else, anyone may take it.
+        s.run_queue.push_back(2);
+        s.vcpus.get_mut(1).current = 1;
+        assert_eq!(s.pick_for(0, 0b11), Some(2));
+    }
 
     #[test]
     fn stack_use_is_measured_from_the_deepest_written_word() {
