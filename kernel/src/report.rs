@@ -12,7 +12,7 @@ pub fn dump_tasks() {
         sched::CONTEXT_SWITCHES.load(core::sync::atomic::Ordering::Relaxed)
     );
     if let Some((name, used)) = sched::deepest_stack() {
-        log::info!("sysrq: deepest task stack {} of {} bytes ({})", used, sched::TASK_STACK_BYTES, name);
+        log::info!("sysrq: deepest task stack {} of {} bytes ({})", used, sched::STACK_SIZE, name);
     }
     sched::for_each_task(|id, name, state, wake_at, switches| match wake_at {
         Some(t) => log::info!(

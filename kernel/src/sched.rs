@@ -20,8 +20,15 @@
 //! the earliest sleeper that last ran there, and blocks.
 
 mod freezer;
+mod switch;
+mod wait;
+mod watch;
 
 pub use freezer::{freeze, thaw, try_to_freeze, FreezeRefused};
+pub use switch::STACK_SIZE;
+use switch::{Entry, SwitchFrame};
+pub use wait::WaitQueue;
+pub use watch::{deepest_stack, for_each_task, task_count, tasks_per_vcpu};
 
 use crate::percpu::{self, PerVcpu, VcpuId};
 use crate::{events_mask, smp, time};
@@ -29,15 +36,10 @@ use crate::{Hv, Hypervisor};
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
-use core::arch::global_asm;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 use spin::Mutex;
 
 pub type TaskId = u32;
-
-/// A task's stack. Unoptimised host builds (`cargo test`) need several
-/// times what the kernel does.
-const STACK_SIZE: usize = if cfg!(target_os = "none") { 32 * 1024 } else { 256 * 1024 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -107,24 +109,6 @@ impl Task {
     }
 }
 
-/// A switched-out task's stack pointer, in an allocation of its own so the
-/// address `ballast_switch` writes to stays valid whatever happens to the
-/// task list. The task is queued before it is switched out; `saved` is set
-/// by `ballast_switch` only after the stack pointer is stored, and nobody
-/// resumes the task before that (on one vCPU it always is by then; with
-/// several, another vCPU may pick the task while its switch is under way).
-#[repr(C)]
-struct SwitchFrame {
-    rsp: u64,
-    saved: AtomicBool,
-}
-
-impl SwitchFrame {
-    fn new(rsp: u64) -> Box<Self> {
-        Box::new(Self { rsp, saved: AtomicBool::new(true) })
-    }
-}
-
 /// What one vCPU is doing.
 #[derive(Clone, Copy)]
 struct VcpuState {
@@ -150,58 +134,6 @@ struct Scheduler {
 static SCHED: Mutex<Option<Scheduler>> = Mutex::new(None);
 
 pub static CONTEXT_SWITCHES: AtomicU64 = AtomicU64::new(0);
-
-global_asm!(
-    r#"
-    .globl ballast_switch
-    /* ballast_switch(save_rsp: *mut u64 [rdi], next_rsp: u64 [rsi],
-                         saved: *mut u8 [rdx]) */
-    ballast_switch:
-        push %rbp
-        push %rbx
-        push %r12
-        push %r13
-        push %r14
-        push %r15
-        mov %rsp, (%rdi)
-        /* x86 keeps stores in order: the flag is seen after the rsp. */
-        movb $1, (%rdx)
-        mov %rsi, %rsp
-        pop %r15
-        pop %r14
-        pop %r13
-        pop %r12
-        pop %rbx
-        pop %rbp
-        ret
-
-    .globl ballast_task_trampoline
-    ballast_task_trampoline:
-        mov %r12, %rdi
-        call ballast_task_start
-        ud2
-    "#,
-    options(att_syntax)
-);
-
-extern "C" {
-    fn ballast_switch(save_rsp: *mut u64, next_rsp: u64, saved: *mut u8);
-    fn ballast_task_trampoline();
-}
-
-type Entry = Box<dyn FnOnce() + Send + 'static>;
-
-#[no_mangle]
-extern "C" fn ballast_task_start(entry: *mut Entry) -> ! {
-    // A new task starts with events masked from the switch that ran it.
-    events_mask::unmask();
-    // Its start is a safe point: a task queued before a freeze parks here.
-    try_to_freeze();
-    // SAFETY: `spawn` leaked this box for exactly this call.
-    let f = unsafe { Box::from_raw(entry) };
-    (*f)();
-    exit()
-}
 
 fn with_sched<R>(f: impl FnOnce(&mut Scheduler) -> R) -> R {
     events_mask::without_events(|| f(SCHED.lock().as_mut().expect("scheduler not started")))
@@ -415,23 +347,7 @@ pub fn spawn_unfreezable_pinned(name: &'static str, vcpu: VcpuId, f: impl FnOnce
 }
 
 fn spawn_inner(name: &'static str, freezable: bool, pin: Option<VcpuId>, f: Entry) -> TaskId {
-    let mut stack = alloc::vec![0u8; STACK_SIZE].into_boxed_slice();
-    let top = (stack.as_mut_ptr() as u64 + STACK_SIZE as u64) & !15;
-    let entry = Box::into_raw(Box::new(f));
-    // Initial frame for ballast_switch: six callee-saved registers (r12
-    // carries the entry), then the return address into the trampoline,
-    // placed so that the trampoline's `call` sees an ABI-aligned stack.
-    let ret_slot = top - 24;
-    let rsp = ret_slot - 6 * 8;
-    // SAFETY: all slots lie inside the freshly allocated stack.
-    unsafe {
-        let frame = rsp as *mut u64;
-        for i in 0..6 {
-            frame.add(i).write(0);
-        }
-        frame.add(3).write(entry as u64); // r12
-        (ret_slot as *mut u64).write(ballast_task_trampoline as *const () as u64);
-    }
+    let (stack, rsp) = switch::new_task_stack(f);
     with_sched(|s| {
         let id = s.next_id;
         s.next_id += 1;
@@ -505,24 +421,20 @@ fn switch_away(safe: bool) {
             s.vcpus.here_mut().current = next;
             s.arm_timer();
             let cur_frame = &mut *s.task(cur).unwrap().frame;
-            cur_frame.saved.store(false, Ordering::Relaxed);
+            // Before the lock is released: from then on another vCPU may
+            // take `cur`, and must wait for this switch to save it.
+            cur_frame.begin_save();
             Some((cur_frame as *mut SwitchFrame, next_frame))
         }
     };
     if let Some((save, next)) = switch {
         CONTEXT_SWITCHES.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: both frames are boxed and owned by tasks that are not
-        // reaped while this switch runs (reaping skips the current task, and
-        // `next` is Running). `next` was saved by ballast_switch or built by
-        // `spawn`; we wait for its `saved` flag before loading its stack.
-        // Events stay masked across the switch, so the upcall never sees it
-        // half-done.
-        unsafe {
-            while !(*next).saved.load(Ordering::Acquire) {
-                core::hint::spin_loop();
-            }
-            ballast_switch(core::ptr::addr_of_mut!((*save).rsp), (*next).rsp, (*save).saved.as_ptr() as *mut u8)
-        };
+        // SAFETY: events are masked. Both frames are boxed and owned by
+        // tasks that are not reaped while this switch runs (reaping skips
+        // the current task and any whose save has not finished, and `next`
+        // is Running). `save`'s flag was cleared above under the lock, and
+        // `next` runs nowhere else (`may_take`).
+        unsafe { switch::switch_to(save, next) };
     }
     events_mask::restore(was);
 }
@@ -586,17 +498,6 @@ pub fn pin_current(vcpu: Option<VcpuId>) -> bool {
         schedule();
     }
     percpu::current() == v
-}
-
-/// Live tasks per vCPU they last ran on (idle tasks not counted).
-pub fn tasks_per_vcpu() -> [u32; percpu::MAX_VCPUS] {
-    with_sched(|s| {
-        let mut n = [0u32; percpu::MAX_VCPUS];
-        for t in s.tasks.iter().filter(|t| !t.idle && t.state != State::Dead) {
-            n[t.last_vcpu as usize] += 1;
-        }
-        n
-    })
 }
 
 /// Sleeps for at least `ns` nanoseconds.
@@ -692,101 +593,6 @@ pub fn idle_once() {
     events_mask::unmask();
 }
 
-/// A list of tasks waiting for something.
-pub struct WaitQueue {
-    waiters: Mutex<Vec<TaskId>>,
-}
-
-impl WaitQueue {
-    pub const fn new() -> Self {
-        Self { waiters: Mutex::new(Vec::new()) }
-    }
-
-    /// Blocks until `ready()` returns Some; a freezer safe point.
-    pub fn wait_until<T>(&self, mut ready: impl FnMut() -> Option<T>) -> T {
-        self.wait_until_deadline(None, &mut ready).expect("no deadline")
-    }
-
-    /// As `wait_until`, giving up at `deadline` (monotonic ns).
-    pub fn wait_until_deadline<T>(&self, deadline: Option<u64>, ready: &mut impl FnMut() -> Option<T>) -> Option<T> {
-        let me = current();
-        loop {
-            if let Some(v) = ready() {
-                return Some(v);
-            }
-            if deadline.is_some_and(|d| time::now_ns() >= d) {
-                return None;
-            }
-            // Register before re-checking so a wake between the check and
-            // the block is not lost (it sets wake_pending).
-            events_mask::without_events(|| {
-                let mut w = self.waiters.lock();
-                if !w.contains(&me) {
-                    w.push(me);
-                }
-            });
-            if let Some(v) = ready() {
-                self.remove(me);
-                return Some(v);
-            }
-            block_current(deadline);
-            self.remove(me);
-        }
-    }
-
-    fn remove(&self, me: TaskId) {
-        events_mask::without_events(|| self.waiters.lock().retain(|&t| t != me));
-    }
-
-    /// Wakes every waiter (they re-check their condition).
-    pub fn wake_all(&self) {
-        let waiters: Vec<TaskId> = events_mask::without_events(|| core::mem::take(&mut *self.waiters.lock()));
-        for id in waiters {
-            wake(id);
-        }
-    }
-}
-
-impl Default for WaitQueue {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// One line per task for sysrq and the console.
-pub fn for_each_task(mut f: impl FnMut(TaskId, &'static str, State, Option<u64>, u64)) {
-    let snapshot: Vec<(TaskId, &'static str, State, Option<u64>, u64)> =
-        with_sched(|s| s.tasks.iter().map(|t| (t.id, t.name, t.state, t.wake_at, t.switches)).collect());
-    for (id, name, st, w, sw) in snapshot {
-        f(id, name, st, w, sw);
-    }
-}
-
-/// Bytes of a task stack ever used: stacks start zeroed and grow down, so
-/// the lowest non-zero word marks the deepest point reached.
-fn stack_used(stack: &[u8]) -> usize {
-    let untouched = stack.chunks_exact(8).position(|w| w != [0u8; 8]).unwrap_or(stack.len() / 8);
-    stack.len() - untouched * 8
-}
-
-/// The task whose stack has gone deepest: its name and the bytes used, of
-/// `STACK_SIZE`. A stack has no guard page: this figure is the warning.
-pub fn deepest_stack() -> Option<(&'static str, usize)> {
-    with_sched(|s| {
-        s.tasks
-            .iter()
-            .filter_map(|t| t.stack.as_deref().map(|st| (t.name, stack_used(st))))
-            .max_by_key(|&(_, used)| used)
-    })
-}
-
-/// Bytes in every task stack.
-pub const TASK_STACK_BYTES: usize = STACK_SIZE;
-
-pub fn task_count() -> usize {
-    with_sched(|s| s.tasks.iter().filter(|t| t.state != State::Dead).count())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -820,15 +626,5 @@ mod tests {
         s.run_queue.push_back(2);
         s.vcpus.get_mut(1).current = 1;
         assert_eq!(s.pick_for(0, 0b11), Some(2));
-    }
-
-    #[test]
-    fn stack_use_is_measured_from_the_deepest_written_word() {
-        let mut stack = alloc::vec![0u8; 4096];
-        assert_eq!(stack_used(&stack), 0);
-        stack[4095] = 1;
-        assert_eq!(stack_used(&stack), 8);
-        stack[1000] = 7; // word 125: everything from it to the top counts
-        assert_eq!(stack_used(&stack), 4096 - 125 * 8);
     }
 }

@@ -337,7 +337,7 @@ fn run_suspend() -> Outcome {
             f.cancels
         );
         if let Some((name, used)) = sched::deepest_stack() {
-            log::info!("suspend: deepest task stack {} of {} bytes ({})", used, sched::TASK_STACK_BYTES, name);
+            log::info!("suspend: deepest task stack {} of {} bytes ({})", used, sched::STACK_SIZE, name);
         }
     }
     outcome

@@ -18,7 +18,9 @@ xhost-1|--disk build/lab/xhost.img cross-host-save
 xhost-2|--disk build/lab/xhost.img --dom0-mem 1024M cross-host-restore
 balloon|mem-set mem-set-storm balloon-badinput balloon-suspend
 images|small-image small-checkpoint busy-image release-off
-smp|smp smp-hotplug smp-refuse smp-checkpoint smp-cycles
+smp|smp smp-hotplug smp-refuse smp-checkpoint smp-cycles smp-migrate
+xhost4-1|--disk build/lab/xhost.img smp-cross-host-save
+xhost4-2|--disk build/lab/xhost.img --dom0-mem 1024M smp-cross-host-restore
 GROUPS
 
 total_pass=0
@@ -35,7 +37,8 @@ while IFS='|' read -r name args; do
         esac
     done
     [ "$scen" = 1 ] || continue
-    case "$name" in xhost-1) rm -f build/lab/xhost.img; truncate -s 320M build/lab/xhost.img ;; esac
+    # Each cross-host pair starts from a fresh disk.
+    case "$name" in xhost-1 | xhost4-1) rm -f build/lab/xhost.img; truncate -s 320M build/lab/xhost.img ;; esac
     echo "=== suite: boot '$name': ${keep[*]}"
     out=$(mktemp)
     $RUN "${keep[@]}" </dev/null 2>&1 | tee "$out"
