@@ -37,8 +37,10 @@ fn reconcile() {
     }
 }
 
+/// The hotplug task runs on vCPU 0, which never goes offline: on the vCPU
+/// it takes offline, it would wait for itself to stop.
 pub fn spawn() {
-    sched::spawn("vcpu-hotplug", || {
+    sched::spawn_pinned("vcpu-hotplug", 0, || {
         let watch = match xenstore::Watch::new("cpu") {
             Ok(w) => w,
             Err(e) => {

@@ -4,12 +4,12 @@
 //! new, a migration, a cancelled suspend (checkpoint), and refusals from
 //! every step that can refuse, each unwound with nothing lost.
 
-use kernel::events;
 use kernel::grant::{self, GrantFlags};
 use kernel::mm::{ballooning, kernel_memory, physmap};
 use kernel::pm::{self, Device};
 use kernel::suspend::{self, Figures};
 use kernel::testing::{assert_no_violations, boot, run_for, run_until, sim, Guest};
+use kernel::{events, smp};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use xen::sim::{PortKind, SimConfig, SuspendPlan};
@@ -19,8 +19,17 @@ const PAGES: u64 = 8192;
 /// Boots the kernel and starts the drivers, then runs until the control
 /// driver watches `control/shutdown` and the self-tests have passed once.
 fn start(cmdline: &str) -> Guest {
-    let g =
-        boot(SimConfig { cmdline: format!("ballast.pattern=4 ballast.sleepers=2 {cmdline}"), ..Default::default() });
+    start_vcpus(1, 1, cmdline)
+}
+
+/// `start` with `vcpus` online of `max_vcpus`.
+fn start_vcpus(vcpus: u32, max_vcpus: u32, cmdline: &str) -> Guest {
+    let g = boot(SimConfig {
+        cmdline: format!("ballast.pattern=4 ballast.sleepers=2 {cmdline}"),
+        vcpus,
+        max_vcpus,
+        ..Default::default()
+    });
     drivers::start(&g.opts);
     run_until("the control driver to watch control/shutdown", 10_000, || {
         sim(|s| s.xenstore.value("control/feature-suspend").is_some())
@@ -320,5 +329,99 @@ fn xen_periodic_timer_is_stopped_at_boot_and_in_every_new_domain() {
     assert_eq!(idle_ticks(), 0, "an idle guest was woken by Xen's 100 Hz periodic timer");
     request_suspend(Some(SuspendPlan::Restore));
     assert_eq!(idle_ticks(), 0, "the new domain's periodic timer kept running");
+    assert_guest_healthy(1);
+}
+
+/// Runs until exactly the vCPUs in `online` are online and up in Xen,
+/// and those outside it are down.
+fn settle_vcpus(online: u64) {
+    let n = sim(|s| s.vcpu_count());
+    run_until("the vCPU set to settle", 20_000, || {
+        smp::online_mask() == online && (0..n).all(|v| sim(|s| s.vcpu_up(v)) == (online & (1 << v) != 0))
+    });
+}
+
+/// `settle_vcpus`, then each online vCPU advances its ticks (run by a
+/// task on that very vCPU) while the others' stand still.
+fn assert_vcpus_work(online: u64) {
+    settle_vcpus(online);
+    let n = sim(|s| s.vcpu_count());
+    let up = |v: u32| online & (1 << v) != 0;
+    let before: Vec<u64> = (0..n).map(smp::ticks).collect();
+    run_until("every online vCPU to tick", 20_000, || {
+        (0..n).filter(|&v| up(v)).all(|v| smp::ticks(v) > before[v as usize])
+    });
+    run_for(1_000);
+    for v in (0..n).filter(|&v| !up(v)) {
+        assert_eq!(smp::ticks(v), before[v as usize], "offline vCPU {v} ticked");
+    }
+    // Each vCPU's timer VIRQ is bound to it in Xen.
+    let ports = sim(|s| s.ports());
+    for v in (0..n).filter(|&v| up(v)) {
+        assert!(
+            ports.iter().any(|&(_, k)| k == PortKind::Virq { virq: 0, vcpu: v }),
+            "vCPU {v} has no timer in {ports:?}"
+        );
+    }
+}
+
+#[test]
+fn four_vcpus_run_tasks_and_every_suspend_quiesces_them_from_vcpu_0() {
+    let _g = start_vcpus(4, 4, "");
+    assert_vcpus_work(0b1111);
+    for (i, plan) in [SuspendPlan::Restore, SuspendPlan::Cancel, SuspendPlan::Migrate].into_iter().enumerate() {
+        // The simulated Xen records a violation if a vCPU is up at the
+        // suspend hypercall, and runs each vCPU on a host thread of its own.
+        let f = request_suspend(Some(plan));
+        assert_eq!((f.suspends, f.refused), (i as u64 + 1, 0), "{plan:?}");
+        assert_vcpus_work(0b1111);
+        assert_ports_match_xen();
+        assert_guest_healthy(i as u64 + 1);
+    }
+    assert!(console().contains("suspend: deepest task stack"));
+}
+
+#[test]
+fn a_vcpu_that_misses_the_rendezvous_refuses_the_suspend_and_the_next_one_works() {
+    let _g = start_vcpus(4, 4, "ballast.holdvcpu=1:1");
+    // The holder spins on vCPU 1 until the rendezvous has given up on it.
+    settle_vcpus(0b1111);
+    run_until("the holder to hold vCPU 1", 20_000, || console().contains("holder: keeping vCPU 1"));
+    let frames = p2m();
+    let f = request_suspend(None);
+    assert_eq!((f.suspends, f.refused), (0, 1));
+    assert!(console().contains("vCPU 1 did not reach the rendezvous"), "no refusal naming vCPU 1");
+    assert_eq!(sim(|s| s.calls.get("suspend").copied()), None, "the hypercall ran");
+    assert_eq!(moved(&frames, &p2m()), 0);
+    assert_vcpus_work(0b1111);
+    assert_guest_healthy(0);
+
+    let f = request_suspend(Some(SuspendPlan::Restore));
+    assert_eq!((f.suspends, f.refused), (1, 1));
+    assert_vcpus_work(0b1111);
+    assert_guest_healthy(1);
+}
+
+#[test]
+fn hotplug_takes_vcpus_down_and_back_and_the_set_survives_a_restore() {
+    let _g = start_vcpus(2, 8, "");
+    assert_vcpus_work(0b11);
+    assert_eq!(smp::stop(&[0, 1], 1_000_000), Err(smp::SmpError::StopsItself(0)), "stopped the caller's own vCPU");
+    let set = |v: u32, state: &str| sim(|s| s.toolstack_write(&format!("cpu/{v}/availability"), state.as_bytes()));
+    for v in 2..8 {
+        set(v, "online");
+    }
+    assert_vcpus_work(0xff);
+    for v in [1, 3, 5, 6, 7] {
+        set(v, "offline");
+    }
+    assert_vcpus_work(0b1_0101);
+    let f = request_suspend(Some(SuspendPlan::Restore));
+    assert_eq!((f.suspends, f.refused), (1, 0));
+    assert_vcpus_work(0b1_0101);
+    set(1, "online");
+    set(2, "sideways");
+    assert_vcpus_work(0b1_0111);
+    assert!(console().contains("cpu/2/availability = \"sideways\" is neither online nor offline; ignored"));
     assert_guest_healthy(1);
 }

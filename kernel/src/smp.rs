@@ -79,6 +79,9 @@ pub enum SmpError {
     WrongState(VcpuId, VcpuState),
     /// It did not stop within the time given.
     DidNotStop(VcpuId),
+    /// The caller runs on it, and would wait for itself: stopping is done
+    /// from vCPU 0, which never stops.
+    StopsItself(VcpuId),
     /// Xen refused to start it.
     Refused(VcpuId, XenError),
 }
@@ -242,6 +245,10 @@ pub fn running_others() -> alloc::vec::Vec<VcpuId> {
 /// had not stopped, the ones that had are started again, and the first
 /// laggard is named.
 pub fn stop(vcpus: &[VcpuId], timeout_ns: u64) -> Result<(), SmpError> {
+    let here = percpu::current();
+    if vcpus.contains(&here) {
+        return Err(SmpError::StopsItself(here));
+    }
     for &v in vcpus {
         if STATE[v as usize]
             .compare_exchange(
@@ -325,7 +332,6 @@ pub fn start(v: VcpuId) -> Result<(), SmpError> {
     }
 }
 
-#[cfg(target_os = "none")]
 fn start_fresh(v: VcpuId) -> Result<(), SmpError> {
     // Events masked from its first instruction until its idle loop.
     let vi = crate::platform::vcpu_info(v);
@@ -333,12 +339,29 @@ fn start_fresh(v: VcpuId) -> Result<(), SmpError> {
         // SAFETY: vcpu_info is mapped; the vCPU is down, so nobody else writes its mask.
         unsafe { core::ptr::addr_of_mut!((*vi).evtchn_upcall_mask).write_volatile(1) };
     }
-    start::start_fresh(v).map_err(|e| SmpError::Refused(v, e))
+    start_context(v).map_err(|e| SmpError::Refused(v, e))
 }
 
+#[cfg(target_os = "none")]
+fn start_context(v: VcpuId) -> Result<(), XenError> {
+    start::start_fresh(v)
+}
+
+/// On the simulated Xen a vCPU is a host thread with a stack of its own:
+/// the context names only where it starts.
 #[cfg(not(target_os = "none"))]
-fn start_fresh(v: VcpuId) -> Result<(), SmpError> {
-    Err(SmpError::Refused(v, XenError::ENOENT))
+fn start_context(v: VcpuId) -> Result<(), XenError> {
+    extern "C" fn entry() -> ! {
+        secondary_main()
+    }
+    // SAFETY: vcpu_guest_context is plain integers; all-zero is a valid value.
+    let mut ctx: alloc::boxed::Box<xen::abi::vcpu_guest_context> =
+        alloc::boxed::Box::new(unsafe { core::mem::zeroed() });
+    ctx.user_regs.__bindgen_anon_8.rip = entry as *const () as u64;
+    // SAFETY: on the simulated Xen the context only names the entry, a
+    // function that never returns, as its contract asks.
+    unsafe { Hv::vcpu_initialise(v, &ctx) }?;
+    Hv::vcpu_up(v)
 }
 
 /// Where a vCPU asked to stop does so (its idle loop, events masked,

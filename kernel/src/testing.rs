@@ -1,13 +1,29 @@
 //! The kernel booted on the one simulated Xen, for host tests: the same
 //! `kmain` as on the real Xen, with the test's thread as the idle task.
 
-use crate::{cmdline, sched, start};
+use crate::{cmdline, sched, smp, start};
 use xen::sim::{SimConfig, SimSession, SimXen};
 
 /// A booted guest; the simulated machine is the test's while it lives.
 pub struct Guest {
     pub opts: cmdline::Options,
     _session: SimSession,
+}
+
+impl Drop for Guest {
+    /// Every vCPU but 0 is a host thread running guest code: each is
+    /// stopped (parked in `VCPUOP_down` on its own stack) before the next
+    /// test boots a new guest over the same kernel state.
+    fn drop(&mut self) {
+        let others = smp::running_others();
+        if !others.is_empty() {
+            if let Err(e) = smp::stop(&others, 10_000_000_000) {
+                // A vCPU still running guest code would run it on into the
+                // next test's guest: stop here (an abort, if unwinding).
+                panic!("testing: vCPUs {:?} did not stop at the end of the test: {:?}", others, e);
+            }
+        }
+    }
 }
 
 /// Boots a guest of `cfg` on a fresh simulated Xen, up to where drivers
@@ -35,13 +51,20 @@ pub fn run_until(what: &str, limit_ms: u64, mut done: impl FnMut() -> bool) {
     let deadline = sim(|s| s.now_ns()) + limit_ms * 1_000_000;
     while !done() {
         let (now, idle) = sim(|s| (s.now_ns(), s.idle_blocks));
-        assert!(now < deadline, "waited {limit_ms} ms of guest time for {what}");
+        assert!(now < deadline, "waited {limit_ms} ms of guest time for {what}; the console ends:\n{}", console_tail());
         sched::idle_once();
         assert!(
             done() || sim(|s| s.idle_blocks) == idle,
             "the guest sleeps with no timer armed while waiting for {what}"
         );
     }
+}
+
+/// The last lines the guest wrote to its console, for a failure message.
+fn console_tail() -> alloc::string::String {
+    let text = xen::sim::console_text();
+    let lines: alloc::vec::Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
 /// Lets the guest run for `ms` of system time.

@@ -24,6 +24,7 @@ impl XenError {
     pub const ENOENT: XenError = XenError(-2);
     pub const ENOMEM: XenError = XenError(-12);
     pub const EBUSY: XenError = XenError(-16);
+    pub const EEXIST: XenError = XenError(-17);
     pub const EINVAL: XenError = XenError(-22);
     pub const ENOSPC: XenError = XenError(-28);
 

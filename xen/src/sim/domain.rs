@@ -23,6 +23,10 @@ pub struct SimConfig {
     pub domid: u32,
     /// Machine frames not contiguous in any 2 MiB region (pfn ^ 1).
     pub scattered: bool,
+    /// vCPUs online at boot (`vcpus`): `cpu/<n>/availability` says so.
+    pub vcpus: u32,
+    /// vCPUs the domain has (`maxvcpus`); at least `vcpus`.
+    pub max_vcpus: u32,
 }
 
 impl Default for SimConfig {
@@ -34,6 +38,8 @@ impl Default for SimConfig {
             cmdline: String::new(),
             domid: 7,
             scattered: false,
+            vcpus: 1,
+            max_vcpus: 1,
         }
     }
 }
@@ -114,6 +120,8 @@ pub fn build(cfg: SimConfig) -> (Sim, *mut start_info) {
     }
 
     let shared = mem.new_xen_page();
+    let (boot, vcpus) = super::vcpus::build(cfg.max_vcpus.max(cfg.vcpus), 1_000_000);
+    let clock = SimClock::starting_at(1_000_000, vcpus.len() as u32);
     let mut sim = Sim {
         arena,
         mem,
@@ -128,10 +136,10 @@ pub fn build(cfg: SimConfig) -> (Sim, *mut start_info) {
         console_pfn,
         shared_info_mfn: shared,
         grant_frames: Vec::new(),
-        timer_ns: None,
-        periodic_next_ns: Some(1_000_000 + super::PERIODIC_NS),
+        vcpus,
+        boot,
         periodic_ticks: 0,
-        clock: SimClock::starting_at(1_000_000),
+        clock,
         event_callback: None,
         idle_blocks: 0,
         plans: VecDeque::new(),
@@ -143,6 +151,10 @@ pub fn build(cfg: SimConfig) -> (Sim, *mut start_info) {
     };
     init_shared_info(&mut sim);
     make_toolstack_nodes(&mut sim);
+    for v in 0..sim.vcpu_count() {
+        let state: &[u8] = if v < cfg.vcpus.max(1) { b"online" } else { b"offline" };
+        sim.xenstore.toolstack_write(&format!("cpu/{v}/availability"), state);
+    }
     let store_port = sim.alloc_port(PortKind::Store).expect("store port");
     let console_port = sim.alloc_port(PortKind::Console).expect("console port");
     let si = sim.arena.va(si_pfn) as *mut start_info;
@@ -168,13 +180,15 @@ pub fn build(cfg: SimConfig) -> (Sim, *mut start_info) {
     (sim, si)
 }
 
-/// A fresh shared_info: events masked on vCPU 0, time published.
+/// A fresh shared_info: events masked on every vCPU, time published.
 fn init_shared_info(sim: &mut Sim) {
     if let Some(si) = sim.shared_info() {
         // SAFETY: shared_info's bytes are Xen's copy (not mapped yet).
         unsafe {
             core::ptr::write_bytes(si as *mut u8, 0, 4096);
-            (*si).vcpu_info[0].evtchn_upcall_mask = 1;
+            for v in 0..sim.vcpu_count() as usize {
+                (*si).vcpu_info[v].evtchn_upcall_mask = 1;
+            }
         }
     }
     sim.publish_time();
@@ -224,6 +238,9 @@ fn check_suspendable(s: &mut Sim, start_info_mfn: u64) {
         if level == 4 && !s.mem.pinned.contains(&t) && s.mem.is_ram(t) {
             v.push(format!("suspend: root table {t:#x} is not pinned"));
         }
+    }
+    for vcpu in s.vcpus_still_up() {
+        v.push(format!("suspend: vCPU {vcpu} is still up: it was not quiesced"));
     }
     s.mem.violations.extend(v);
 }
@@ -320,8 +337,7 @@ fn new_domain(s: &mut Sim, migrated: bool) {
     s.grant_frames.clear();
     s.ports.clear();
     s.next_port = first_port(g);
-    s.timer_ns = None;
-    s.start_periodic_timer();
+    s.drop_secondary_contexts();
     init_shared_info(s);
     let store_port = s.alloc_port(PortKind::Store).expect("store port");
     let console_port = s.alloc_port(PortKind::Console).expect("console port");

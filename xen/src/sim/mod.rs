@@ -16,8 +16,9 @@
 mod arena;
 mod domain;
 mod memory;
+mod vcpus;
 
-use crate::abi::{mmu_update, shared_info, trap_info, vcpu_guest_context, vcpu_info};
+use crate::abi::{mmu_update, shared_info, trap_info, vcpu_guest_context};
 use crate::seam::{Hypervisor, MmuExtOp, XenError};
 use crate::xenstore::sim::SimXenstored;
 use arena::Arena;
@@ -27,6 +28,8 @@ use std::string::String;
 use std::sync::{Mutex, MutexGuard};
 
 pub use domain::{SimConfig, SuspendPlan};
+pub use vcpus::current_vcpu;
+use vcpus::SimVcpu;
 
 /// What a port is bound to in the simulated domain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,26 +60,38 @@ pub struct Faults {
 /// System time: it runs with the host's TSC, scaled up so that timeouts
 /// of seconds cost milliseconds, and jumps ahead when the guest blocks
 /// until its timer. The guest reads it through the same pvclock formula
-/// as on Xen.
+/// as on Xen. With several vCPUs it runs at about the host's speed: they
+/// are host threads, and a loaded host could otherwise starve one through
+/// many seconds of guest time (every vCPU idle still makes it jump).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SimClock {
     base_ns: u64,
     base_tsc: u64,
+    shift: i8,
 }
 
 impl SimClock {
-    /// 16 ns of system time per TSC tick (about 50 times faster than the
-    /// host at 3 GHz): a multiplier of almost 1.0 after a shift by 4.
+    /// A multiplier of almost 1.0: the shift sets the rate, 16 ns per TSC
+    /// tick (about 50 times faster than a 3 GHz host) or a quarter of one
+    /// (about the host's own speed).
     const MUL: u32 = u32::MAX;
-    const SHIFT: i8 = 4;
+    const FAST_SHIFT: i8 = 4;
+    const HOST_SPEED_SHIFT: i8 = -2;
 
-    fn starting_at(ns: u64) -> Self {
-        Self { base_ns: ns, base_tsc: tsc() }
+    fn starting_at(ns: u64, vcpus: u32) -> Self {
+        let shift = if vcpus > 1 { Self::HOST_SPEED_SHIFT } else { Self::FAST_SHIFT };
+        Self { base_ns: ns, base_tsc: tsc(), shift }
     }
 
     fn now(&self) -> u64 {
-        let delta = tsc().saturating_sub(self.base_tsc) << Self::SHIFT;
+        let ticks = tsc().saturating_sub(self.base_tsc);
+        let delta = if self.shift >= 0 { ticks << self.shift } else { ticks >> -self.shift };
         self.base_ns + ((delta as u128 * Self::MUL as u128) >> 32) as u64
+    }
+
+    /// The same rate, from `ns` now.
+    fn restarted_at(&self, ns: u64) -> Self {
+        Self { base_ns: ns, base_tsc: tsc(), shift: self.shift }
     }
 }
 
@@ -101,10 +116,13 @@ pub struct Sim {
     console_pfn: u64,
     shared_info_mfn: u64,
     grant_frames: Vec<u64>,
-    timer_ns: Option<u64>,
-    /// vCPU 0's periodic timer: Xen gives every PV vCPU a 100 Hz one
-    /// until the guest stops it. The next tick and the ticks delivered.
-    periodic_next_ns: Option<u64>,
+    /// Each vCPU's state, timers included (Xen gives every PV vCPU a
+    /// 100 Hz periodic timer until the guest stops it).
+    vcpus: Vec<SimVcpu>,
+    /// Which boot of the simulator this is: vCPU threads of older ones
+    /// never run again.
+    boot: u64,
+    /// Periodic timer ticks delivered, on any vCPU.
     pub periodic_ticks: u64,
     clock: SimClock,
     /// The guest's event callback (`set_callbacks`): on the simulated Xen,
@@ -124,9 +142,6 @@ pub struct Sim {
     /// Reason of a shutdown the guest asked for.
     pub shutdown: Option<u32>,
 }
-
-/// Xen's default periodic timer period for a PV vCPU (100 Hz).
-const PERIODIC_NS: u64 = 10_000_000;
 
 static STATE: Mutex<Option<Sim>> = Mutex::new(None);
 static TEST_LOCK: Mutex<()> = Mutex::new(());
@@ -235,20 +250,17 @@ impl Sim {
         self.mem.frame_ptr(&self.arena, self.shared_info_mfn).map(|p| p as *mut shared_info)
     }
 
-    fn vcpu0(&self) -> Option<*mut vcpu_info> {
-        // SAFETY: shared_info's bytes are live (mapped or Xen's copy).
-        self.shared_info().map(|si| unsafe { core::ptr::addr_of_mut!((*si).vcpu_info[0]) })
-    }
-
-    /// Marks `port` pending and, unless masked, signals vCPU 0.
+    /// Marks `port` pending and, unless masked, signals the vCPU it is
+    /// bound to.
     pub fn raise(&mut self, port: u32) {
-        let (Some(si), Some(v)) = (self.shared_info(), self.vcpu0()) else { return };
+        let (Some(si), Some(v)) = (self.shared_info(), self.vcpu_info(self.vcpu_of_port(port))) else { return };
         if port >= 4096 || !self.ports.contains_key(&port) {
             return;
         }
         let (w, bit) = ((port / 64) as usize, 1u64 << (port % 64));
-        // SAFETY: shared_info's bytes are live; the guest runs only when a
-        // test calls into it, so nothing races these writes.
+        // SAFETY: shared_info's bytes are live. The guest writes them too,
+        // from any vCPU; these bit updates are Xen's side of that protocol
+        // (a host test tolerates the same races Xen's guests do).
         unsafe {
             (*si).evtchn_pending[w] |= bit;
             if (*si).evtchn_mask[w] & bit == 0 {
@@ -256,12 +268,14 @@ impl Sim {
                 (*v).evtchn_upcall_pending = 1;
             }
         }
+        vcpus::wake_all();
     }
 
-    /// Starts an upcall if one is due: masks events and returns the callback.
+    /// Starts an upcall on the calling vCPU if one is due: masks its
+    /// events and returns the callback.
     fn begin_upcall(&mut self) -> Option<u64> {
         let entry = self.event_callback?;
-        let v = self.vcpu0()?;
+        let v = self.vcpu_info(current_vcpu())?;
         // SAFETY: as in `raise`.
         unsafe {
             if (*v).evtchn_upcall_pending == 0 || (*v).evtchn_upcall_mask != 0 {
@@ -274,67 +288,40 @@ impl Sim {
 
     /// The guest's `iret` from the upcall: events unmasked again.
     fn end_upcall(&mut self) {
-        if let Some(v) = self.vcpu0() {
+        if let Some(v) = self.vcpu_info(current_vcpu()) {
             // SAFETY: as in `raise`.
             unsafe { (*v).evtchn_upcall_mask = 0 };
         }
     }
 
-    /// Whether anything is pending for vCPU 0.
-    pub fn upcall_pending(&self) -> bool {
+    /// Whether anything is pending for vCPU `v`.
+    pub fn upcall_pending(&self, v: u32) -> bool {
         // SAFETY: as in `raise`.
-        self.vcpu0().is_some_and(|v| unsafe { (*v).evtchn_upcall_pending != 0 })
+        self.vcpu_info(v).is_some_and(|v| unsafe { (*v).evtchn_upcall_pending != 0 })
     }
 
     /// Moves virtual time on by `ns` at once (a block until the timer),
-    /// firing the timer if it is due.
+    /// firing any timer that is due.
     pub fn advance(&mut self, ns: u64) {
-        self.clock = SimClock::starting_at(self.clock.now().saturating_add(ns));
+        self.clock = self.clock.restarted_at(self.clock.now().saturating_add(ns));
         self.publish_time();
         self.fire_timer_if_due();
     }
 
-    /// Raises the timer VIRQ if its deadline has passed (Xen checks on the
-    /// way back from every hypercall).
-    fn fire_timer_if_due(&mut self) {
-        let now = self.clock.now();
-        let mut fire = false;
-        if self.timer_ns.is_some_and(|d| d <= now) {
-            self.timer_ns = None;
-            fire = true;
-        }
-        if let Some(next) = self.periodic_next_ns.filter(|&n| n <= now) {
-            self.periodic_ticks += 1;
-            self.periodic_next_ns = Some(next.max(now - now % PERIODIC_NS) + PERIODIC_NS);
-            fire = true;
-        }
-        if fire {
-            self.raise(self.port_of(PortKind::Virq { virq: 0, vcpu: 0 }));
-        }
-    }
-
-    /// Whether vCPU 0 still has Xen's default periodic timer.
-    pub fn periodic_timer_on(&self) -> bool {
-        self.periodic_next_ns.is_some()
-    }
-
-    /// Xen's default for a new PV vCPU (a new domain too).
-    fn start_periodic_timer(&mut self) {
-        self.periodic_next_ns = Some(self.clock.now() + PERIODIC_NS);
-    }
-
-    /// Publishes the clock in vCPU 0's pvclock, which the guest reads
+    /// Publishes the clock in every vCPU's pvclock, which the guest reads
     /// without asking Xen.
     fn publish_time(&mut self) {
-        let Some(v) = self.vcpu0() else { return };
-        // SAFETY: as in `raise`.
-        unsafe {
-            let t = core::ptr::addr_of_mut!((*v).time);
-            (*t).version = (*t).version.wrapping_add(2) & !1;
-            (*t).tsc_timestamp = self.clock.base_tsc;
-            (*t).system_time = self.clock.base_ns;
-            (*t).tsc_to_system_mul = SimClock::MUL;
-            (*t).tsc_shift = SimClock::SHIFT;
+        for v in 0..self.vcpu_count() {
+            let Some(v) = self.vcpu_info(v) else { return };
+            // SAFETY: as in `raise`.
+            unsafe {
+                let t = core::ptr::addr_of_mut!((*v).time);
+                (*t).version = (*t).version.wrapping_add(2) & !1;
+                (*t).tsc_timestamp = self.clock.base_tsc;
+                (*t).system_time = self.clock.base_ns;
+                (*t).tsc_to_system_mul = SimClock::MUL;
+                (*t).tsc_shift = self.clock.shift;
+            }
         }
     }
 
@@ -512,24 +499,13 @@ impl Hypervisor for SimXen {
     }
 
     fn block() {
-        sim("block", |s| {
-            // SCHEDOP_block enables event delivery as it blocks.
-            if let Some(v) = s.vcpu0() {
-                // SAFETY: as in `Sim::raise`.
-                unsafe { (*v).evtchn_upcall_mask = 0 };
-            }
-            if s.upcall_pending() {
-                return;
-            }
-            match s.timer_ns.into_iter().chain(s.periodic_next_ns).min() {
-                Some(d) => s.advance(d.saturating_sub(s.clock.now())),
-                None => s.idle_blocks += 1,
-            }
-        })
+        vcpus::block()
     }
 
     fn yield_now() {
-        sim("yield", |_| {})
+        sim("yield", |_| {});
+        // Other vCPUs are host threads: let them run.
+        std::thread::yield_now();
     }
 
     fn force_event_delivery() {
@@ -537,11 +513,7 @@ impl Hypervisor for SimXen {
     }
 
     fn set_timer(deadline_ns: u64) -> Result<(), XenError> {
-        sim("set_timer", |s| {
-            s.timer_ns = (deadline_ns != 0).then_some(deadline_ns);
-            s.advance(0);
-            Ok(())
-        })
+        vcpus::set_timer(deadline_ns)
     }
 
     unsafe fn set_trap_table(_table: &[trap_info]) -> Result<(), XenError> {
@@ -557,35 +529,31 @@ impl Hypervisor for SimXen {
         })
     }
 
-    // The simulated domain has one vCPU: the kernel finds no other to start.
     unsafe fn set_kernel_gs_base(_base: u64) -> Result<(), XenError> {
         sim("set_kernel_gs_base", |_| Ok(()))
     }
 
-    unsafe fn vcpu_initialise(_vcpu: u32, _ctx: &vcpu_guest_context) -> Result<(), XenError> {
-        sim("vcpu_initialise", |_| Err(XenError::ENOENT))
+    /// On the simulated Xen the context's `rip` is the address of an
+    /// `extern "C" fn() -> !`; the rest of the context is unused (the vCPU
+    /// runs on a host thread of its own).
+    unsafe fn vcpu_initialise(vcpu: u32, ctx: &vcpu_guest_context) -> Result<(), XenError> {
+        vcpus::initialise(vcpu, ctx.user_regs.__bindgen_anon_8.rip)
     }
 
     fn vcpu_up(vcpu: u32) -> Result<(), XenError> {
-        sim("vcpu_up", |_| if vcpu == 0 { Ok(()) } else { Err(XenError::ENOENT) })
+        vcpus::up(vcpu)
     }
 
-    fn vcpu_down(_vcpu: u32) -> Result<(), XenError> {
-        sim("vcpu_down", |_| Err(XenError::ENOENT))
+    fn vcpu_down(vcpu: u32) -> Result<(), XenError> {
+        vcpus::down(vcpu)
     }
 
     fn vcpu_is_up(vcpu: u32) -> Result<bool, XenError> {
-        sim("vcpu_is_up", |_| if vcpu == 0 { Ok(true) } else { Err(XenError::ENOENT) })
+        vcpus::is_up(vcpu)
     }
 
     fn stop_periodic_timer(vcpu: u32) -> Result<(), XenError> {
-        sim("stop_periodic_timer", |s| {
-            if vcpu != 0 {
-                return Err(XenError::ENOENT);
-            }
-            s.periodic_next_ns = None;
-            Ok(())
-        })
+        vcpus::stop_periodic_timer(vcpu)
     }
 
     unsafe fn update_va_mapping(va: u64, pte: u64, _flags: u64) -> Result<(), XenError> {
@@ -664,7 +632,7 @@ impl Hypervisor for SimXen {
 
     fn unmask_port(port: u32) {
         sim("unmask_port", |s| {
-            let (Some(si), Some(v)) = (s.shared_info(), s.vcpu0()) else { return };
+            let (Some(si), Some(v)) = (s.shared_info(), s.vcpu_info(s.vcpu_of_port(port))) else { return };
             if port >= 4096 {
                 return;
             }
@@ -677,6 +645,7 @@ impl Hypervisor for SimXen {
                     (*v).evtchn_upcall_pending = 1;
                 }
             }
+            vcpus::wake_all();
         })
     }
 
@@ -686,6 +655,8 @@ impl Hypervisor for SimXen {
             match s.ports.get(&port) {
                 Some(PortKind::Store) => s.serve_store(),
                 Some(PortKind::Console) => s.drain_console(),
+                // An IPI: the port is pending on the vCPU it is bound to.
+                Some(PortKind::Ipi { .. }) => s.raise(port),
                 _ => {}
             }
         })
@@ -705,11 +676,6 @@ impl Hypervisor for SimXen {
     fn grant_query_size() -> Result<(u32, u32), XenError> {
         sim("grant_query_size", |s| Ok((s.grant_frames.len() as u32, 64)))
     }
-}
-
-/// The vCPU the calling code runs on: the simulated domain has only vCPU 0.
-pub fn current_vcpu() -> u32 {
-    0
 }
 
 /// The console output so far, as text.
