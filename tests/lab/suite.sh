@@ -25,6 +25,9 @@ GROUPS
 
 total_pass=0
 total_fail=0
+# Every failed check with its boot, repeated at the end: CI keeps only the
+# tail of the output.
+FAILS=$(mktemp)
 while IFS='|' read -r name args; do
     # Skip scenarios whose files do not exist yet (listed for the record).
     set -- $args
@@ -50,9 +53,15 @@ while IFS='|' read -r name args; do
         p=${last%% passed*}; f=${last#*, }; f=${f%% failed*}
         total_pass=$((total_pass + p)); total_fail=$((total_fail + f))
     fi
+    grep -E '^(FAIL |lab: )' "$out" | grep -E '^FAIL |TIMEOUT' | sed "s|^|  [$name] |" >>"$FAILS"
     rm -f "$out"
 done <"$GROUPS_FILE"
 rm -f "$GROUPS_FILE" build/lab/xhost.img
 echo "=== suite: all lab boots done"
+if [ -s "$FAILS" ]; then
+    echo "=== suite: what failed"
+    cat "$FAILS"
+fi
+rm -f "$FAILS"
 echo "$total_pass passed, $total_fail failed"
 [ "$total_fail" -eq 0 ]
