@@ -33,7 +33,10 @@
 //! [`FLOOR_BASE_PAGES`] (8 MiB) + every frame tasks and the kernel hold
 //! (reserved at boot, heap pages, stacks, page tables: the allocator's
 //! in-use count) + [`FLOOR_SLACK_PAGES`] (1 MiB). So an inflated guest still
-//! has 9 MiB free. Targets are KiB; anything that is not a plain decimal
+//! has 9 MiB free. Under memory pressure (`kernel::mm::pressure`) the floor
+//! also keeps 16 MiB of headroom until the pressure has been gone for 10 s:
+//! a guest that grows past its target gets memory back from Xen at once,
+//! and the balloon returns toward the target only once it is quiet. Targets are KiB; anything that is not a plain decimal
 //! number of at most [`MAX_PLAUSIBLE_KB`] is ignored with a log line and the
 //! guest stays at its last good target.
 
@@ -260,7 +263,7 @@ impl BalloonMemory for KernelMemory {
     }
 
     fn floor_pages(&self) -> u64 {
-        FLOOR_BASE_PAGES + ballooning::used_pages() + FLOOR_SLACK_PAGES
+        FLOOR_BASE_PAGES + ballooning::used_pages() + FLOOR_SLACK_PAGES + kernel::mm::pressure::headroom_pages()
     }
 
     fn max_pages(&self) -> u64 {
@@ -458,6 +461,11 @@ mod task {
         sched::spawn("balloon", run);
     }
 
+    /// The last good `memory/target` in pages (0 until the balloon runs).
+    pub fn target_pages() -> u64 {
+        TARGET_PAGES.load(Ordering::Acquire)
+    }
+
     /// Reconciles again toward the last good target, for whoever changed
     /// memory behind the balloon's back (e.g. a resume that could not get
     /// every frame back): after converging or giving up the balloon
@@ -468,7 +476,7 @@ mod task {
     }
 }
 
-pub use task::{recheck, spawn};
+pub use task::{recheck, spawn, target_pages};
 
 /// The balloon as a suspend-aware device: its size needs no work across a
 /// suspend (ballooned pfns stay out of the p2m the toolstack copies), but

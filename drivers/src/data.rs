@@ -7,6 +7,7 @@ mod task {
     use alloc::vec::Vec;
     use core::sync::atomic::Ordering;
     use kernel::mm::kernel_memory;
+    use kernel::selftest::hog;
     use kernel::{sched, selftest, smp, suspend, time, xenstore};
 
     fn publish() -> xenstore::Result<()> {
@@ -37,6 +38,9 @@ mod task {
             ("data/selftest/moves", format!("{}", selftest::MOVES.load(Ordering::Relaxed))),
             ("data/selftest/move_errors", format!("{}", selftest::MOVE_ERRORS.load(Ordering::Relaxed))),
             ("data/vcpu/online", format!("{}", smp::online_mask().count_ones())),
+            ("data/hog/held_mib", format!("{}", hog::HELD_MIB.load(Ordering::Relaxed))),
+            ("data/hog/refusals", format!("{}", hog::REFUSALS.load(Ordering::Relaxed))),
+            ("data/hog/errors", format!("{}", hog::ERRORS.load(Ordering::Relaxed))),
         ]
         .into_iter()
         .map(|(p, v)| (String::from(p), v))
@@ -54,6 +58,32 @@ mod task {
         })
     }
 
+    /// `data/hog/mib`: the size dom0 asks the memory hog for, decimal MiB.
+    fn watch_hog_size() {
+        let watch = match xenstore::Watch::new("data/hog/mib") {
+            Ok(w) => w,
+            Err(e) => {
+                log::error!("data: cannot watch data/hog/mib: {:?}", e);
+                return;
+            }
+        };
+        loop {
+            watch.next();
+            let Ok(raw) = xenstore::read("data/hog/mib") else { continue };
+            match raw.trim().parse::<u64>() {
+                Ok(mib) if mib <= hog::MAX_MIB => {
+                    log::info!("hog: asked for {} MiB (holding {} MiB)", mib, hog::HELD_MIB.load(Ordering::Relaxed));
+                    hog::set_size(mib);
+                }
+                _ => log::warn!(
+                    "hog: ignoring data/hog/mib {:?}: not a number of MiB up to {}",
+                    raw.chars().take(40).collect::<String>(),
+                    hog::MAX_MIB
+                ),
+            }
+        }
+    }
+
     pub fn spawn() {
         sched::spawn("data-publisher", || {
             let mut failures = 0u32;
@@ -67,6 +97,7 @@ mod task {
                 sched::sleep_ms(1000);
             }
         });
+        sched::spawn("hog-watch", watch_hog_size);
         sched::spawn("echo", || {
             let watch = match xenstore::Watch::new("data/echo") {
                 Ok(w) => w,

@@ -12,6 +12,8 @@ pub mod balloon;
 pub mod console_input;
 pub mod control;
 pub mod data;
+pub mod meminfo;
+pub mod pressure;
 pub mod suspend_channel;
 pub mod vcpus;
 
@@ -21,11 +23,19 @@ pub fn start(opts: &kernel::cmdline::Options) {
     use alloc::sync::Arc;
     kernel::pm::register(Arc::new(kernel::console::ConsoleDevice));
     kernel::pm::register(Arc::new(kernel::xenstore::XenstoreDevice));
-    kernel::pm::register(Arc::new(balloon::BalloonDevice));
+    if opts.balloon {
+        kernel::pm::register(Arc::new(balloon::BalloonDevice));
+    }
     kernel::pm::register(Arc::new(kernel::grant::GrantDevice));
     control::spawn();
     suspend_channel::spawn(opts.suspend_channel);
-    balloon::spawn();
+    if opts.balloon {
+        balloon::spawn();
+        pressure::spawn();
+    } else {
+        log::info!("balloon: off (ballast.balloon=0): memory/target is ignored and no memory moves");
+    }
+    meminfo::spawn(opts.balloon);
     console_input::spawn();
     data::spawn();
     vcpus::spawn();

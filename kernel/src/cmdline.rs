@@ -37,6 +37,12 @@ pub struct Options {
     /// `ballast.holdvcpu=V:N`: a task that keeps vCPU V from the next N
     /// suspend rendezvous (refused suspends, for the lab).
     pub hold_vcpu: Option<(u32, u32)>,
+    /// `ballast.hog=MIB`: the memory hog's first size (it follows
+    /// `data/hog/mib` afterwards; 0: idle until asked).
+    pub hog_mib: u64,
+    /// `ballast.balloon=0`: no balloon (ignores `memory/target`, never
+    /// moves memory), to play an uncooperative guest.
+    pub balloon: bool,
 }
 
 impl Default for Options {
@@ -53,6 +59,8 @@ impl Default for Options {
             suspend_channel: true,
             movers: 2,
             hold_vcpu: None,
+            hog_mib: 0,
+            balloon: true,
         }
     }
 }
@@ -72,6 +80,8 @@ impl Options {
                 "ballast.hvlimit" => opts.limit_probe = flag(value),
                 "ballast.suspend_evtchn" => opts.suspend_channel = flag(value),
                 "ballast.pattern" => number(key, value, &mut opts.pattern_mib),
+                "ballast.hog" => number(key, value, &mut opts.hog_mib),
+                "ballast.balloon" => opts.balloon = flag(value),
                 "ballast.aspace" => number(key, value, &mut opts.aspace_pages),
                 "ballast.dirty" => number(key, value, &mut opts.dirty_mib),
                 "ballast.movers" => {
@@ -137,6 +147,9 @@ mod tests {
         assert_eq!((o.pattern_mib, o.sleepers), (64, 4));
         let o = Options::parse("ballast.pattern=lots ballast.sleepers=");
         assert_eq!((o.pattern_mib, o.sleepers), (16, 3));
+        let o = Options::parse("ballast.hog=300 ballast.balloon=0");
+        assert_eq!((o.hog_mib, o.balloon), (300, false));
+        assert_eq!(Options::parse("ballast.hog=-1").hog_mib, 0);
     }
 
     #[test]

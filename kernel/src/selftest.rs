@@ -6,6 +6,7 @@
 use crate::sched;
 use alloc::vec::Vec;
 
+pub mod hog;
 mod vcpus;
 use core::sync::atomic::AtomicU64;
 use core::sync::atomic::Ordering;

@@ -72,6 +72,7 @@ pub unsafe fn kmain(si: *mut start_info) -> cmdline::Options {
     selftest::spawn_grant_check();
     selftest::spawn_sleepers(opts.sleepers);
     selftest::spawn_aspace(opts.aspace_pages);
+    selftest::hog::set_size(opts.hog_mib);
     if opts.limit_probe {
         selftest::spawn_limit_probe();
     }

@@ -33,6 +33,9 @@ impl Drop for Guest {
 pub fn boot(mut cfg: SimConfig) -> Guest {
     cfg.cmdline.push_str(" ballast.aspace=0");
     let (session, si) = SimXen::boot(cfg);
+    // Only now is the simulated machine (and the kernel's statics) ours.
+    crate::mm::pressure::clear();
+    crate::selftest::hog::clear();
     // SAFETY: `si` is the simulated domain's start_info page, and this
     // thread holds the simulated machine (the session) while it runs.
     let opts = unsafe { start::kmain(si) };

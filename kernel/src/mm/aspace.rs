@@ -63,6 +63,7 @@ fn alloc_table() -> Option<u64> {
     let pfn = with_frames(|f| f.alloc(0))?;
     // SAFETY: a fresh frame from the allocator, mapped writable.
     unsafe { core::ptr::write_bytes(pfn_to_va(pfn) as *mut u8, 0, 4096) };
+    super::pagetable::count_tables(1);
     Some(pfn)
 }
 
@@ -196,6 +197,7 @@ pub fn destroy(id: SpaceId) {
             let _ = f.free(t, 0);
         }
     });
+    super::pagetable::uncount_tables(space.tables.len() as u64 + 1);
 }
 
 /// Suspend step: pins every space that is not pinned; returns their ids so

@@ -6,12 +6,37 @@
 //!
 //! Every function is safe: the frames given away are taken from the
 //! allocator here, so nothing else can hold them, and only pfns Xen does
-//! not back are populated.
+//! not back are populated. One move runs at a time (`exclusive`): a task
+//! short of memory may deflate on one vCPU while the balloon inflates on
+//! another, and both pick pfns by what Xen backs.
 
 use super::frames::{FrameAllocator, FRAMES_PER_2M, MAX_ORDER};
 use super::kernel_memory::with_frames;
 use super::reservation::{self, FRAME_BATCH};
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU32, Ordering};
+
+/// The vCPU moving memory now, plus one (0: nobody). Not a lock guard
+/// because a move that allocates may itself be short of memory and ask for
+/// a nested deflate, which must be refused rather than wait for itself.
+static MOVER: AtomicU32 = AtomicU32::new(0);
+
+/// Runs `f` as the only move in progress: waits for a move on another vCPU
+/// (moves never sleep, so it ends soon); None if this vCPU is already
+/// moving memory (a nested request from inside a move).
+fn exclusive<R>(f: impl FnOnce() -> R) -> Option<R> {
+    let me = crate::percpu::current() + 1;
+    loop {
+        match MOVER.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed) {
+            Ok(_) => break,
+            Err(holder) if holder == me => return None,
+            Err(_) => core::hint::spin_loop(),
+        }
+    }
+    let r = f();
+    MOVER.store(0, Ordering::Release);
+    Some(r)
+}
 
 /// Pages moved by one operation, and how.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -90,6 +115,10 @@ fn release_taken(pfns: &[u64]) -> u64 {
 /// each in one piece when machine-contiguous, else frame by frame, while
 /// at least `keep_free` pages stay free.
 pub fn inflate_2m(max_extents: u64, keep_free: u64) -> Progress {
+    exclusive(|| inflate_2m_now(max_extents, keep_free)).unwrap_or_default()
+}
+
+fn inflate_2m_now(max_extents: u64, keep_free: u64) -> Progress {
     let mut p = Progress::default();
     for _ in 0..max_extents {
         let take = |f: &mut FrameAllocator| {
@@ -120,6 +149,10 @@ pub fn inflate_2m(max_extents: u64, keep_free: u64) -> Progress {
 /// Gives up to `n` free single frames (highest first) to Xen, while at
 /// least `keep_free` pages stay free.
 pub fn inflate_frames(n: u64, keep_free: u64) -> Progress {
+    exclusive(|| inflate_frames_now(n, keep_free)).unwrap_or_default()
+}
+
+fn inflate_frames_now(n: u64, keep_free: u64) -> Progress {
     let mut p = Progress::default();
     let mut buf = alloc::vec![0u64; FRAME_BATCH];
     while p.pages < n {
@@ -157,6 +190,16 @@ fn populate_frames(pfns: &[u64]) -> u64 {
 /// extents first (lowest first), then single frames, those of partly
 /// ballooned regions before any others.
 pub fn deflate(n: u64) -> Progress {
+    deflate_if_idle(n).unwrap_or_default()
+}
+
+/// As [`deflate`], but None when this vCPU is already moving memory (the
+/// caller is an allocation made inside a move).
+pub fn deflate_if_idle(n: u64) -> Option<Progress> {
+    exclusive(|| deflate_now(n))
+}
+
+fn deflate_now(n: u64) -> Progress {
     let total = max_pages();
     let regions = total.div_ceil(FRAMES_PER_2M);
     let mut p = Progress::default();

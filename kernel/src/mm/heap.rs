@@ -53,6 +53,13 @@ pub trait PageSource {
     /// the same `order`, and not have been freed since; nothing may use the
     /// pages afterwards.
     unsafe fn free_pages(&self, ptr: *mut u8, order: u32);
+
+    /// Called, without the heap's lock, when a request for 2^`order` pages
+    /// could not be met: the source may find more memory (the kernel's
+    /// takes it back from Xen). True if a second try may succeed.
+    fn replenish(&self, _order: u32) -> bool {
+        false
+    }
 }
 
 /// Figures for the sysrq memory report.
@@ -222,23 +229,40 @@ unsafe fn push(list: &mut *mut FreeBlock, block: *mut u8) {
 unsafe impl<S: PageSource> GlobalAlloc for Heap<S> {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let placement = Placement::of(layout);
-        self.with_state(|state| {
-            let block = match placement {
-                Placement::Small { class } => self.alloc_small(state, class),
-                Placement::Large { order } => self.alloc_large(order),
-                Placement::TooBig => ptr::null_mut(),
-            };
-            if block.is_null() {
-                state.stats.failed_allocations += 1;
-            } else {
-                state.stats.bytes_in_use += placement.bytes();
-                state.stats.live_allocations += 1;
-                if let Placement::Large { order } = placement {
-                    state.stats.pages_held += 1 << order;
+        let attempt = |last: bool| {
+            self.with_state(|state| {
+                let block = match placement {
+                    Placement::Small { class } => self.alloc_small(state, class),
+                    Placement::Large { order } => self.alloc_large(order),
+                    Placement::TooBig => ptr::null_mut(),
+                };
+                if !block.is_null() {
+                    state.stats.bytes_in_use += placement.bytes();
+                    state.stats.live_allocations += 1;
+                    if let Placement::Large { order } = placement {
+                        state.stats.pages_held += 1 << order;
+                    }
+                } else if last {
+                    state.stats.failed_allocations += 1;
                 }
-            }
-            block
-        })
+                block
+            })
+        };
+        let source_order = match placement {
+            Placement::Small { .. } => 0,
+            Placement::Large { order } => order,
+            Placement::TooBig => return attempt(true),
+        };
+        let block = attempt(false);
+        if !block.is_null() {
+            return block;
+        }
+        if self.source.replenish(source_order) {
+            attempt(true)
+        } else {
+            self.with_state(|state| state.stats.failed_allocations += 1);
+            ptr::null_mut()
+        }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
@@ -512,5 +536,60 @@ mod tests {
         unsafe { heap.dealloc(heap.alloc(layout), layout) };
         assert_eq!(MASKS.load(Ordering::Relaxed), 2);
         assert_eq!(RESTORES.load(Ordering::Relaxed), 2);
+    }
+
+    /// Pages from std's allocator while a budget lasts; `replenish` adds
+    /// to the budget a given number of times, as the kernel's source takes
+    /// memory back from Xen until Xen has none.
+    struct Budgeted {
+        inner: StdPages,
+        budget: AtomicUsize,
+        refills: AtomicUsize,
+    }
+
+    impl PageSource for Budgeted {
+        fn alloc_pages(&self, order: u32) -> Option<*mut u8> {
+            let need = 1usize << order;
+            self.budget.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(need)).ok()?;
+            self.inner.alloc_pages(order)
+        }
+        unsafe fn free_pages(&self, ptr: *mut u8, order: u32) {
+            self.budget.fetch_add(1 << order, Ordering::Relaxed);
+            // SAFETY: passed on from our own caller, under the same contract.
+            unsafe { self.inner.free_pages(ptr, order) }
+        }
+        fn replenish(&self, order: u32) -> bool {
+            if self.refills.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| r.checked_sub(1)).is_err() {
+                return false;
+            }
+            self.budget.fetch_add(1 << order, Ordering::Relaxed);
+            true
+        }
+    }
+
+    #[test]
+    fn a_short_source_is_replenished_before_a_request_fails() {
+        let h = Heap::new(
+            Budgeted { inner: StdPages::default(), budget: AtomicUsize::new(0), refills: AtomicUsize::new(2) },
+            no_mask,
+            no_restore,
+        );
+        let big = Layout::from_size_align(3 * PAGE_SIZE, 8).unwrap(); // order 2
+        let small = Layout::from_size_align(64, 8).unwrap();
+        // SAFETY: non-zero layouts; every block is freed with its layout.
+        unsafe {
+            let a = h.alloc(big);
+            let b = h.alloc(small);
+            assert!(!a.is_null() && !b.is_null(), "each met after one replenish");
+            assert_eq!(h.stats().failed_allocations, 0);
+            let c = h.alloc(big);
+            assert!(c.is_null(), "no refill left: the request fails, nothing panics");
+            assert_eq!(h.stats().failed_allocations, 1);
+            h.dealloc(a, big);
+            h.dealloc(b, small);
+            let d = h.alloc(big);
+            assert!(!d.is_null(), "freed pages serve the next request");
+            h.dealloc(d, big);
+        }
     }
 }

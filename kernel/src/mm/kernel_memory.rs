@@ -38,6 +38,10 @@ impl PageSource for KernelPages {
             }
         }
     }
+
+    fn replenish(&self, order: u32) -> bool {
+        super::pressure::replenish(1 << order) >= 1 << order
+    }
 }
 
 // Host builds (tests) keep the host's allocator.

@@ -9,6 +9,8 @@ pub mod aspace;
 pub mod ballooning;
 pub mod kernel_memory;
 pub mod limit_probe;
+pub mod meminfo;
 pub mod physmap;
+pub mod pressure;
 pub mod reservation;
 pub mod suspend_release;

@@ -5,7 +5,31 @@
 //! `mmu_update`; a new table is filled while it is still an ordinary page,
 //! then mapped read-only, then linked in (Xen validates it at that moment).
 
+use core::sync::atomic::{AtomicU64, Ordering};
 use x86_64::structures::paging::PageTableFlags as Flags;
+
+/// Frames in use as page tables (Xen's bootstrap tables, the kernel
+/// mapping's, every address space's), for `data/meminfo`.
+static TABLE_FRAMES: AtomicU64 = AtomicU64::new(0);
+
+/// Starts the count at boot with Xen's bootstrap tables.
+pub fn count_boot_tables(n: u64) {
+    TABLE_FRAMES.store(n, Ordering::Relaxed);
+}
+
+/// Counts `n` frames becoming page tables.
+pub fn count_tables(n: u64) {
+    TABLE_FRAMES.fetch_add(n, Ordering::Relaxed);
+}
+
+/// Counts `n` page-table frames given back.
+pub fn uncount_tables(n: u64) {
+    TABLE_FRAMES.fetch_sub(n, Ordering::Relaxed);
+}
+
+pub fn table_frames() -> u64 {
+    TABLE_FRAMES.load(Ordering::Relaxed)
+}
 
 /// Bits 12..51 of an entry hold the machine frame number.
 const FRAME_MASK: u64 = 0x000f_ffff_ffff_f000;

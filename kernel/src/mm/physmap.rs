@@ -174,6 +174,7 @@ fn link_new_table(parent_mfn: u64, index: usize, pfn: u64) -> Option<u64> {
         let _ = unsafe { set_writable(pfn, true) };
         return None;
     }
+    super::pagetable::count_tables(1);
     Some(mfn)
 }
 
@@ -306,6 +307,7 @@ pub fn init(max_pages: u64) -> PhysmapInfo {
     // least 512 KiB after that is mapped.
     let first_free = platform::va_to_pfn(pt_base) + nr_pt_frames + 1;
     let mut boot = BootFrames { next: first_free, mapped_end: first_free + 128 };
+    super::pagetable::count_boot_tables(nr_pt_frames);
     let max_pfn = max_pages.max(nr_pages).min(MAX_SUPPORTED_PFN as u64);
     if max_pages as usize > MAX_SUPPORTED_PFN {
         log::warn!(
