@@ -1,5 +1,5 @@
 # ballast: build the kernel, prepare the Xen lab, run lab scenarios.
-#   make            build build/ballast, build/ballast.cfg and build/memtime (dom0 tool)
+#   make            build build/ballast, build/ballast.cfg, build/memtime and build/ballastd (dom0 tools)
 #   make lab        prepare .lab/ (Debian Xen 4.17 + Linux dom0 images; cached)
 #   make run        boot ballast in the lab and show its console for ~30 s
 #   make test       host unit tests, lints, then every lab scenario (tests/lab/suite.sh groups them into boots)
@@ -17,9 +17,9 @@ RUNFLAGS ?=
 RUN := $(PYTHON) tests/lab/run.py $(RUNFLAGS)
 DEPS_STAMP := build/.deps-ok
 
-.PHONY: all kernel lab run test unit lint scenario clean distclean deps build/memtime
+.PHONY: all kernel lab run test unit lint scenario clean distclean deps build/memtime build/ballastd
 
-all: build/ballast build/ballast.cfg build/memtime
+all: build/ballast build/ballast.cfg build/memtime build/ballastd
 
 deps: $(DEPS_STAMP)
 $(DEPS_STAMP): tests/lab/deps.sh
@@ -41,6 +41,13 @@ build/memtime: $(DEPS_STAMP)
 	$(CARGO) build --release -p ballast-memtime
 	@mkdir -p build
 	@cp -p target/release/memtime $@.tmp && strip --strip-debug $@.tmp && mv $@.tmp $@
+	@echo "built $@ ($$(stat -c %s $@) bytes)"
+
+# ballastd: the dom0 memory daemon, a static musl binary (the busybox dom0 has no libraries to offer it).
+build/ballastd: $(DEPS_STAMP)
+	$(CARGO) build --release --target x86_64-unknown-linux-musl -p ballastd
+	@mkdir -p build
+	@cp -p target/x86_64-unknown-linux-musl/release/ballastd $@.tmp && strip --strip-debug $@.tmp && mv $@.tmp $@
 	@echo "built $@ ($$(stat -c %s $@) bytes)"
 
 build/ballast.cfg: Makefile

@@ -48,10 +48,13 @@ if ! command -v cargo >/dev/null 2>&1 && [[ -x $HOME/.cargo/bin/cargo ]]; then
 fi
 command -v cargo >/dev/null || { echo "deps: cargo not found (install rustup)" >&2; exit 1; }
 if command -v rustup >/dev/null 2>&1; then
-    if ! rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-none; then
-        echo "deps: rustup target add x86_64-unknown-none"
-        rustup target add x86_64-unknown-none
-    fi
+    # The kernel's target, and musl for ballastd (a static dom0 binary).
+    for t in x86_64-unknown-none x86_64-unknown-linux-musl; do
+        if ! rustup target list --installed 2>/dev/null | grep -qx "$t"; then
+            echo "deps: rustup target add $t"
+            rustup target add "$t"
+        fi
+    done
     for c in rustfmt clippy; do
         if ! rustup component list --installed 2>/dev/null | grep -q "^$c"; then
             echo "deps: rustup component add $c"

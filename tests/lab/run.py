@@ -138,9 +138,10 @@ def build_initrd(args, scenarios, workdir):
             c.file("lab/ballast.cfg", read(cfg))
     elif "ballast" in needs:
         sys.exit("run.py: %s is missing; run `make` first" % ballast)
-    memtime = os.path.join(build, "memtime")  # dom0 tool that times a mem-set (optional)
-    if os.path.isfile(memtime):
-        c.file("lab/memtime", read(memtime), 0o755)
+    for tool in ("memtime", "ballastd"):  # dom0 tools (optional)
+        path = os.path.join(build, tool)
+        if os.path.isfile(path):
+            c.file("lab/" + tool, read(path), 0o755)
     if "linux-guest" in needs:
         c.dir("lab/linux-guest")
         # Prefer the pre-extracted guest kernel (gzip'd ELF: libxenguest's gunzip under TCG is far

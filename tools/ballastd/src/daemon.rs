@@ -1,0 +1,291 @@
+//! The daemon's rounds and the `reserve` client: what ballastd reads from
+//! Xen and xenstore, and what it writes back. Decisions are `policy`'s.
+
+use crate::policy::{Action, Decision, DomainView, Policy, Stats, MIB_KB};
+use crate::xenctl::Xen;
+use crate::xs::{self, Xenstore};
+use std::collections::HashSet;
+use std::process::ExitCode;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+const HOME: &str = "/tool/ballastd";
+/// A reservation lapses after this long without a new domain.
+const RESERVATION_MS: u64 = 120_000;
+
+pub type Result<T> = std::result::Result<T, String>;
+
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Log lines carry seconds since the daemon started.
+struct Log(Instant);
+
+impl Log {
+    fn line(&self, msg: &str) {
+        eprintln!("[{:9.3}] ballastd: {}", self.0.elapsed().as_secs_f64(), msg);
+    }
+}
+
+/// Reads and parses one domain's nodes; remembers which malformed values
+/// it already reported, so each is logged once.
+struct Observer {
+    reported: HashSet<(u32, &'static str)>,
+}
+
+impl Observer {
+    /// A decimal number of KiB (or a count) at `node`; None when absent,
+    /// malformed or implausible (logged once).
+    fn number(&mut self, xs: &mut Xenstore, log: &Log, domid: u32, node: &'static str) -> xs::Result<Option<u64>> {
+        let Some(raw) = xs.read_opt(&format!("/local/domain/{domid}/{node}"))? else { return Ok(None) };
+        match raw.trim().parse::<u64>() {
+            Ok(v) if v < 1 << 40 => {
+                self.reported.remove(&(domid, node));
+                Ok(Some(v))
+            }
+            _ => {
+                if self.reported.insert((domid, node)) {
+                    let shown: String = raw.chars().take(40).collect();
+                    log.line(&format!("domain {domid}: {node} = {shown:?} is not a number of KiB; ignored"));
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    fn view(&mut self, xs: &mut Xenstore, log: &Log, domid: u32, tot_kb: u64) -> xs::Result<DomainView> {
+        let mut n = |node| self.number(xs, log, domid, node);
+        let target_kb = n("memory/target")?;
+        let static_max_kb = n("memory/static-max")?;
+        let dynamic_min_kb = n("memory/dynamic-min")?;
+        let dynamic_max_kb = n("memory/dynamic-max")?;
+        let stats = match (
+            n("data/meminfo/total_kb")?,
+            n("data/meminfo/free_kb")?,
+            n("data/meminfo/balloon_floor_kb")?,
+            n("data/meminfo/pressure_deflates")?,
+        ) {
+            (Some(total_kb), Some(free_kb), Some(floor_kb), Some(pressure_deflates)) => {
+                Some(Stats { total_kb, free_kb, floor_kb, pressure_deflates })
+            }
+            _ => None,
+        };
+        Ok(DomainView { domid, tot_kb, target_kb, static_max_kb, dynamic_min_kb, dynamic_max_kb, stats })
+    }
+}
+
+/// One look at the host: free KiB, every domain but dom0 that is not
+/// going away, and the highest domid.
+fn observe(xen: &mut Xen, xs: &mut Xenstore, obs: &mut Observer, log: &Log) -> Result<(u64, Vec<DomainView>, u32)> {
+    let free_kb = xen.free_pages().map_err(|e| format!("physinfo: {e}"))? * 4;
+    let domains = xen.domains().map_err(|e| format!("domain list: {e}"))?;
+    let newest = domains.iter().map(|d| d.domid).max().unwrap_or(0);
+    let mut views = Vec::new();
+    for d in domains.iter().filter(|d| d.domid != 0 && !d.going) {
+        match obs.view(xs, log, d.domid, d.tot_pages * 4) {
+            Ok(v) => views.push(v),
+            // Vanished between Xen's list and xenstore: next round.
+            Err(e) => log.line(&format!("domain {}: cannot read its nodes ({e}); skipped this round", d.domid)),
+        }
+    }
+    Ok((free_kb, views, newest))
+}
+
+fn apply(xs: &mut Xenstore, log: &Log, d: &Decision, views: &[DomainView]) {
+    for a in &d.actions {
+        let (domid, r) = match *a {
+            Action::SetTarget { domid, kb } => {
+                // Only a domain still there: a write would create its node.
+                let alive = xs.read_opt(&format!("/local/domain/{domid}/memory/static-max")).ok().flatten().is_some();
+                if !alive {
+                    log.line(&format!("domain {domid}: gone before its target was written"));
+                    continue;
+                }
+                let before = views.iter().find(|v| v.domid == domid).and_then(|v| v.target_kb);
+                log.line(&format!(
+                    "domain {domid}: target {} -> {kb} KiB",
+                    before.map_or("-".into(), |b| b.to_string())
+                ));
+                (domid, xs.write(&format!("/local/domain/{domid}/memory/target"), &kb.to_string()))
+            }
+            Action::MarkUncooperative { domid } => {
+                (domid, xs.write(&format!("/local/domain/{domid}/memory/uncooperative"), "1"))
+            }
+            Action::ClearUncooperative { domid } => {
+                (domid, xs.rm(&format!("/local/domain/{domid}/memory/uncooperative")))
+            }
+        };
+        if let Err(e) = r {
+            log.line(&format!("domain {domid}: writing failed: {e}"));
+        }
+    }
+}
+
+/// The reservation the `reserve` command left for the daemon, while it
+/// holds: `"<kb> <newest domid then> <unix ms>"`.
+fn reservation(xs: &mut Xenstore, newest: u32, log: &Log) -> u64 {
+    let Ok(Some(raw)) = xs.read_opt(&format!("{HOME}/reserve")) else { return 0 };
+    let parts: Vec<u64> = raw.split_whitespace().filter_map(|p| p.parse().ok()).collect();
+    let [kb, domid_then, at_ms] = parts[..] else {
+        log.line(&format!("reservation {raw:?} malformed; dropped"));
+        let _ = xs.rm(&format!("{HOME}/reserve"));
+        return 0;
+    };
+    if newest as u64 > domid_then || unix_ms().saturating_sub(at_ms) > RESERVATION_MS {
+        log.line(&format!(
+            "reservation of {} MiB done (a new domain, or {} s passed)",
+            kb / MIB_KB,
+            RESERVATION_MS / 1000
+        ));
+        let _ = xs.rm(&format!("{HOME}/reserve"));
+        return 0;
+    }
+    kb
+}
+
+fn connect() -> Result<(Xen, Xenstore)> {
+    let xen = Xen::open().map_err(|e| format!("cannot open /dev/xen/privcmd and /dev/xen/hypercall: {e}"))?;
+    let xs = Xenstore::connect(xs::SOCKET).map_err(|e| format!("cannot connect to {}: {e}", xs::SOCKET))?;
+    Ok((xen, xs))
+}
+
+fn status_line(free_kb: u64, reserve_kb: u64, d: &Decision, views: &[DomainView], policy: &Policy) -> String {
+    let unco = views.iter().filter(|v| policy.is_uncooperative(v.domid)).count();
+    format!(
+        "free_kb={free_kb} reservable_kb={} short_kb={} reserve_kb={reserve_kb} domains={} uncooperative={unco}",
+        d.reservable_kb,
+        d.short_kb,
+        views.len()
+    )
+}
+
+/// One round: observe, decide, apply. Returns the decision and the host's
+/// free KiB.
+fn round(
+    xen: &mut Xen,
+    xs: &mut Xenstore,
+    obs: &mut Observer,
+    policy: &mut Policy,
+    log: &Log,
+    extra: impl FnOnce(&mut Xenstore, u32) -> u64,
+) -> Result<(Decision, u64, Vec<DomainView>, u64)> {
+    let (free_kb, views, newest) = observe(xen, xs, obs, log)?;
+    let extra_kb = extra(xs, newest);
+    let d = policy.decide(log.0.elapsed().as_millis() as u64, free_kb, extra_kb, &views);
+    for n in &d.notes {
+        log.line(n);
+    }
+    apply(xs, log, &d, &views);
+    Ok((d, free_kb, views, extra_kb))
+}
+
+pub fn run(reserve_kb: u64, interval_ms: u64) -> Result<ExitCode> {
+    let (mut xen, mut xs) = connect()?;
+    let log = Log(Instant::now());
+    let mut policy = Policy::new(reserve_kb);
+    let mut obs = Observer { reported: HashSet::new() };
+    xs.write(&format!("{HOME}/pid"), &std::process::id().to_string()).map_err(|e| e.to_string())?;
+    log.line(&format!("running: reserve {} MiB, a round every {interval_ms} ms", reserve_kb / MIB_KB));
+    let mut last_status = String::new();
+    let mut failing = false;
+    loop {
+        let lg = &log;
+        match round(&mut xen, &mut xs, &mut obs, &mut policy, &log, |xs, newest| reservation(xs, newest, lg)) {
+            Ok((d, free_kb, views, extra_kb)) => {
+                failing = false;
+                let status = status_line(free_kb, reserve_kb + extra_kb, &d, &views, &policy);
+                // Logged when anything but the free figure changed.
+                let key = |s: &str| s.split_once(' ').map(|(_, rest)| rest.to_string()).unwrap_or_default();
+                if key(&status) != key(&last_status) {
+                    log.line(&status);
+                }
+                if status != last_status {
+                    let _ = xs.write(&format!("{HOME}/status"), &status);
+                    last_status = status;
+                }
+            }
+            Err(e) => {
+                if !failing {
+                    log.line(&format!("round failed: {e}; retrying every round"));
+                }
+                failing = true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(interval_ms));
+    }
+}
+
+fn daemon_running(xs: &mut Xenstore) -> Option<u32> {
+    let pid: u32 = xs.read_opt(&format!("{HOME}/pid")).ok().flatten()?.trim().parse().ok()?;
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    (pid != std::process::id() && unsafe { libc::kill(pid as libc::pid_t, 0) } == 0).then_some(pid)
+}
+
+fn read_status_field(xs: &mut Xenstore, field: &str) -> Option<u64> {
+    let s = xs.read_opt(&format!("{HOME}/status")).ok().flatten()?;
+    s.split_whitespace().find_map(|kv| kv.strip_prefix(field)?.strip_prefix('=')?.parse().ok())
+}
+
+pub fn reserve(mib: u64, timeout_s: u64) -> Result<ExitCode> {
+    let (mut xen, mut xs) = connect()?;
+    let log = Log(Instant::now());
+    let want_kb = mib * MIB_KB;
+    let newest = xen.domains().map_err(|e| e.to_string())?.iter().map(|d| d.domid).max().unwrap_or(0);
+    let daemon = daemon_running(&mut xs);
+    match daemon {
+        Some(pid) => {
+            xs.write(&format!("{HOME}/reserve"), &format!("{want_kb} {newest} {}", unix_ms()))
+                .map_err(|e| e.to_string())?;
+            log.line(&format!("reserve: asked the daemon (pid {pid}) for {mib} MiB"));
+        }
+        None => log.line(&format!("reserve: no daemon running; balancing for {mib} MiB here")),
+    }
+    let mut policy = Policy::new(0);
+    let mut obs = Observer { reported: HashSet::new() };
+    let deadline = Instant::now() + Duration::from_secs(timeout_s);
+    let mut best_kb = 0;
+    loop {
+        let free_kb = xen.free_pages().map_err(|e| e.to_string())? * 4;
+        best_kb = best_kb.max(free_kb);
+        if free_kb >= want_kb {
+            log.line(&format!(
+                "reserve: {mib} MiB free after {} ms (host free {} MiB)",
+                log.0.elapsed().as_millis(),
+                free_kb / MIB_KB
+            ));
+            return Ok(ExitCode::SUCCESS);
+        }
+        // What the guests could give at their minimums.
+        let reservable = if daemon.is_some() {
+            read_status_field(&mut xs, "reservable_kb")
+        } else {
+            round(&mut xen, &mut xs, &mut obs, &mut policy, &log, |_, _| want_kb).ok().map(|r| r.0.reservable_kb)
+        };
+        let hopeless = reservable.is_some_and(|r| r < want_kb) && log.0.elapsed() > Duration::from_secs(3);
+        if hopeless || Instant::now() >= deadline {
+            let could = reservable.unwrap_or(best_kb).max(best_kb);
+            if daemon.is_some() {
+                let _ = xs.rm(&format!("{HOME}/reserve"));
+            }
+            return Err(format!(
+                "reserve: cannot make {mib} MiB free: the guests can give back only enough for {} MiB \
+                 (every cooperative guest at its minimum, uncooperative ones as they are); {} MiB free now",
+                could / MIB_KB,
+                free_kb / MIB_KB
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+pub fn status() -> Result<ExitCode> {
+    let (_, mut xs) = connect()?;
+    let running = daemon_running(&mut xs);
+    let status = xs.read_opt(&format!("{HOME}/status")).map_err(|e| e.to_string())?;
+    println!(
+        "daemon: {}\n{}",
+        running.map_or("not running".to_string(), |p| format!("pid {p}")),
+        status.unwrap_or_else(|| "no status yet".into())
+    );
+    Ok(ExitCode::SUCCESS)
+}
