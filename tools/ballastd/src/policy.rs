@@ -199,7 +199,8 @@ fn bounds(v: &DomainView, track: &mut Track, now_ms: u64, notes: &mut Vec<String
     }
     let stats = v.stats.filter(|s| {
         let believable = s.total_kb.abs_diff(v.tot_kb) <= STATS_SLACK_KB.max(v.tot_kb / 10) && s.free_kb <= s.total_kb;
-        if believable != !track.stats_doubted {
+        // Noted when believability changes.
+        if believable == track.stats_doubted {
             track.stats_doubted = !believable;
             notes.push(if believable {
                 format!("domain {}: statistics agree with Xen again", v.domid)
