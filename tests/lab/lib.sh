@@ -220,6 +220,7 @@ timed_xl() { # SECS ARGS...: xl_bounded, wall time in XL_MS
 }
 _scenario_exit() {
     _rc=$?
+    [ -n "$BALLASTD_PID" ] && ballastd_stop
     for _d in $OURS; do
         if xl domid "$_d" >/dev/null 2>&1; then
             log "cleanup: destroying $_d (domid $(domid "$_d")) left at exit"
@@ -427,3 +428,50 @@ VCPUS_CFG=
 vcpu_list_count() { xl vcpu-list "$1" 2>/dev/null | awk -v d="$1" '$1 == d' | wc -l | tr -d ' '; }
 # vcpus_online_count DOM: vCPUs `xl vcpu-list` shows running or blocked (not offline)
 vcpus_online_count() { xl vcpu-list "$1" 2>/dev/null | awk -v d="$1" '$1 == d && $5 !~ /p/' | wc -l | tr -d ' '; }
+# ---- helpers for ballastd scenarios -------------------------------------------
+# ballastd_start [ARGS...]: `ballastd run ARGS` in the background, logging to $BALLASTD_LOG; waits
+# for its first status. ballastd_stop prints its log as "[ballastd] " lines (_scenario_exit does it
+# too). ballastd_alive: the daemon is still running.
+BALLASTD_LOG=/tmp/ballastd.log
+BALLASTD_PID=
+ballastd_start() {
+    /lab/ballastd run "$@" >"$BALLASTD_LOG" 2>&1 &
+    BALLASTD_PID=$!
+    if wait_until 15 xenstore-read /tool/ballastd/status >/dev/null 2>&1; then
+        pass ballastd-up "ballastd $* running (pid $BALLASTD_PID): $(xenstore-read /tool/ballastd/status)"
+    else
+        fail ballastd-up "no /tool/ballastd/status within 15 s; log: $(tail -n 5 "$BALLASTD_LOG" | _oneline)"
+    fi
+}
+ballastd_alive() { [ -n "$BALLASTD_PID" ] && kill -0 "$BALLASTD_PID" 2>/dev/null; }
+ballastd_stop() {
+    [ -n "$BALLASTD_PID" ] || return 0
+    kill "$BALLASTD_PID" 2>/dev/null; wait "$BALLASTD_PID" 2>/dev/null
+    BALLASTD_PID=
+    sed 's/^/[ballastd] /' "$BALLASTD_LOG"
+    xenstore-rm /tool/ballastd 2>/dev/null
+}
+# ballastd_said REGEX: a line of the daemon's log matching REGEX (printed); 1 if none
+ballastd_said() { grep -E -m1 -e "$1" "$BALLASTD_LOG"; }
+# target_mib DOM: DOM's memory/target in MiB
+target_mib() { _t=$(xs_read "$1" memory/target); is_uint "$_t" && echo $(( _t / 1024 )); }
+# host_free_mib: free memory in Xen (xl info)
+host_free_mib() { xl info 2>/dev/null | awk '$1 == "free_memory" { print $3 }'; }
+# ballast_guest NAME MEM MAXMEM [CMDLINE]: xl create a ballast guest called NAME (check create-NAME)
+# and wait until its balloon runs (check up-NAME)
+ballast_guest() {
+    expect_xl "create-$1" create /lab/ballast.cfg "name=\"$1\"" "memory=$2" "maxmem=$3" "extra=\"${4:-}\"" || return 1
+    expect_console "up-$1" "$1" 'balloon: (static-max|off)' 60
+}
+# targets_settled SLACK_MIB DOM...: every DOM's `xl list` size is within SLACK_MIB of its
+# memory/target (the daemon's targets have been met); the sizes are left in $SIZES
+targets_settled() {
+    _sl=$1; shift; SIZES=
+    for _d in "$@"; do
+        _t=$(target_mib "$_d"); _m=$(xl_mem_of "$_d")
+        is_uint "$_t" && is_uint "$_m" || return 1
+        SIZES="$SIZES $_d=${_m}/${_t}"
+        _dd=$(( _m - _t )); [ $_dd -lt 0 ] && _dd=$(( -_dd ))
+        [ $_dd -le "$_sl" ] || return 1
+    done
+}

@@ -53,7 +53,7 @@ on_reboot = "restart"
 """
 
 MARKER = re.compile(r"@@(RESULT|BEGIN|END|LAB|ALLDONE)\b ?(.*)$")
-INTEREST = re.compile(r"^\[(guest |xl\]|dmesg\])|\(d[1-9][0-9]*\)|Kernel panic|\(XEN\) .*(Panic|FATAL|Assertion)|BUG:|Oops")
+INTEREST = re.compile(r"^\[(guest |xl\]|dmesg\]|ballastd\])|\(d[1-9][0-9]*\)|Kernel panic|\(XEN\) .*(Panic|FATAL|Assertion)|BUG:|Oops")
 
 
 # ------------------------------------------------------------------ newc cpio writer

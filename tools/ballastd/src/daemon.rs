@@ -74,14 +74,16 @@ impl Observer {
     }
 }
 
-/// One look at the host: free KiB, every domain but dom0 that is not
-/// going away, and the highest domid.
+/// One look at the host: free KiB, every domain to balance (not dom0, not
+/// going away, not paused: one being built, restored or received holds
+/// what the toolstack gives it), and the highest domid of those.
 fn observe(xen: &mut Xen, xs: &mut Xenstore, obs: &mut Observer, log: &Log) -> Result<(u64, Vec<DomainView>, u32)> {
     let free_kb = xen.free_pages().map_err(|e| format!("physinfo: {e}"))? * 4;
     let domains = xen.domains().map_err(|e| format!("domain list: {e}"))?;
-    let newest = domains.iter().map(|d| d.domid).max().unwrap_or(0);
+    let balanced = |d: &&crate::xenctl::DomainInfo| d.domid != 0 && !d.going && !d.paused;
+    let newest = domains.iter().filter(balanced).map(|d| d.domid).max().unwrap_or(0);
     let mut views = Vec::new();
-    for d in domains.iter().filter(|d| d.domid != 0 && !d.going) {
+    for d in domains.iter().filter(balanced) {
         match obs.view(xs, log, d.domid, d.tot_pages * 4) {
             Ok(v) => views.push(v),
             // Vanished between Xen's list and xenstore: next round.

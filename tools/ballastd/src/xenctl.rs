@@ -25,6 +25,7 @@ const SYSCTL_UNION: usize = 8;
 const DOMINFO_SIZE: usize = 112;
 const DOMINF_DYING: u32 = 1 << 0;
 const DOMINF_SHUTDOWN: u32 = 1 << 2;
+const DOMINF_PAUSED: u32 = 1 << 3;
 /// `struct privcmd_hypercall { u64 op; u64 arg[5]; }`: `_IOC(_IOC_NONE, 'P', 0, 48)`.
 const IOCTL_PRIVCMD_HYPERCALL: libc::Ioctl = 0x0030_5000;
 /// Domains listed per call; the buffer page holds the sysctl, then these.
@@ -39,6 +40,9 @@ pub struct DomainInfo {
     pub max_pages: u64,
     /// Dying or shut down: not a domain to balance.
     pub going: bool,
+    /// Paused by the toolstack (being built, restored, or received by a
+    /// migration): its memory is in flux and not the guest's doing.
+    pub paused: bool,
 }
 
 pub struct Xen {
@@ -146,6 +150,7 @@ pub fn parse_dominfo(d: &[u8]) -> DomainInfo {
         tot_pages: u64_at(d, 8),
         max_pages: u64_at(d, 16),
         going: flags & (DOMINF_DYING | DOMINF_SHUTDOWN) != 0,
+        paused: flags & DOMINF_PAUSED != 0,
     }
 }
 
@@ -161,8 +166,9 @@ mod tests {
         d[8..16].copy_from_slice(&65536u64.to_le_bytes());
         d[16..24].copy_from_slice(&131328u64.to_le_bytes());
         let i = parse_dominfo(&d);
-        assert_eq!(i, DomainInfo { domid: 7, tot_pages: 65536, max_pages: 131328, going: true });
-        d[4..8].copy_from_slice(&(1u32 << 4).to_le_bytes());
-        assert!(!parse_dominfo(&d).going);
+        assert_eq!(i, DomainInfo { domid: 7, tot_pages: 65536, max_pages: 131328, going: true, paused: false });
+        d[4..8].copy_from_slice(&(DOMINF_PAUSED | 1 << 4).to_le_bytes());
+        let i = parse_dominfo(&d);
+        assert!(!i.going && i.paused);
     }
 }
