@@ -326,20 +326,12 @@ mod task {
     }
 
     fn watch_target() {
-        let watch = match xenstore::Watch::new("memory/target") {
-            Ok(w) => w,
-            Err(e) => {
-                log::error!("balloon: cannot watch memory/target: {:?}; the balloon stays put", e);
-                return;
-            }
-        };
-        loop {
-            watch.next();
+        xenstore::on_each_change("memory/target", "; the balloon stays put", || {
             let raw = match xenstore::read("memory/target") {
                 Ok(v) => v,
                 Err(e) => {
                     log::warn!("balloon: reading memory/target failed: {:?}; ignored", e);
-                    continue;
+                    return;
                 }
             };
             match parse_target_kb(&raw) {
@@ -359,7 +351,7 @@ mod task {
                     );
                 }
             }
-        }
+        })
     }
 
     fn run() {

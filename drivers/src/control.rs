@@ -135,22 +135,14 @@ mod task {
         });
 
         sched::spawn("sysrq", || {
-            let watch = match xenstore::Watch::new("control/sysrq") {
-                Ok(w) => w,
-                Err(e) => {
-                    log::error!("control: cannot watch control/sysrq: {:?}", e);
-                    return;
-                }
-            };
-            loop {
-                watch.next();
+            xenstore::on_each_change("control/sysrq", "", || {
                 let value = match xenstore::read("control/sysrq") {
                     Ok(v) => v,
-                    Err(xen::xenstore::XsError::Errno(xenstore::Errno::ENOENT)) => continue,
+                    Err(xen::xenstore::XsError::Errno(xenstore::Errno::ENOENT)) => return,
                     Err(e) => {
                         log::warn!("control: reading control/sysrq failed: {:?}; ignored", e);
                         let _ = xenstore::write("control/sysrq", "");
-                        continue;
+                        return;
                     }
                 };
                 let req = SysrqRequest::parse(&value);
@@ -169,7 +161,7 @@ mod task {
                         )
                     }
                 }
-            }
+            })
         });
     }
 }

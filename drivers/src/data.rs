@@ -60,16 +60,8 @@ mod task {
 
     /// `data/hog/mib`: the size dom0 asks the memory hog for, decimal MiB.
     fn watch_hog_size() {
-        let watch = match xenstore::Watch::new("data/hog/mib") {
-            Ok(w) => w,
-            Err(e) => {
-                log::error!("data: cannot watch data/hog/mib: {:?}", e);
-                return;
-            }
-        };
-        loop {
-            watch.next();
-            let Ok(raw) = xenstore::read("data/hog/mib") else { continue };
+        xenstore::on_each_change("data/hog/mib", "; the hog stays idle", || {
+            let Ok(raw) = xenstore::read("data/hog/mib") else { return };
             match raw.trim().parse::<u64>() {
                 Ok(mib) if mib <= hog::MAX_MIB => {
                     log::info!("hog: asked for {} MiB (holding {} MiB)", mib, hog::HELD_MIB.load(Ordering::Relaxed));
@@ -81,7 +73,7 @@ mod task {
                     hog::MAX_MIB
                 ),
             }
-        }
+        });
     }
 
     pub fn spawn() {
@@ -99,20 +91,12 @@ mod task {
         });
         sched::spawn("hog-watch", watch_hog_size);
         sched::spawn("echo", || {
-            let watch = match xenstore::Watch::new("data/echo") {
-                Ok(w) => w,
-                Err(e) => {
-                    log::error!("data: cannot watch data/echo: {:?}", e);
-                    return;
-                }
-            };
-            loop {
-                watch.next();
+            xenstore::on_each_change("data/echo", "", || {
                 // Not there (yet) is fine: the watch fires once at registration.
                 if let Ok(v) = xenstore::read("data/echo") {
                     log::info!("echo: {}", v.chars().take(200).collect::<alloc::string::String>());
                 }
-            }
+            })
         });
     }
 }

@@ -19,6 +19,11 @@ const REFUSED_MS: u64 = 2000;
 /// Memory held above the balloon's goal that makes it look again (a task
 /// freed what pressure brought in): 8 MiB.
 const RETURN_SLACK_PAGES: u64 = 2048;
+const RETRY_ASK_MS: u64 = 5000;
+/// The least excess worth a quiet second look: 1 MiB (less is the floor's
+/// everyday wobble as tasks allocate and free).
+const TIDY_PAGES: u64 = 256;
+const MAX_ASKS: u32 = 3;
 
 /// Pages the guest holds above what the balloon would settle at now.
 fn excess_pages() -> u64 {
@@ -30,9 +35,15 @@ fn run() {
     let mut under_pressure = false;
     let mut seen_events = pressure::figures().deflates;
     let mut refused = false;
-    // The excess when the balloon was last asked to give it back, so that
-    // one it cannot shed is not asked about again and again.
-    let mut excess_asked = 0;
+    // Memory freed after the balloon settled stays with the guest until
+    // the balloon is asked to look again: asked as soon as the excess
+    // passes RETURN_SLACK_PAGES, and for one of TIDY_PAGES or more every
+    // RETRY_ASK_MS,
+    // but no more than MAX_ASKS times for an excess that does not shrink
+    // (one the balloon cannot shed is not asked about forever).
+    let mut asked_at_excess = 0;
+    let mut asked_at_ms = 0;
+    let mut asks = 0;
     loop {
         let free = ballooning::free_pages();
         let mut wait = if free < 4 * pressure::LOW_WATERMARK_PAGES { TIGHT_MS } else { CALM_MS };
@@ -79,18 +90,32 @@ fn run() {
                 free * PAGE_KB
             );
             under_pressure = false;
-            excess_asked = excess_pages();
             balloon::recheck();
         } else if !under_pressure {
-            // The balloon settles and waits for a new target; memory freed
-            // since (the end of a burst) would otherwise stay with the guest.
             let excess = excess_pages();
-            if excess > RETURN_SLACK_PAGES && excess.abs_diff(excess_asked) > RETURN_SLACK_PAGES {
-                log::info!(
-                    "pressure: {} KiB above the balloon's goal now that tasks freed memory; giving it back",
-                    excess * PAGE_KB
-                );
-                excess_asked = excess;
+            let now = kernel::time::now_ns() / 1_000_000;
+            if excess < TIDY_PAGES
+                || excess + RETURN_SLACK_PAGES <= asked_at_excess
+                || excess >= asked_at_excess + RETURN_SLACK_PAGES
+            {
+                asks = 0; // none, a new excess, or the last ask helped
+            }
+            // A large excess at once; a small one once things are quiet.
+            let due = if asks == 0 && excess > RETURN_SLACK_PAGES {
+                true
+            } else {
+                excess >= TIDY_PAGES && now >= asked_at_ms + RETRY_ASK_MS
+            };
+            if due && asks < MAX_ASKS {
+                if asks == 0 {
+                    log::info!(
+                        "pressure: {} KiB above the balloon's goal now that tasks freed memory; giving it back",
+                        excess * PAGE_KB
+                    );
+                }
+                asks += 1;
+                asked_at_excess = excess;
+                asked_at_ms = now;
                 balloon::recheck();
             }
         }

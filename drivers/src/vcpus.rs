@@ -40,17 +40,5 @@ fn reconcile() {
 /// The hotplug task runs on vCPU 0, which never goes offline: on the vCPU
 /// it takes offline, it would wait for itself to stop.
 pub fn spawn() {
-    sched::spawn_pinned("vcpu-hotplug", 0, || {
-        let watch = match xenstore::Watch::new("cpu") {
-            Ok(w) => w,
-            Err(e) => {
-                log::error!("vcpus: cannot watch cpu/: {:?}; only vCPU 0 runs", e);
-                return;
-            }
-        };
-        loop {
-            watch.next();
-            reconcile();
-        }
-    });
+    sched::spawn_pinned("vcpu-hotplug", 0, || xenstore::on_each_change("cpu", "; only vCPU 0 runs", reconcile));
 }

@@ -66,7 +66,7 @@ fn a_hog_past_the_target_gets_memory_from_xen_and_gives_it_back() {
     assert_eq!(store_u64("data/meminfo/balloon_target_kb"), Some(64 * 1024));
 
     ask_hog(120);
-    run_until("the hog to reach 120 MiB", 120_000, || hog::HELD_MIB.load(Ordering::Relaxed) == 120);
+    run_until("the hog to reach 120 MiB", 300_000, || hog::HELD_MIB.load(Ordering::Relaxed) == 120);
     assert_eq!(hog::REFUSALS.load(Ordering::Relaxed), 0, "refused while Xen had memory to give");
     assert!(ballooning::populated_pages() > 120 * MIB, "grew past the 64 MiB target");
     assert!(console().contains("pressure: on"), "no pressure line");
@@ -77,8 +77,8 @@ fn a_hog_past_the_target_gets_memory_from_xen_and_gives_it_back() {
     assert_meminfo_adds_up();
 
     ask_hog(0);
-    run_until("the hog to let go", 60_000, || hog::HELD_MIB.load(Ordering::Relaxed) == 0);
-    run_until("the balloon to return to the target", 60_000, || ballooning::populated_pages() == 64 * MIB);
+    run_until("the hog to let go", 300_000, || hog::HELD_MIB.load(Ordering::Relaxed) == 0);
+    run_until("the balloon to return to the target", 300_000, || ballooning::populated_pages() == 64 * MIB);
     assert!(console().contains("pressure: off"), "no line for the end of the pressure");
     assert_no_errors();
 }
@@ -87,7 +87,7 @@ fn a_hog_past_the_target_gets_memory_from_xen_and_gives_it_back() {
 fn past_the_domains_maximum_only_the_hog_is_refused() {
     let _g = start(64, 96);
     ask_hog(200);
-    run_until("the hog to be refused", 120_000, || hog::REFUSALS.load(Ordering::Relaxed) > 0);
+    run_until("the hog to be refused", 300_000, || hog::REFUSALS.load(Ordering::Relaxed) > 0);
     let held = hog::HELD_MIB.load(Ordering::Relaxed);
     assert!((70..96).contains(&held), "held {held} MiB of a 96 MiB domain");
     assert!(console().contains("hog: out of memory"));
@@ -98,6 +98,6 @@ fn past_the_domains_maximum_only_the_hog_is_refused() {
     sim(|s| s.toolstack_write("data/hog/mib", b"lots"));
     run_until("the bad size to be ignored", 5_000, || console().contains("hog: ignoring data/hog/mib"));
     ask_hog(10);
-    run_until("the hog to shrink", 60_000, || hog::HELD_MIB.load(Ordering::Relaxed) == 10);
+    run_until("the hog to shrink", 300_000, || hog::HELD_MIB.load(Ordering::Relaxed) == 10);
     assert_no_errors();
 }

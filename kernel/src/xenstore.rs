@@ -194,6 +194,24 @@ pub fn transaction<T>(mut work: impl FnMut(u32) -> Result<T>) -> Result<T> {
     })
 }
 
+/// Watches `path` for the rest of the calling task's life and runs
+/// `on_event` after every event (the first comes at registration). A watch
+/// that cannot be set is logged with what that means (`consequence`, e.g.
+/// "; the balloon stays put") and the call returns.
+pub fn on_each_change(path: &str, consequence: &str, mut on_event: impl FnMut()) {
+    let watch = match Watch::new(path) {
+        Ok(w) => w,
+        Err(e) => {
+            log::error!("xenstore: cannot watch {}: {:?}{}", path, e, consequence);
+            return;
+        }
+    };
+    loop {
+        watch.next();
+        on_event();
+    }
+}
+
 /// A registered watch; events are read with `next`. Dropping it unwatches.
 pub struct Watch {
     token: String,

@@ -200,6 +200,9 @@ pub fn deflate_if_idle(n: u64) -> Option<Progress> {
 }
 
 fn deflate_now(n: u64) -> Progress {
+    if with_frames(|f| f.ballooned_count()) == 0 {
+        return Progress::default(); // nothing to ask for: skip the scan
+    }
     let total = max_pages();
     let regions = total.div_ceil(FRAMES_PER_2M);
     let mut p = Progress::default();

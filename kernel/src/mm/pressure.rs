@@ -43,6 +43,10 @@ static FAILURES: AtomicU64 = AtomicU64::new(0);
 static TASK_PAGES_HELD: AtomicU64 = AtomicU64::new(0);
 /// Milliseconds since boot of the last pressure event, plus one (0: never).
 static LAST_EVENT_MS: AtomicU64 = AtomicU64::new(0);
+/// When Xen last gave nothing, plus one (0: it gave the last time).
+static REFUSED_AT_MS: AtomicU64 = AtomicU64::new(0);
+/// How long a refusal stands before Xen is asked again.
+const RETRY_AFTER_REFUSAL_MS: u64 = 1000;
 
 fn now_ms() -> u64 {
     time::now_ns() / 1_000_000
@@ -75,7 +79,7 @@ pub fn task_pages() -> u64 {
 /// Forgets every pressure event and count (a new boot of the simulated
 /// Xen in host tests reuses the kernel's statics).
 pub fn clear() {
-    for c in [&EVENTS, &PAGES_TAKEN, &FAILURES, &LAST_EVENT_MS, &TASK_PAGES_HELD] {
+    for c in [&EVENTS, &PAGES_TAKEN, &FAILURES, &LAST_EVENT_MS, &REFUSED_AT_MS, &TASK_PAGES_HELD] {
         c.store(0, Ordering::Relaxed);
     }
 }
@@ -103,12 +107,24 @@ pub fn headroom_pages() -> u64 {
 }
 
 /// Takes at least `pages` (and at least [`REPLENISH_PAGES`]) back from Xen
-/// now, as far as Xen allows; records a pressure event. Returns the pages
-/// populated (0 if Xen has none to give, or if the caller is itself in the
-/// middle of moving memory).
+/// now, as far as Xen allows; records a pressure event if it got any.
+/// Returns the pages populated: 0 if Xen has none to give (and then, for
+/// [`RETRY_AFTER_REFUSAL_MS`], without asking again), or if the caller is
+/// itself in the middle of moving memory.
 pub fn replenish(pages: u64) -> u64 {
+    // Xen said no a moment ago (the domain's maximum, or the host is
+    // out): a failing request does not pay for asking again at once.
+    let refused = REFUSED_AT_MS.load(Ordering::Relaxed);
+    if refused != 0 && now_ms() < refused - 1 + RETRY_AFTER_REFUSAL_MS {
+        return 0;
+    }
     let want = pages.max(REPLENISH_PAGES);
     let Some(got) = ballooning::deflate_if_idle(want) else { return 0 };
+    if got.pages == 0 {
+        REFUSED_AT_MS.store(now_ms() + 1, Ordering::Relaxed);
+        return 0;
+    }
+    REFUSED_AT_MS.store(0, Ordering::Relaxed);
     LAST_EVENT_MS.store(now_ms() + 1, Ordering::Relaxed);
     EVENTS.fetch_add(1, Ordering::Relaxed);
     PAGES_TAKEN.fetch_add(got.pages, Ordering::Relaxed);

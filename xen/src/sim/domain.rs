@@ -123,6 +123,7 @@ pub fn build(cfg: SimConfig) -> (Sim, *mut start_info) {
     let (boot, vcpus) = super::vcpus::build(cfg.max_vcpus.max(cfg.vcpus), 1_000_000);
     let clock = SimClock::starting_at(1_000_000, vcpus.len() as u32);
     let mut sim = Sim {
+        recent_lookups: Default::default(),
         arena,
         mem,
         faults: Default::default(),

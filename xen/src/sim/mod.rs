@@ -103,6 +103,8 @@ fn tsc() -> u64 {
 /// The simulated hypervisor's state.
 pub struct Sim {
     arena: Arena,
+    /// `mfn_of_pfn`'s last answers (pfn, mfn), rechecked before use.
+    recent_lookups: std::cell::Cell<[(u64, u64); 4]>,
     mem: Memory,
     pub faults: Faults,
     pub max_pages: u64,
@@ -227,8 +229,21 @@ impl Sim {
     }
 
     /// The machine frame of `pfn` as Xen's m2p sees it (reverse lookup).
+    /// The ring pages are looked up on every xenstore and console request,
+    /// so the last few answers are kept and checked before a full scan.
     pub fn mfn_of_pfn(&self, pfn: u64) -> Option<u64> {
-        self.mem.m2p.iter().find(|(m, &p)| p == pfn && self.mem.owned.contains(m)).map(|(&m, _)| m)
+        let still_true =
+            |&(p, m): &(u64, u64)| p == pfn && self.mem.m2p.get(&m) == Some(&pfn) && self.mem.owned.contains(&m);
+        let recent = self.recent_lookups.get();
+        if let Some(&(_, m)) = recent.iter().find(|e| still_true(e)) {
+            return Some(m);
+        }
+        let found = self.mem.m2p.iter().find(|(m, &p)| p == pfn && self.mem.owned.contains(m)).map(|(&m, _)| m)?;
+        let mut recent = recent;
+        recent.rotate_right(1);
+        recent[0] = (pfn, found);
+        self.recent_lookups.set(recent);
+        Some(found)
     }
 
     /// Whether `mfn` is mapped anywhere the guest can reach it.
