@@ -53,8 +53,14 @@ impl MonotonicClock {
     /// reading is ever smaller than one already returned.
     pub fn from_system(&self, system_ns: u64) -> u64 {
         // The offset may be "negative" (boot starts the clock at 0): wrapping
-        // arithmetic makes that an ordinary addition.
+        // arithmetic makes that an ordinary addition. A reading a little
+        // below the one the clock was based on (Xen's system time seen from
+        // another physical CPU, whose TSC is not quite in step) would wrap
+        // to centuries ahead and stick there; it reads as the last value.
         let t = system_ns.wrapping_add(self.offset.load(Ordering::Relaxed));
+        if (t as i64) < 0 {
+            return self.last.load(Ordering::Relaxed);
+        }
         let prev = self.last.fetch_max(t, Ordering::Relaxed);
         t.max(prev)
     }
@@ -215,6 +221,16 @@ mod tests {
         assert_eq!(c.from_system(1_200), 10_000);
         // The timer deadline converts back to the new host's clock.
         assert_eq!(c.to_system(10_500), 1_700);
+    }
+
+    #[test]
+    fn a_reading_below_the_base_does_not_wrap_ahead() {
+        let c = MonotonicClock::new();
+        c.rebase(5_000_000, 0); // booted: the clock starts at 0 here
+        assert_eq!(c.from_system(5_000_100), 100);
+        // Another physical CPU's view, 50 ns behind the boot reading.
+        assert_eq!(c.from_system(4_999_950), 100);
+        assert_eq!(c.from_system(5_000_300), 300, "time goes on, not stuck centuries ahead");
     }
 
     #[test]
