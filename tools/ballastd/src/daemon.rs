@@ -2,7 +2,7 @@
 //! Xen and xenstore, and what it writes back. Decisions are `policy`'s.
 
 use crate::policy::{Action, Decision, DomainView, Policy, Stats, MIB_KB};
-use crate::xenctl::Xen;
+use crate::xenctl::{DomainInfo, Xen};
 use crate::xs::{self, Xenstore};
 use std::collections::HashSet;
 use std::process::ExitCode;
@@ -53,7 +53,8 @@ impl Observer {
         }
     }
 
-    fn view(&mut self, xs: &mut Xenstore, log: &Log, domid: u32, tot_kb: u64) -> xs::Result<DomainView> {
+    fn view(&mut self, xs: &mut Xenstore, log: &Log, d: &DomainInfo) -> xs::Result<DomainView> {
+        let (domid, tot_kb, xen_max_kb) = (d.domid, d.tot_pages * 4, d.max_pages * 4);
         let mut n = |node| self.number(xs, log, domid, node);
         let target_kb = n("memory/target")?;
         let static_max_kb = n("memory/static-max")?;
@@ -70,7 +71,7 @@ impl Observer {
             }
             _ => None,
         };
-        Ok(DomainView { domid, tot_kb, target_kb, static_max_kb, dynamic_min_kb, dynamic_max_kb, stats })
+        Ok(DomainView { domid, tot_kb, xen_max_kb, target_kb, static_max_kb, dynamic_min_kb, dynamic_max_kb, stats })
     }
 }
 
@@ -80,11 +81,11 @@ impl Observer {
 fn observe(xen: &mut Xen, xs: &mut Xenstore, obs: &mut Observer, log: &Log) -> Result<(u64, Vec<DomainView>, u32)> {
     let free_kb = xen.free_pages().map_err(|e| format!("physinfo: {e}"))? * 4;
     let domains = xen.domains().map_err(|e| format!("domain list: {e}"))?;
-    let balanced = |d: &&crate::xenctl::DomainInfo| d.domid != 0 && !d.going && !d.paused;
+    let balanced = |d: &&DomainInfo| d.domid != 0 && !d.going && !d.paused;
     let newest = domains.iter().filter(balanced).map(|d| d.domid).max().unwrap_or(0);
     let mut views = Vec::new();
     for d in domains.iter().filter(balanced) {
-        match obs.view(xs, log, d.domid, d.tot_pages * 4) {
+        match obs.view(xs, log, d) {
             Ok(v) => views.push(v),
             // Vanished between Xen's list and xenstore: next round.
             Err(e) => log.line(&format!("domain {}: cannot read its nodes ({e}); skipped this round", d.domid)),
@@ -93,9 +94,17 @@ fn observe(xen: &mut Xen, xs: &mut Xenstore, obs: &mut Observer, log: &Log) -> R
     Ok((free_kb, views, newest))
 }
 
-fn apply(xs: &mut Xenstore, log: &Log, d: &Decision, views: &[DomainView]) {
+fn apply(xen: &mut Xen, xs: &mut Xenstore, log: &Log, d: &Decision, views: &[DomainView]) {
     for a in &d.actions {
         let (domid, r) = match *a {
+            Action::SetMaxMem { domid, kb } => {
+                let before = views.iter().find(|v| v.domid == domid).map_or(0, |v| v.xen_max_kb);
+                match xen.set_max_mem(domid, kb) {
+                    Ok(()) => log.line(&format!("domain {domid}: Xen's limit {before} -> {kb} KiB")),
+                    Err(e) => log.line(&format!("domain {domid}: setting Xen's limit to {kb} KiB failed: {e}")),
+                }
+                continue;
+            }
             Action::SetTarget { domid, kb } => {
                 // Only a domain still there: a write would create its node.
                 let alive = xs.read_opt(&format!("/local/domain/{domid}/memory/static-max")).ok().flatten().is_some();
@@ -177,7 +186,7 @@ fn round(
     for n in &d.notes {
         log.line(n);
     }
-    apply(xs, log, &d, &views);
+    apply(xen, xs, log, &d, &views);
     Ok((d, free_kb, views, extra_kb))
 }
 

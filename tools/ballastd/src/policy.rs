@@ -23,6 +23,10 @@
 //! - Guests' statistics are believed only while they agree with Xen's own
 //!   count of the domain's pages; nothing is ever set below a domain's
 //!   min, and a malformed node is logged and replaced by its default.
+//! - Xen's limit for a cooperative domain is its max (+1 MiB, as `xl
+//!   mem-set` leaves it): libxl starts a domain with a limit of its boot
+//!   size, which would stop it from growing to a larger target or under
+//!   its own pressure.
 
 use std::collections::HashMap;
 
@@ -41,6 +45,13 @@ pub const MIN_CHANGE_KB: u64 = MIB_KB;
 pub const DEFAULT_MIN_FLOOR_KB: u64 = 64 * MIB_KB;
 /// Statistics further than this (or 10%) from Xen's count are not believed.
 pub const STATS_SLACK_KB: u64 = 8 * MIB_KB;
+/// A disagreement is logged once it has lasted this long (a guest
+/// publishes once a second at most, so during a move it lags behind Xen).
+pub const STATS_DOUBT_MS: u64 = 5_000;
+/// Xen's limit for a domain is its max plus this, as `xl mem-set` leaves it
+/// (libxl's LIBXL_MAXMEM_CONSTANT): a guest can grow by itself up to its
+/// max under pressure, never past it.
+pub const MAXMEM_SLACK_KB: u64 = MIB_KB;
 
 /// A guest's `data/meminfo`, as far as the policy uses it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,8 +67,9 @@ pub struct Stats {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DomainView {
     pub domid: u32,
-    /// Xen's own count of the domain's memory.
+    /// Xen's own count of the domain's memory, and its limit.
     pub tot_kb: u64,
+    pub xen_max_kb: u64,
     pub target_kb: Option<u64>,
     pub static_max_kb: Option<u64>,
     pub dynamic_min_kb: Option<u64>,
@@ -67,9 +79,21 @@ pub struct DomainView {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    SetTarget { domid: u32, kb: u64 },
-    MarkUncooperative { domid: u32 },
-    ClearUncooperative { domid: u32 },
+    SetTarget {
+        domid: u32,
+        kb: u64,
+    },
+    /// Xen's limit for the domain (`XEN_DOMCTL_max_mem`).
+    SetMaxMem {
+        domid: u32,
+        kb: u64,
+    },
+    MarkUncooperative {
+        domid: u32,
+    },
+    ClearUncooperative {
+        domid: u32,
+    },
 }
 
 /// The outcome of a round.
@@ -97,7 +121,10 @@ struct Track {
     uncooperative_at_tot: Option<u64>,
     deflates_seen: Option<u64>,
     pressure_until_ms: u64,
-    stats_doubted: bool,
+    /// Since when the statistics disagree with Xen, and whether that was
+    /// logged.
+    mismatch_since_ms: Option<u64>,
+    mismatch_noted: bool,
 }
 
 pub struct Policy {
@@ -167,7 +194,11 @@ impl Policy {
             };
             let kb = kb & !3; // whole pages
             let track = self.tracks.get_mut(&r.domid).expect("tracked above");
-            let current = domains.iter().find(|v| v.domid == r.domid).and_then(|v| v.target_kb);
+            let view = domains.iter().find(|v| v.domid == r.domid).expect("ranges come from views");
+            if view.xen_max_kb != r.max_kb + MAXMEM_SLACK_KB {
+                d.actions.push(Action::SetMaxMem { domid: r.domid, kb: r.max_kb + MAXMEM_SLACK_KB });
+            }
+            let current = view.target_kb;
             if current.is_none_or(|c| c.abs_diff(kb) > MIN_CHANGE_KB) {
                 d.actions.push(Action::SetTarget { domid: r.domid, kb });
                 track.target_kb = Some(kb);
@@ -199,17 +230,21 @@ fn bounds(v: &DomainView, track: &mut Track, now_ms: u64, notes: &mut Vec<String
     }
     let stats = v.stats.filter(|s| {
         let believable = s.total_kb.abs_diff(v.tot_kb) <= STATS_SLACK_KB.max(v.tot_kb / 10) && s.free_kb <= s.total_kb;
-        // Noted when believability changes.
-        if believable == track.stats_doubted {
-            track.stats_doubted = !believable;
-            notes.push(if believable {
-                format!("domain {}: statistics agree with Xen again", v.domid)
-            } else {
-                format!(
+        if believable {
+            if track.mismatch_noted {
+                notes.push(format!("domain {}: statistics agree with Xen again", v.domid));
+            }
+            track.mismatch_since_ms = None;
+            track.mismatch_noted = false;
+        } else {
+            let since = *track.mismatch_since_ms.get_or_insert(now_ms);
+            if !track.mismatch_noted && now_ms.saturating_sub(since) >= STATS_DOUBT_MS {
+                track.mismatch_noted = true;
+                notes.push(format!(
                     "domain {}: statistics say {} KiB total, {} KiB free but Xen counts {} KiB: ignored",
                     v.domid, s.total_kb, s.free_kb, v.tot_kb
-                )
-            });
+                ));
+            }
         }
         believable
     });

@@ -15,6 +15,12 @@ use std::io;
 use std::os::fd::AsRawFd;
 
 const HYPERVISOR_SYSCTL: u64 = 35;
+const HYPERVISOR_DOMCTL: u64 = 36;
+const DOMCTL_INTERFACE_VERSION: u32 = 0x15;
+const DOMCTL_MAX_MEM: u32 = 11;
+/// `struct xen_domctl`: cmd, interface_version, domain (u16), padding,
+/// then the 128-byte union at 16.
+const DOMCTL_SIZE: usize = 144;
 const SYSCTL_INTERFACE_VERSION: u32 = 0x15;
 const SYSCTL_PHYSINFO: u32 = 3;
 const SYSCTL_GETDOMAININFOLIST: u32 = 6;
@@ -78,8 +84,21 @@ impl Xen {
         unsafe { std::slice::from_raw_parts_mut(self.buf, BUF_LEN) }
     }
 
-    /// Runs the sysctl `cmd` whose union part `fill` writes; returns the
-    /// whole struct as Xen left it.
+    /// Issues hypercall `op` on the argument struct at the start of the
+    /// buffer; returns the buffer as Xen left it.
+    fn hypercall(&mut self, op: u64) -> io::Result<Vec<u8>> {
+        let call: [u64; 6] = [op, self.buf as u64, 0, 0, 0, 0];
+        // SAFETY: privcmd's hypercall ioctl reads the 48-byte struct; the
+        // argument and anything it points to are in our hypercall buffer.
+        let rc = unsafe { libc::ioctl(self.privcmd.as_raw_fd(), IOCTL_PRIVCMD_HYPERCALL, call.as_ptr()) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(self.buf()[..BUF_LEN].to_vec())
+    }
+
+    /// Runs the sysctl `cmd` whose union part `fill` writes (given the
+    /// buffer's address, for pointers into it).
     fn sysctl(&mut self, cmd: u32, fill: impl FnOnce(&mut [u8], u64)) -> io::Result<Vec<u8>> {
         let base = self.buf as u64;
         let b = self.buf();
@@ -87,14 +106,19 @@ impl Xen {
         b[0..4].copy_from_slice(&cmd.to_le_bytes());
         b[4..8].copy_from_slice(&SYSCTL_INTERFACE_VERSION.to_le_bytes());
         fill(&mut b[SYSCTL_UNION..SYSCTL_SIZE], base);
-        let call: [u64; 6] = [HYPERVISOR_SYSCTL, base, 0, 0, 0, 0];
-        // SAFETY: privcmd's hypercall ioctl reads the 48-byte struct; the
-        // sysctl points only into our hypercall buffer.
-        let rc = unsafe { libc::ioctl(self.privcmd.as_raw_fd(), IOCTL_PRIVCMD_HYPERCALL, call.as_ptr()) };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(self.buf()[..BUF_LEN].to_vec())
+        self.hypercall(HYPERVISOR_SYSCTL)
+    }
+
+    /// Sets Xen's limit for `domid` (what `xl mem-set` and libxl's
+    /// `xc_domain_setmaxmem` do).
+    pub fn set_max_mem(&mut self, domid: u32, kb: u64) -> io::Result<()> {
+        let b = &mut self.buf()[..DOMCTL_SIZE];
+        b.fill(0);
+        b[0..4].copy_from_slice(&DOMCTL_MAX_MEM.to_le_bytes());
+        b[4..8].copy_from_slice(&DOMCTL_INTERFACE_VERSION.to_le_bytes());
+        b[8..10].copy_from_slice(&(domid as u16).to_le_bytes());
+        b[16..24].copy_from_slice(&kb.to_le_bytes());
+        self.hypercall(HYPERVISOR_DOMCTL).map(|_| ())
     }
 
     /// The host's free memory, in pages.
