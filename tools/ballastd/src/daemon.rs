@@ -75,23 +75,28 @@ impl Observer {
     }
 }
 
-/// One look at the host: free KiB, every domain to balance (not dom0, not
-/// going away, not paused: one being built, restored or received holds
-/// what the toolstack gives it), and the highest domid of those.
-fn observe(xen: &mut Xen, xs: &mut Xenstore, obs: &mut Observer, log: &Log) -> Result<(u64, Vec<DomainView>, u32)> {
+/// One look at the host.
+struct Observation {
+    free_kb: u64,
+    /// The domains to balance: not dom0, not going away, not paused (one
+    /// being built, restored or received holds what the toolstack gives it).
+    views: Vec<DomainView>,
+    /// Every domain as Xen lists it, for the reservation.
+    all: Vec<DomainInfo>,
+}
+
+fn observe(xen: &mut Xen, xs: &mut Xenstore, obs: &mut Observer, log: &Log) -> Result<Observation> {
     let free_kb = xen.free_pages().map_err(|e| format!("physinfo: {e}"))? * 4;
-    let domains = xen.domains().map_err(|e| format!("domain list: {e}"))?;
-    let balanced = |d: &&DomainInfo| d.domid != 0 && !d.going && !d.paused;
-    let newest = domains.iter().filter(balanced).map(|d| d.domid).max().unwrap_or(0);
+    let all = xen.domains().map_err(|e| format!("domain list: {e}"))?;
     let mut views = Vec::new();
-    for d in domains.iter().filter(balanced) {
+    for d in all.iter().filter(|d| d.domid != 0 && !d.going && !d.paused) {
         match obs.view(xs, log, d) {
             Ok(v) => views.push(v),
             // Vanished between Xen's list and xenstore: next round.
             Err(e) => log.line(&format!("domain {}: cannot read its nodes ({e}); skipped this round", d.domid)),
         }
     }
-    Ok((free_kb, views, newest))
+    Ok(Observation { free_kb, views, all })
 }
 
 fn apply(xen: &mut Xen, xs: &mut Xenstore, log: &Log, d: &Decision, views: &[DomainView]) {
@@ -132,9 +137,12 @@ fn apply(xen: &mut Xen, xs: &mut Xenstore, log: &Log, d: &Decision, views: &[Dom
     }
 }
 
-/// The reservation the `reserve` command left for the daemon, while it
-/// holds: `"<kb> <newest domid then> <unix ms>"`.
-fn reservation(xs: &mut Xenstore, newest: u32, log: &Log) -> u64 {
+/// The reservation the `reserve` command left for the daemon,
+/// `"<kb> <newest domid then> <unix ms>"`: held until a newer domain runs
+/// or [`RESERVATION_MS`] pass. A newer domain still paused (being built, or
+/// received by a migration) is taking the memory reserved for it: what it
+/// holds already counts against the reservation.
+fn reservation(xs: &mut Xenstore, all: &[DomainInfo], log: &Log) -> u64 {
     let Ok(Some(raw)) = xs.read_opt(&format!("{HOME}/reserve")) else { return 0 };
     let parts: Vec<u64> = raw.split_whitespace().filter_map(|p| p.parse().ok()).collect();
     let [kb, domid_then, at_ms] = parts[..] else {
@@ -142,16 +150,17 @@ fn reservation(xs: &mut Xenstore, newest: u32, log: &Log) -> u64 {
         let _ = xs.rm(&format!("{HOME}/reserve"));
         return 0;
     };
-    if newest as u64 > domid_then || unix_ms().saturating_sub(at_ms) > RESERVATION_MS {
+    let newer = || all.iter().filter(|d| d.domid as u64 > domid_then && !d.going);
+    if newer().any(|d| !d.paused) || unix_ms().saturating_sub(at_ms) > RESERVATION_MS {
         log.line(&format!(
-            "reservation of {} MiB done (a new domain, or {} s passed)",
+            "reservation of {} MiB done (a new domain runs, or {} s passed)",
             kb / MIB_KB,
             RESERVATION_MS / 1000
         ));
         let _ = xs.rm(&format!("{HOME}/reserve"));
         return 0;
     }
-    kb
+    kb.saturating_sub(newer().map(|d| d.tot_pages * 4).sum())
 }
 
 fn connect() -> Result<(Xen, Xenstore)> {
@@ -170,24 +179,24 @@ fn status_line(free_kb: u64, reserve_kb: u64, d: &Decision, views: &[DomainView]
     )
 }
 
-/// One round: observe, decide, apply. Returns the decision and the host's
-/// free KiB.
+/// One round: observe, decide, apply. Returns the decision, the host's
+/// free KiB, the domains balanced and the reservation in force.
 fn round(
     xen: &mut Xen,
     xs: &mut Xenstore,
     obs: &mut Observer,
     policy: &mut Policy,
     log: &Log,
-    extra: impl FnOnce(&mut Xenstore, u32) -> u64,
+    extra: impl FnOnce(&mut Xenstore, &[DomainInfo]) -> u64,
 ) -> Result<(Decision, u64, Vec<DomainView>, u64)> {
-    let (free_kb, views, newest) = observe(xen, xs, obs, log)?;
-    let extra_kb = extra(xs, newest);
-    let d = policy.decide(log.0.elapsed().as_millis() as u64, free_kb, extra_kb, &views);
+    let o = observe(xen, xs, obs, log)?;
+    let extra_kb = extra(xs, &o.all);
+    let d = policy.decide(log.0.elapsed().as_millis() as u64, o.free_kb, extra_kb, &o.views);
     for n in &d.notes {
         log.line(n);
     }
-    apply(xen, xs, log, &d, &views);
-    Ok((d, free_kb, views, extra_kb))
+    apply(xen, xs, log, &d, &o.views);
+    Ok((d, o.free_kb, o.views, extra_kb))
 }
 
 pub fn run(reserve_kb: u64, interval_ms: u64) -> Result<ExitCode> {
@@ -201,7 +210,7 @@ pub fn run(reserve_kb: u64, interval_ms: u64) -> Result<ExitCode> {
     let mut failing = false;
     loop {
         let lg = &log;
-        match round(&mut xen, &mut xs, &mut obs, &mut policy, &log, |xs, newest| reservation(xs, newest, lg)) {
+        match round(&mut xen, &mut xs, &mut obs, &mut policy, &log, |xs, all| reservation(xs, all, lg)) {
             Ok((d, free_kb, views, extra_kb)) => {
                 failing = false;
                 let status = status_line(free_kb, reserve_kb + extra_kb, &d, &views, &policy);
