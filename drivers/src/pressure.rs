@@ -25,8 +25,12 @@ const RETRY_ASK_MS: u64 = 5000;
 const TIDY_PAGES: u64 = 256;
 const MAX_ASKS: u32 = 3;
 
-/// Pages the guest holds above what the balloon would settle at now.
+/// Pages the guest holds above what the balloon would settle at now (none
+/// before the balloon has a target).
 fn excess_pages() -> u64 {
+    if balloon::target_pages() == 0 {
+        return 0;
+    }
     let goal = balloon::target_pages().max(KernelMemory.floor_pages());
     ballooning::populated_pages().saturating_sub(goal)
 }

@@ -24,7 +24,8 @@ rm -f "$IMG"
 expect_console resumed b1 'suspend: done: Resumed' 30
 new=$(domid b1)
 xenstore-write "/local/domain/$new/memory/target" $(( 300 * 1024 ))  # off its share: the daemon puts it back
-if wait_until 60 targets_settled 2 b1 b2 && [ "$(target_mib b1)" != 300 ]; then
+_rebalanced() { [ "$(target_mib b1)" != 300 ] && targets_settled 2 b1 b2; }
+if wait_until 60 _rebalanced; then
     pass balanced-after-restore "domid $old -> $new, balanced again (size/target MiB):$SIZES"
 else
     fail balanced-after-restore "domid $old -> $new; target $(target_mib b1) MiB; size/target:$SIZES"
