@@ -130,6 +130,18 @@ METRICS += [
     ("floor_save_ms", "toolstack floor: xl save", "ms", "lower"),
     ("floor_restore_ms", "toolstack floor: xl restore", "ms", "lower"),
 ]
+# ballastd (bench-daemon.sh): making room with the daemon and by hand, each guest's kernel; how
+# closely ballast guests follow the daemon's targets while a memory hog runs (ballast only).
+METRICS += [
+    ("daemon_reserve512_ms", "ballastd reserve 512 (3 guests shared out)", "ms", "lower"),
+    ("hand_reserve512_ms", "same by hand: xl mem-set each guest", "ms", "lower"),
+    ("hog_follow_mean_mib", "hog: mean |size - target| per guest", "MiB", "lower"),
+    ("hog_follow_max_mib", "hog: largest |size - target|", "MiB", "lower"),
+    ("hog_grow_ms", "hog: 0 -> 450 MiB held", "ms", "lower"),
+    ("hog_share_mib", "hog: its guest's target at the peak", "MiB", "higher"),
+    ("hog_others_mib", "hog: the others' targets then", "MiB", "higher"),
+    ("hog_flowback_ms", "hog released -> equal shares again", "ms", "lower"),
+]
 # The suspend event channel (bench.sh channel_ballast), ballast only: offered, and not offered
 # (libxl's xenstore handshake).
 CHANNEL_WHAT = [("ckpt_ms", "xl save -c idle"), ("save_ms", "xl save idle"), ("restore_ms", "xl restore idle"),

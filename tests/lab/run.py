@@ -126,10 +126,15 @@ def build_initrd(args, scenarios, workdir):
     for f in sorted(os.listdir(SCEN_DIR)):
         if f.endswith(".sh"):
             c.file("lab/scenarios/%s" % f, read(os.path.join(SCEN_DIR, f)), 0o755)
-    # ...and those given by path from elsewhere (the bench).
+    # ...and those given by path from elsewhere (the bench), with the files beside them that
+    # they source.
     for s in scenarios:
-        if os.path.dirname(os.path.abspath(s.path)) != os.path.abspath(SCEN_DIR):
+        where = os.path.dirname(os.path.abspath(s.path))
+        if where != os.path.abspath(SCEN_DIR):
             c.file("lab/scenarios/%s.sh" % s.name, read(s.path), 0o755)
+            for f in sorted(os.listdir(where)):
+                if f.endswith(".sh") and f != os.path.basename(s.path):
+                    c.file("lab/scenarios/%s" % f, read(os.path.join(where, f)), 0o755)
     ballast = os.path.join(build, "ballast")
     if os.path.isfile(ballast):
         c.file("lab/ballast", read(ballast), 0o755)

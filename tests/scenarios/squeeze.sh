@@ -61,6 +61,20 @@ else fail reservation-ends "the daemon still holds the reservation: $(xenstore-r
 if wait_until 120 targets_settled 2 b1 b2 b3 b4; then pass shared-4 "four guests (size/target MiB):$SIZES; host free $(host_free_mib) MiB"
 else fail shared-4 "not settled within 120 s:$SIZES"; fi
 
+# Garbage where the daemon reads: a range that is not a number, statistics that lie about the
+# guest's size (the guest rewrites them within a second; dom0 keeps writing the lie for 8 s).
+xs_write b2 memory/dynamic-min lots >/dev/null
+i=0; while [ $i -lt 16 ]; do xs_write b3 data/meminfo/total_kb 99999999 >/dev/null; sleep 0.5; i=$((i + 1)); done
+id2=$(domid b2); id3=$(domid b3)
+l1=$(ballastd_said "domain $id2: memory/dynamic-min = \"lots\" is not a number")
+l2=$(ballastd_said "domain $id3: statistics say 99999999 KiB")
+if [ -n "$l1" ] && [ -n "$l2" ] && ballastd_alive && wait_until 30 targets_settled 4 b1 b2 b3 b4; then
+    pass garbage "$l1; $l2; still balanced (size/target MiB):$SIZES"
+else
+    fail garbage "logged: '$l1' '$l2'; alive: $(ballastd_alive && echo yes || echo no); size/target:$SIZES"
+fi
+xenstore-rm "/local/domain/$id2/memory/dynamic-min"
+
 t0=$(now_ms)
 out=$(/lab/ballastd reserve 4000 --timeout-s 60 2>&1); rc=$?
 if [ $rc -ne 0 ] && echo "$out" | grep -q 'cannot make 4000 MiB free'; then
