@@ -11,9 +11,7 @@ pub fn dump_tasks() {
         sched::task_count(),
         sched::CONTEXT_SWITCHES.load(core::sync::atomic::Ordering::Relaxed)
     );
-    if let Some((name, used)) = sched::deepest_stack() {
-        log::info!("sysrq: deepest task stack {} of {} bytes ({})", used, sched::STACK_SIZE, name);
-    }
+    sched::log_deepest_stack("sysrq");
     sched::for_each_task(|id, name, state, wake_at, switches| match wake_at {
         Some(t) => log::info!(
             "sysrq: task {:>3} {:<16} {:?} (until {} ms) switches={}",

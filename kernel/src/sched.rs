@@ -28,7 +28,7 @@ pub use freezer::{freeze, thaw, try_to_freeze, FreezeRefused};
 pub use switch::STACK_SIZE;
 use switch::{Entry, SwitchFrame};
 pub use wait::WaitQueue;
-pub use watch::{deepest_stack, for_each_task, task_count, tasks_per_vcpu};
+pub use watch::{deepest_stack, for_each_task, log_deepest_stack, task_count, tasks_per_vcpu};
 
 use crate::percpu::{self, PerVcpu, VcpuId};
 use crate::{events_mask, smp, time};

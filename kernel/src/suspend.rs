@@ -336,9 +336,7 @@ fn run_suspend() -> Outcome {
             f.suspends,
             f.cancels
         );
-        if let Some((name, used)) = sched::deepest_stack() {
-            log::info!("suspend: deepest task stack {} of {} bytes ({})", used, sched::STACK_SIZE, name);
-        }
+        sched::log_deepest_stack("suspend");
     }
     outcome
 }

@@ -36,6 +36,14 @@ fn stack_used(stack: &[u8]) -> usize {
     stack.len() - untouched * 8
 }
 
+/// Logs the deepest task stack, as `<who>: deepest task stack N of SIZE
+/// bytes (task)`, if there is a task.
+pub fn log_deepest_stack(who: &str) {
+    if let Some((name, used)) = deepest_stack() {
+        log::info!("{}: deepest task stack {} of {} bytes ({})", who, used, super::STACK_SIZE, name);
+    }
+}
+
 /// The task whose stack has gone deepest: its name and the bytes used, of
 /// `STACK_SIZE`. A stack has no guard page: this figure is the warning.
 /// Each stack is measured under the lock on its own, so other vCPUs wait

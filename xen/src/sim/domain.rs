@@ -56,6 +56,9 @@ pub enum SuspendPlan {
     Migrate,
 }
 
+/// Xen's system time when a simulated domain boots (ns); its vCPUs' time
+/// records and the clock start there.
+const BOOT_SYSTEM_NS: u64 = 1_000_000;
 const IMAGE_PAGES: u64 = 16;
 const RW: u64 = 2;
 /// Machine frames of generation g start here (all new in a new domain).
@@ -120,8 +123,8 @@ pub fn build(cfg: SimConfig) -> (Sim, *mut start_info) {
     }
 
     let shared = mem.new_xen_page();
-    let (boot, vcpus) = super::vcpus::build(cfg.max_vcpus.max(cfg.vcpus), 1_000_000);
-    let clock = SimClock::starting_at(1_000_000, vcpus.len() as u32);
+    let (boot, vcpus) = super::vcpus::build(cfg.max_vcpus.max(cfg.vcpus), BOOT_SYSTEM_NS);
+    let clock = SimClock::starting_at(BOOT_SYSTEM_NS, vcpus.len() as u32);
     let mut sim = Sim {
         recent_lookups: Default::default(),
         arena,
@@ -338,7 +341,7 @@ fn new_domain(s: &mut Sim, migrated: bool) {
     s.grant_frames.clear();
     s.ports.clear();
     s.next_port = first_port(g);
-    s.drop_secondary_contexts();
+    s.vcpus_for_new_domain();
     init_shared_info(s);
     let store_port = s.alloc_port(PortKind::Store).expect("store port");
     let console_port = s.alloc_port(PortKind::Console).expect("console port");

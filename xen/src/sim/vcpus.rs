@@ -166,9 +166,10 @@ impl Sim {
         me.boot != self.boot || self.vcpus.get(me.vcpu as usize).is_none_or(|c| c.life != me.life)
     }
 
-    /// A new domain keeps no vCPU's context but vCPU 0's: the tools save
-    /// only vCPUs that are up, and the guest has downed the others.
-    pub(super) fn drop_secondary_contexts(&mut self) {
+    /// The vCPUs of a new domain: no context kept but vCPU 0's (the tools
+    /// save only vCPUs that are up, and the guest has downed the others),
+    /// and vCPU 0's timers as Xen starts them.
+    pub(super) fn vcpus_for_new_domain(&mut self) {
         for c in self.vcpus.iter_mut().skip(1) {
             *c = SimVcpu { life: c.life + 1, ..SimVcpu::default() };
         }
@@ -199,26 +200,20 @@ fn retire(mut g: MutexGuard<'static, Option<Sim>>) -> ! {
     }
 }
 
-/// `SCHEDOP_block` on the calling vCPU: unmasks its events, returns once
-/// one is pending for it. While every vCPU is idle time jumps to the
-/// earliest timer; with none armed, vCPU 0 returns at once (counted in
-/// `idle_blocks`: a real domain would sleep until someone outside sends
-/// it an event) and any other vCPU waits for one.
-pub(super) fn block() {
+/// The calling vCPU waits in Xen: `enter` runs once under the simulator's
+/// lock, then `done` each time the vCPU is woken (or a slice passes) until
+/// it holds, then `leave`; pending upcalls are delivered on the way out.
+/// A vCPU whose life ended meanwhile (a new boot, a dropped context)
+/// retires instead and never returns to guest code.
+fn wait_in_xen(enter: impl FnOnce(&mut Sim), mut done: impl FnMut(&mut Sim) -> bool, leave: impl FnOnce(&mut Sim)) {
     let me = ME.with(|m| m.get());
-    let v = me.vcpu;
     let mut g = STATE.lock().unwrap_or_else(|e| e.into_inner());
     {
         let s = g.as_mut().expect("sim: no guest booted");
         if s.retired(me) {
             retire(g);
         }
-        s.count("block");
-        if let Some(vi) = s.vcpu_info(v) {
-            // SAFETY: as in `Sim::raise`; SCHEDOP_block enables delivery as it blocks.
-            unsafe { (*vi).evtchn_upcall_mask = 0 };
-        }
-        s.vcpus[v as usize].blocked = true;
+        enter(s);
     }
     WAKE.notify_all();
     loop {
@@ -226,30 +221,51 @@ pub(super) fn block() {
         if s.retired(me) {
             retire(g);
         }
-        s.fire_timer_if_due();
-        if s.upcall_pending(v) {
+        if done(s) {
             break;
-        }
-        if s.all_idle() {
-            match s.earliest_timer() {
-                Some(d) => {
-                    s.advance(d.saturating_sub(s.clock.now()));
-                    continue;
-                }
-                None if v == 0 => {
-                    s.idle_blocks += 1;
-                    break;
-                }
-                None => {}
-            }
         }
         g = wait(g);
     }
     if let Some(s) = g.as_mut() {
-        s.vcpus[v as usize].blocked = false;
+        leave(s);
     }
     drop(g);
     super::deliver_upcalls();
+}
+
+/// `SCHEDOP_block` on the calling vCPU: unmasks its events, returns once
+/// one is pending for it. While every vCPU is idle time jumps to the
+/// earliest timer; with none armed, vCPU 0 returns at once (counted in
+/// `idle_blocks`: a real domain would sleep until someone outside sends
+/// it an event) and any other vCPU waits for one.
+pub(super) fn block() {
+    let v = ME.with(|m| m.get()).vcpu;
+    let enter = |s: &mut Sim| {
+        s.count("block");
+        if let Some(vi) = s.vcpu_info(v) {
+            // SAFETY: as in `Sim::raise`; SCHEDOP_block enables delivery as it blocks.
+            unsafe { (*vi).evtchn_upcall_mask = 0 };
+        }
+        s.vcpus[v as usize].blocked = true;
+    };
+    let woken = |s: &mut Sim| loop {
+        s.fire_timer_if_due();
+        if s.upcall_pending(v) {
+            return true;
+        }
+        if !s.all_idle() {
+            return false;
+        }
+        match s.earliest_timer() {
+            Some(d) => s.advance(d.saturating_sub(s.clock.now())),
+            None if v == 0 => {
+                s.idle_blocks += 1;
+                return true;
+            }
+            None => return false,
+        }
+    };
+    wait_in_xen(enter, woken, |s| s.vcpus[v as usize].blocked = false);
 }
 
 /// `VCPUOP_initialise`: vCPU `v` gets a context to start from.
@@ -303,32 +319,17 @@ pub(super) fn up(v: u32) -> Result<(), XenError> {
 /// `VCPUOP_down` of the calling vCPU: it waits here until it is upped.
 /// (Xen lets a vCPU down others too; the guest never does.)
 pub(super) fn down(v: u32) -> Result<(), XenError> {
-    let me = ME.with(|m| m.get());
-    if v != me.vcpu || v == 0 {
+    if v != ME.with(|m| m.get()).vcpu || v == 0 {
         return with(|s| {
             s.count("vcpu_down");
             Err(if (v as usize) < s.vcpus.len() { XenError::EINVAL } else { XenError::ENOENT })
         });
     }
-    let mut g = STATE.lock().unwrap_or_else(|e| e.into_inner());
-    {
-        let s = g.as_mut().expect("sim: no guest booted");
+    let enter = |s: &mut Sim| {
         s.count("vcpu_down");
         s.vcpus[v as usize].up = false;
-    }
-    WAKE.notify_all();
-    loop {
-        let s = g.as_mut().expect("sim: no guest booted");
-        if s.retired(me) {
-            retire(g);
-        }
-        if s.vcpus[v as usize].up {
-            break;
-        }
-        g = wait(g);
-    }
-    drop(g);
-    super::deliver_upcalls();
+    };
+    wait_in_xen(enter, |s| s.vcpus[v as usize].up, |_| {});
     Ok(())
 }
 
