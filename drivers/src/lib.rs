@@ -33,6 +33,7 @@ pub fn start(opts: &kernel::cmdline::Options) {
         balloon::spawn();
         pressure::spawn();
     } else {
+        kernel::mm::pressure::set_enabled(false);
         log::info!("balloon: off (ballast.balloon=0): memory/target is ignored and no memory moves");
     }
     meminfo::spawn(opts.balloon);

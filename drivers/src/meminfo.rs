@@ -3,7 +3,8 @@
 //!
 //! Every figure is written together (one transaction, so a reader never
 //! sees half an update) when one of them moved by more than 1% since the
-//! last write, or a count changed; at most once a second.
+//! last write, or a count, the balloon's target or its floor changed; at
+//! most once a second.
 
 use crate::balloon::{self, BalloonMemory, KernelMemory, PAGE_KB};
 use alloc::format;
@@ -12,7 +13,8 @@ use kernel::mm::meminfo;
 use kernel::{sched, xenstore};
 
 /// The figures in publishing order: name under `data/meminfo/`, value, and
-/// whether it is a count (any change publishes) or KiB (more than 1%).
+/// whether any change publishes it (counts, the balloon's target and floor)
+/// or only one of more than 1%.
 pub fn figures(m: &meminfo::MemInfo, target_pages: u64, floor_pages: u64) -> [(&'static str, u64, bool); 14] {
     [
         ("total_kb", m.total * PAGE_KB, false),
@@ -24,8 +26,10 @@ pub fn figures(m: &meminfo::MemInfo, target_pages: u64, floor_pages: u64) -> [(&
         ("page_tables_kb", m.page_tables * PAGE_KB, false),
         ("task_pages_kb", m.task_pages * PAGE_KB, false),
         ("balloon_current_kb", m.total * PAGE_KB, false),
-        ("balloon_target_kb", target_pages * PAGE_KB, false),
-        ("balloon_floor_kb", floor_pages * PAGE_KB, false),
+        // Exact: a host daemon sets targets from the floor, and a stale
+        // floor 1% low would leave a large guest short of its target.
+        ("balloon_target_kb", target_pages * PAGE_KB, true),
+        ("balloon_floor_kb", floor_pages * PAGE_KB, true),
         ("alloc_failures", m.alloc_failures, true),
         ("pressure_deflates", m.pressure_deflates, true),
         ("pressure_kb", m.pressure_pages * PAGE_KB, true),

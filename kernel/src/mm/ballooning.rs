@@ -21,21 +21,40 @@ use core::sync::atomic::{AtomicU32, Ordering};
 /// a nested deflate, which must be refused rather than wait for itself.
 static MOVER: AtomicU32 = AtomicU32::new(0);
 
-/// Runs `f` as the only move in progress: waits for a move on another vCPU
-/// (moves never sleep, so it ends soon); None if this vCPU is already
-/// moving memory (a nested request from inside a move).
-fn exclusive<R>(f: impl FnOnce() -> R) -> Option<R> {
+/// Whether a caller of [`exclusive`] waits for a move on another vCPU.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// Moves never sleep, so one on another vCPU ends soon.
+    ForOthers,
+    /// The caller may hold a spin lock with events masked (the heap's page
+    /// source on an allocation made under the scheduler's lock): the mover
+    /// could be waiting for that lock in an event handler, so never wait.
+    Never,
+}
+
+/// Clears `MOVER` when a move ends, even by a panic (host tests).
+struct Moving;
+
+impl Drop for Moving {
+    fn drop(&mut self) {
+        MOVER.store(0, Ordering::Release);
+    }
+}
+
+/// Runs `f` as the only move in progress; None if this vCPU is already
+/// moving memory (a nested request from inside a move), or another vCPU
+/// is and `wait` is `Never`.
+fn exclusive<R>(wait: Wait, f: impl FnOnce() -> R) -> Option<R> {
     let me = crate::percpu::current() + 1;
     loop {
         match MOVER.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed) {
             Ok(_) => break,
-            Err(holder) if holder == me => return None,
+            Err(holder) if holder == me || wait == Wait::Never => return None,
             Err(_) => core::hint::spin_loop(),
         }
     }
-    let r = f();
-    MOVER.store(0, Ordering::Release);
-    Some(r)
+    let _moving = Moving;
+    Some(f())
 }
 
 /// Pages moved by one operation, and how.
@@ -115,7 +134,7 @@ fn release_taken(pfns: &[u64]) -> u64 {
 /// each in one piece when machine-contiguous, else frame by frame, while
 /// at least `keep_free` pages stay free.
 pub fn inflate_2m(max_extents: u64, keep_free: u64) -> Progress {
-    exclusive(|| inflate_2m_now(max_extents, keep_free)).unwrap_or_default()
+    exclusive(Wait::ForOthers, || inflate_2m_now(max_extents, keep_free)).unwrap_or_default()
 }
 
 fn inflate_2m_now(max_extents: u64, keep_free: u64) -> Progress {
@@ -149,7 +168,7 @@ fn inflate_2m_now(max_extents: u64, keep_free: u64) -> Progress {
 /// Gives up to `n` free single frames (highest first) to Xen, while at
 /// least `keep_free` pages stay free.
 pub fn inflate_frames(n: u64, keep_free: u64) -> Progress {
-    exclusive(|| inflate_frames_now(n, keep_free)).unwrap_or_default()
+    exclusive(Wait::ForOthers, || inflate_frames_now(n, keep_free)).unwrap_or_default()
 }
 
 fn inflate_frames_now(n: u64, keep_free: u64) -> Progress {
@@ -196,7 +215,13 @@ pub fn deflate(n: u64) -> Progress {
 /// As [`deflate`], but None when this vCPU is already moving memory (the
 /// caller is an allocation made inside a move).
 pub fn deflate_if_idle(n: u64) -> Option<Progress> {
-    exclusive(|| deflate_now(n))
+    exclusive(Wait::ForOthers, || deflate_now(n))
+}
+
+/// As [`deflate_if_idle`], but None too when another vCPU is moving memory:
+/// for callers that may hold a spin lock with events masked.
+pub fn deflate_without_waiting(n: u64) -> Option<Progress> {
+    exclusive(Wait::Never, || deflate_now(n))
 }
 
 fn deflate_now(n: u64) -> Progress {

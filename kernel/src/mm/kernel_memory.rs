@@ -40,7 +40,7 @@ impl PageSource for KernelPages {
     }
 
     fn replenish(&self, order: u32) -> bool {
-        super::pressure::replenish(1 << order) >= 1 << order
+        super::pressure::replenish_without_waiting(1 << order) >= 1 << order
     }
 }
 

@@ -22,7 +22,7 @@ use super::ballooning;
 use super::kernel_memory::with_frames;
 use crate::platform::pfn_to_va;
 use crate::time;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Free memory below this is pressure: 4 MiB.
 pub const LOW_WATERMARK_PAGES: u64 = 1024;
@@ -47,6 +47,13 @@ static LAST_EVENT_MS: AtomicU64 = AtomicU64::new(0);
 static REFUSED_AT_MS: AtomicU64 = AtomicU64::new(0);
 /// How long a refusal stands before Xen is asked again.
 const RETRY_AFTER_REFUSAL_MS: u64 = 1000;
+/// Off with the balloon (`ballast.balloon=0`): such a guest moves no memory.
+static ENABLED: AtomicBool = AtomicBool::new(true);
+
+/// Turns taking memory back under pressure on or off.
+pub fn set_enabled(on: bool) {
+    ENABLED.store(on, Ordering::Relaxed);
+}
 
 fn now_ms() -> u64 {
     time::now_ns() / 1_000_000
@@ -79,6 +86,7 @@ pub fn task_pages() -> u64 {
 /// Forgets every pressure event and count (a new boot of the simulated
 /// Xen in host tests reuses the kernel's statics).
 pub fn clear() {
+    ENABLED.store(true, Ordering::Relaxed);
     for c in [&EVENTS, &PAGES_TAKEN, &FAILURES, &LAST_EVENT_MS, &REFUSED_AT_MS, &TASK_PAGES_HELD] {
         c.store(0, Ordering::Relaxed);
     }
@@ -112,6 +120,20 @@ pub fn headroom_pages() -> u64 {
 /// [`RETRY_AFTER_REFUSAL_MS`], without asking again), or if the caller is
 /// itself in the middle of moving memory.
 pub fn replenish(pages: u64) -> u64 {
+    replenish_with(pages, ballooning::deflate_if_idle)
+}
+
+/// As [`replenish`], but gives up at once if another vCPU is moving memory:
+/// for the heap's page source, whose caller may hold a spin lock with
+/// events masked.
+pub fn replenish_without_waiting(pages: u64) -> u64 {
+    replenish_with(pages, ballooning::deflate_without_waiting)
+}
+
+fn replenish_with(pages: u64, deflate: fn(u64) -> Option<ballooning::Progress>) -> u64 {
+    if !ENABLED.load(Ordering::Relaxed) {
+        return 0;
+    }
     // Xen said no a moment ago (the domain's maximum, or the host is
     // out): a failing request does not pay for asking again at once.
     let refused = REFUSED_AT_MS.load(Ordering::Relaxed);
@@ -119,7 +141,7 @@ pub fn replenish(pages: u64) -> u64 {
         return 0;
     }
     let want = pages.max(REPLENISH_PAGES);
-    let Some(got) = ballooning::deflate_if_idle(want) else { return 0 };
+    let Some(got) = deflate(want) else { return 0 };
     if got.pages == 0 {
         REFUSED_AT_MS.store(now_ms() + 1, Ordering::Relaxed);
         return 0;

@@ -90,7 +90,13 @@ fn run() {
         let want = WANT_MIB.load(Ordering::Acquire) as usize;
         let now_ms = time::now_ns() / 1_000_000;
         let held = pieces.len();
-        if held < want && pieces.try_reserve(1).is_ok() {
+        if held < want && pieces.try_reserve(1).is_err() {
+            // Not even room to list another piece: as out of memory.
+            REFUSALS.fetch_add(1, Ordering::Relaxed);
+            sched::sleep_ms(1000);
+            continue;
+        }
+        if held < want {
             moving_since.get_or_insert(now_ms);
             match TaskPages::try_new(PIECE_ORDER) {
                 Ok(mut piece) => {

@@ -12,7 +12,56 @@ const HOME: &str = "/tool/ballastd";
 /// A reservation lapses after this long without a new domain.
 const RESERVATION_MS: u64 = 120_000;
 
-pub type Result<T> = std::result::Result<T, String>;
+/// What stops a command.
+#[derive(Debug)]
+pub enum Error {
+    /// The Xen devices cannot be opened.
+    OpenXen(std::io::Error),
+    /// xenstored's socket cannot be reached.
+    Connect(xs::Error),
+    /// A hypercall failed (which, and why).
+    Xen(&'static str, std::io::Error),
+    Xenstore(xs::Error),
+    /// A size that does not fit in KiB.
+    TooLarge(u64),
+    /// The reservation cannot be met: MiB wanted, what the guests could
+    /// make free at their minimums, what is free now.
+    Short {
+        want_mib: u64,
+        could_mib: u64,
+        free_mib: u64,
+    },
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::OpenXen(e) => write!(f, "cannot open /dev/xen/privcmd and /dev/xen/hypercall: {e}"),
+            Error::Connect(e) => write!(f, "cannot connect to {}: {e}", xs::SOCKET),
+            Error::Xen(what, e) => write!(f, "{what}: {e}"),
+            Error::Xenstore(e) => write!(f, "{e}"),
+            Error::TooLarge(mib) => write!(f, "{mib} MiB is more memory than any host has"),
+            Error::Short { want_mib, could_mib, free_mib } => write!(
+                f,
+                "reserve: cannot make {want_mib} MiB free: the guests can give back only enough for {could_mib} MiB \
+                 (every cooperative guest at its minimum, uncooperative ones as they are); {free_mib} MiB free now"
+            ),
+        }
+    }
+}
+
+impl From<xs::Error> for Error {
+    fn from(e: xs::Error) -> Self {
+        Error::Xenstore(e)
+    }
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// `mib` in KiB, if it fits.
+pub fn mib_to_kb(mib: u64) -> Result<u64> {
+    mib.checked_mul(MIB_KB).filter(|&kb| kb < 1 << 50).ok_or(Error::TooLarge(mib))
+}
 
 fn unix_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
@@ -53,13 +102,19 @@ impl Observer {
         }
     }
 
-    fn view(&mut self, xs: &mut Xenstore, log: &Log, d: &DomainInfo) -> xs::Result<DomainView> {
-        let (domid, tot_kb, xen_max_kb) = (d.domid, d.tot_pages * 4, d.max_pages * 4);
+    /// The domain as the policy sees it; None for a domain with no
+    /// `memory/static-max` (a stub or service domain the toolstack does
+    /// not balloon).
+    fn view(&mut self, xs: &mut Xenstore, log: &Log, d: &DomainInfo) -> xs::Result<Option<DomainView>> {
+        let domid = d.domid;
         let mut n = |node| self.number(xs, log, domid, node);
+        let Some(static_max_kb) = n("memory/static-max")? else { return Ok(None) };
+        // Xen counts an HVM guest's video RAM, its target does not.
+        let videoram_kb = n("memory/videoram")?.unwrap_or(0);
         let target_kb = n("memory/target")?;
-        let static_max_kb = n("memory/static-max")?;
         let dynamic_min_kb = n("memory/dynamic-min")?;
         let dynamic_max_kb = n("memory/dynamic-max")?;
+        let marked_uncooperative = n("memory/uncooperative")? == Some(1);
         let stats = match (
             n("data/meminfo/total_kb")?,
             n("data/meminfo/free_kb")?,
@@ -71,7 +126,17 @@ impl Observer {
             }
             _ => None,
         };
-        Ok(DomainView { domid, tot_kb, xen_max_kb, target_kb, static_max_kb, dynamic_min_kb, dynamic_max_kb, stats })
+        Ok(Some(DomainView {
+            domid,
+            tot_kb: (d.tot_pages * 4).saturating_sub(videoram_kb),
+            xen_max_kb: d.max_pages * 4,
+            target_kb,
+            static_max_kb: Some(static_max_kb),
+            dynamic_min_kb,
+            dynamic_max_kb,
+            stats,
+            marked_uncooperative,
+        }))
     }
 }
 
@@ -86,12 +151,13 @@ struct Observation {
 }
 
 fn observe(xen: &mut Xen, xs: &mut Xenstore, obs: &mut Observer, log: &Log) -> Result<Observation> {
-    let free_kb = xen.free_pages().map_err(|e| format!("physinfo: {e}"))? * 4;
-    let all = xen.domains().map_err(|e| format!("domain list: {e}"))?;
+    let free_kb = xen.free_pages().map_err(|e| Error::Xen("physinfo", e))? * 4;
+    let all = xen.domains().map_err(|e| Error::Xen("domain list", e))?;
     let mut views = Vec::new();
-    for d in all.iter().filter(|d| d.domid != 0 && !d.going && !d.paused) {
+    for d in all.iter().filter(|d| d.domid != 0 && !d.going && !d.paused && !d.xenstore_domain) {
         match obs.view(xs, log, d) {
-            Ok(v) => views.push(v),
+            Ok(Some(v)) => views.push(v),
+            Ok(None) => {}
             // Vanished between Xen's list and xenstore: next round.
             Err(e) => log.line(&format!("domain {}: cannot read its nodes ({e}); skipped this round", d.domid)),
         }
@@ -164,8 +230,8 @@ fn reservation(xs: &mut Xenstore, all: &[DomainInfo], log: &Log) -> u64 {
 }
 
 fn connect() -> Result<(Xen, Xenstore)> {
-    let xen = Xen::open().map_err(|e| format!("cannot open /dev/xen/privcmd and /dev/xen/hypercall: {e}"))?;
-    let xs = Xenstore::connect(xs::SOCKET).map_err(|e| format!("cannot connect to {}: {e}", xs::SOCKET))?;
+    let xen = Xen::open().map_err(Error::OpenXen)?;
+    let xs = Xenstore::connect(xs::SOCKET).map_err(Error::Connect)?;
     Ok((xen, xs))
 }
 
@@ -204,7 +270,7 @@ pub fn run(reserve_kb: u64, interval_ms: u64) -> Result<ExitCode> {
     let log = Log(Instant::now());
     let mut policy = Policy::new(reserve_kb);
     let mut obs = Observer { reported: HashSet::new() };
-    xs.write(&format!("{HOME}/pid"), &std::process::id().to_string()).map_err(|e| e.to_string())?;
+    xs.write(&format!("{HOME}/pid"), &std::process::id().to_string())?;
     log.line(&format!("running: reserve {} MiB, a round every {interval_ms} ms", reserve_kb / MIB_KB));
     let mut last_status = String::new();
     let mut failing = false;
@@ -249,13 +315,12 @@ fn read_status_field(xs: &mut Xenstore, field: &str) -> Option<u64> {
 pub fn reserve(mib: u64, timeout_s: u64) -> Result<ExitCode> {
     let (mut xen, mut xs) = connect()?;
     let log = Log(Instant::now());
-    let want_kb = mib * MIB_KB;
-    let newest = xen.domains().map_err(|e| e.to_string())?.iter().map(|d| d.domid).max().unwrap_or(0);
+    let want_kb = mib_to_kb(mib)?;
+    let newest = xen.domains().map_err(|e| Error::Xen("domain list", e))?.iter().map(|d| d.domid).max().unwrap_or(0);
     let daemon = daemon_running(&mut xs);
     match daemon {
         Some(pid) => {
-            xs.write(&format!("{HOME}/reserve"), &format!("{want_kb} {newest} {}", unix_ms()))
-                .map_err(|e| e.to_string())?;
+            xs.write(&format!("{HOME}/reserve"), &format!("{want_kb} {newest} {}", unix_ms()))?;
             log.line(&format!("reserve: asked the daemon (pid {pid}) for {mib} MiB"));
         }
         None => log.line(&format!("reserve: no daemon running; balancing for {mib} MiB here")),
@@ -265,7 +330,7 @@ pub fn reserve(mib: u64, timeout_s: u64) -> Result<ExitCode> {
     let deadline = Instant::now() + Duration::from_secs(timeout_s);
     let mut best_kb = 0;
     loop {
-        let free_kb = xen.free_pages().map_err(|e| e.to_string())? * 4;
+        let free_kb = xen.free_pages().map_err(|e| Error::Xen("physinfo", e))? * 4;
         best_kb = best_kb.max(free_kb);
         if free_kb >= want_kb {
             log.line(&format!(
@@ -287,12 +352,7 @@ pub fn reserve(mib: u64, timeout_s: u64) -> Result<ExitCode> {
             if daemon.is_some() {
                 let _ = xs.rm(&format!("{HOME}/reserve"));
             }
-            return Err(format!(
-                "reserve: cannot make {mib} MiB free: the guests can give back only enough for {} MiB \
-                 (every cooperative guest at its minimum, uncooperative ones as they are); {} MiB free now",
-                could / MIB_KB,
-                free_kb / MIB_KB
-            ));
+            return Err(Error::Short { want_mib: mib, could_mib: could / MIB_KB, free_mib: free_kb / MIB_KB });
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -301,7 +361,7 @@ pub fn reserve(mib: u64, timeout_s: u64) -> Result<ExitCode> {
 pub fn status() -> Result<ExitCode> {
     let (_, mut xs) = connect()?;
     let running = daemon_running(&mut xs);
-    let status = xs.read_opt(&format!("{HOME}/status")).map_err(|e| e.to_string())?;
+    let status = xs.read_opt(&format!("{HOME}/status"))?;
     println!(
         "daemon: {}\n{}",
         running.map_or("not running".to_string(), |p| format!("pid {p}")),

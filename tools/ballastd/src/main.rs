@@ -44,7 +44,10 @@ fn main() -> ExitCode {
             else {
                 return usage();
             };
-            daemon::run(reserve * policy::MIB_KB, interval.max(50))
+            match daemon::mib_to_kb(reserve) {
+                Ok(kb) => daemon::run(kb, interval.max(50)),
+                Err(e) => Err(e),
+            }
         }
         Some("reserve") => {
             let (Some(mib), Some(timeout)) =

@@ -16,10 +16,11 @@
 //! - A guest whose statistics show pressure (its pressure-deflate count
 //!   rose, within [`PRESSURE_HOLD_MS`]) has its min raised to what it uses
 //!   plus [`HEADROOM_KB`]: it is given memory, the others are squeezed.
-//! - A domain asked to shrink that has not come within [`TOLERANCE_KB`] of
-//!   its target, nor shrunk by 1 MiB, for [`UNCOOPERATIVE_MS`] is
+//! - A domain asked to shrink that has not come within [`TOLERANCE_KB`] (or
+//!   1/64) of its target, nor shrunk by 1 MiB, for [`UNCOOPERATIVE_MS`] is
 //!   uncooperative: its memory is taken as fixed and its target left
-//!   alone until it moves by 4 MiB.
+//!   alone until it moves by 4 MiB. A mark found on a domain the daemon
+//!   does not track (it restarted, or the domain was paused) is cleared.
 //! - Guests' statistics are believed only while they agree with Xen's own
 //!   count of the domain's pages; nothing is ever set below a domain's
 //!   min, and a malformed node is logged and replaced by its default.
@@ -75,6 +76,8 @@ pub struct DomainView {
     pub dynamic_min_kb: Option<u64>,
     pub dynamic_max_kb: Option<u64>,
     pub stats: Option<Stats>,
+    /// `memory/uncooperative` is set (by this daemon, maybe an earlier run).
+    pub marked_uncooperative: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,9 +103,8 @@ pub enum Action {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Decision {
     pub actions: Vec<Action>,
-    /// What the cooperative domains would give back at their mins, plus
-    /// what is free, less the standing reserve: the most a reservation
-    /// can get.
+    /// What is free plus what the cooperative domains would give back at
+    /// their mins: the most free memory a reservation can bring about.
     pub reservable_kb: u64,
     /// How far the mins exceed what there is to share (0 when they fit).
     pub short_kb: u64,
@@ -125,6 +127,8 @@ struct Track {
     /// logged.
     mismatch_since_ms: Option<u64>,
     mismatch_noted: bool,
+    /// A dynamic-min above dynamic-max was logged.
+    bad_range_noted: bool,
 }
 
 pub struct Policy {
@@ -165,6 +169,11 @@ impl Policy {
         self.tracks.retain(|id, _| domains.iter().any(|v| v.domid == *id));
         let mut cooperative = Vec::new();
         for v in domains {
+            if !self.tracks.contains_key(&v.domid) && v.marked_uncooperative {
+                // A mark this daemon no longer stands by (it restarted, or
+                // the domain was paused meanwhile): looked at afresh.
+                d.actions.push(Action::ClearUncooperative { domid: v.domid });
+            }
             let track = self.tracks.entry(v.domid).or_insert_with(|| Track {
                 progress_at_ms: now_ms,
                 tot_at_progress_kb: v.tot_kb,
@@ -180,7 +189,7 @@ impl Policy {
         let budget = (host_free_kb + held).saturating_sub(self.reserve_kb + extra_reserve_kb);
         let sum_min: u64 = cooperative.iter().map(|r| r.min_kb).sum();
         let sum_max: u64 = cooperative.iter().map(|r| r.max_kb).sum();
-        d.reservable_kb = (host_free_kb + held.saturating_sub(sum_min)).saturating_sub(self.reserve_kb);
+        d.reservable_kb = host_free_kb + held.saturating_sub(sum_min);
         d.short_kb = sum_min.saturating_sub(budget);
         for r in &cooperative {
             let kb = if budget >= sum_max {
@@ -192,11 +201,14 @@ impl Policy {
                 let share = (r.max_kb - r.min_kb) as u128 * (budget - sum_min) as u128 / (sum_max - sum_min) as u128;
                 r.min_kb + share as u64
             };
-            let kb = kb & !3; // whole pages
+            // Whole pages: rounded down (the shares stay within what there
+            // is), but never below the min.
+            let kb = (kb & !3).max(pages_up(r.min_kb)).min(r.max_kb & !3);
             let track = self.tracks.get_mut(&r.domid).expect("tracked above");
             let view = domains.iter().find(|v| v.domid == r.domid).expect("ranges come from views");
-            if view.xen_max_kb != r.max_kb + MAXMEM_SLACK_KB {
-                d.actions.push(Action::SetMaxMem { domid: r.domid, kb: r.max_kb + MAXMEM_SLACK_KB });
+            let limit = pages_up(r.max_kb + MAXMEM_SLACK_KB);
+            if view.xen_max_kb != limit {
+                d.actions.push(Action::SetMaxMem { domid: r.domid, kb: limit });
             }
             let current = view.target_kb;
             if current.is_none_or(|c| c.abs_diff(kb) > MIN_CHANGE_KB) {
@@ -210,23 +222,36 @@ impl Policy {
     }
 }
 
+/// `kb` rounded up to whole 4 KiB pages (Xen counts pages).
+fn pages_up(kb: u64) -> u64 {
+    kb.div_ceil(4) * 4
+}
+
+/// How far from its target a domain may stay and still be where it was
+/// asked to be: 4 MiB, or 1/64 of the target for large ones.
+fn tolerance_kb(target_kb: u64) -> u64 {
+    TOLERANCE_KB.max(target_kb / 64)
+}
+
 /// The domain's `[min, max]` this round, with its floor and any pressure.
 fn bounds(v: &DomainView, track: &mut Track, now_ms: u64, notes: &mut Vec<String>) -> Range {
     let static_max = v.static_max_kb.unwrap_or(v.tot_kb).max(MIB_KB);
     let mut max = v.dynamic_max_kb.unwrap_or(static_max).min(static_max);
     let default_min = (static_max / 4).max(DEFAULT_MIN_FLOOR_KB).min(static_max);
-    let mut min = v.dynamic_min_kb.unwrap_or(default_min);
+    let mut min = v.dynamic_min_kb.unwrap_or(default_min.min(max));
     if min > max {
-        notes.push(format!(
-            "domain {}: dynamic-min {} KiB above dynamic-max {} KiB; using {} KiB and {} KiB",
-            v.domid,
-            min,
-            max,
-            default_min.min(static_max),
-            static_max
-        ));
+        // Only an explicit dynamic-min can be above the max.
+        if !track.bad_range_noted {
+            notes.push(format!(
+                "domain {}: dynamic-min {} KiB above dynamic-max {} KiB; using {} KiB and {} KiB",
+                v.domid, min, max, default_min, static_max
+            ));
+        }
+        track.bad_range_noted = true;
         min = default_min;
         max = static_max;
+    } else {
+        track.bad_range_noted = false;
     }
     let stats = v.stats.filter(|s| {
         let believable = s.total_kb.abs_diff(v.tot_kb) <= STATS_SLACK_KB.max(v.tot_kb / 10) && s.free_kb <= s.total_kb;
@@ -249,7 +274,9 @@ fn bounds(v: &DomainView, track: &mut Track, now_ms: u64, notes: &mut Vec<String
         believable
     });
     if let Some(s) = stats {
-        min = min.max(s.floor_kb.min(max));
+        // A floor above what the guest holds plus the headroom it keeps
+        // under pressure is not one its balloon would stop at.
+        min = min.max(s.floor_kb.min(s.total_kb + 16 * MIB_KB).min(max));
         if track.deflates_seen.is_some_and(|seen| s.pressure_deflates > seen) {
             if now_ms >= track.pressure_until_ms {
                 notes.push(format!(
@@ -287,7 +314,7 @@ fn watch_progress(v: &DomainView, track: &mut Track, now_ms: u64, d: &mut Decisi
     // find the host short), and one that keeps shrinking is cooperating,
     // however far it still has to go.
     let excess = v.tot_kb.saturating_sub(target);
-    if excess <= TOLERANCE_KB || pressured || v.tot_kb + PROGRESS_KB <= track.tot_at_progress_kb {
+    if excess <= tolerance_kb(target) || pressured || v.tot_kb + PROGRESS_KB <= track.tot_at_progress_kb {
         track.progress_at_ms = now_ms;
         track.tot_at_progress_kb = v.tot_kb;
         return;

@@ -32,6 +32,7 @@ const DOMINFO_SIZE: usize = 112;
 const DOMINF_DYING: u32 = 1 << 0;
 const DOMINF_SHUTDOWN: u32 = 1 << 2;
 const DOMINF_PAUSED: u32 = 1 << 3;
+const DOMINF_XS_DOMAIN: u32 = 1 << 7;
 /// `struct privcmd_hypercall { u64 op; u64 arg[5]; }`: `_IOC(_IOC_NONE, 'P', 0, 48)`.
 const IOCTL_PRIVCMD_HYPERCALL: libc::Ioctl = 0x0030_5000;
 /// Domains listed per call; the buffer page holds the sysctl, then these.
@@ -49,6 +50,8 @@ pub struct DomainInfo {
     /// Paused by the toolstack (being built, restored, or received by a
     /// migration): its memory is in flux and not the guest's doing.
     pub paused: bool,
+    /// The xenstore domain: never ballooned.
+    pub xenstore_domain: bool,
 }
 
 pub struct Xen {
@@ -175,6 +178,7 @@ pub fn parse_dominfo(d: &[u8]) -> DomainInfo {
         max_pages: u64_at(d, 16),
         going: flags & (DOMINF_DYING | DOMINF_SHUTDOWN) != 0,
         paused: flags & DOMINF_PAUSED != 0,
+        xenstore_domain: flags & DOMINF_XS_DOMAIN != 0,
     }
 }
 
@@ -190,7 +194,15 @@ mod tests {
         d[8..16].copy_from_slice(&65536u64.to_le_bytes());
         d[16..24].copy_from_slice(&131328u64.to_le_bytes());
         let i = parse_dominfo(&d);
-        assert_eq!(i, DomainInfo { domid: 7, tot_pages: 65536, max_pages: 131328, going: true, paused: false });
+        let want = DomainInfo {
+            domid: 7,
+            tot_pages: 65536,
+            max_pages: 131328,
+            going: true,
+            paused: false,
+            xenstore_domain: false,
+        };
+        assert_eq!(i, want);
         d[4..8].copy_from_slice(&(DOMINF_PAUSED | 1 << 4).to_le_bytes());
         let i = parse_dominfo(&d);
         assert!(!i.going && i.paused);

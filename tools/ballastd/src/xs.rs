@@ -1,7 +1,8 @@
 //! A xenstore client over xenstored's Unix socket, with the project's own
 //! wire codec (`xen::xenstore`): one request at a time, the reply read
-//! back before the next is sent. ballastd polls, so it sets no watches and
-//! every message that comes back answers the request in flight.
+//! back before the next is sent. ballastd polls, so it sets no watches;
+//! a reply to an earlier request (one that timed out) is dropped, and a
+//! stream that broke is replaced by a new connection at the next call.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -56,30 +57,64 @@ impl Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 pub struct Xenstore {
+    path: String,
     sock: UnixStream,
     decoder: Decoder,
     /// Bytes read but not yet decoded (the start of the next message).
     pending: Vec<u8>,
     next_id: u32,
+    /// The byte stream can no longer be trusted (a read timed out, the
+    /// peer closed, or it sent garbage): the next call reconnects first.
+    broken: bool,
 }
+
+/// A reply slower than this breaks the connection.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Xenstore {
     pub fn connect(path: &str) -> Result<Self> {
+        let sock = Self::open(path)?;
+        Ok(Self { path: path.into(), sock, decoder: Decoder::new(), pending: Vec::new(), next_id: 1, broken: false })
+    }
+
+    fn open(path: &str) -> Result<UnixStream> {
         let sock = UnixStream::connect(path)?;
-        sock.set_read_timeout(Some(Duration::from_secs(10)))?;
-        Ok(Self { sock, decoder: Decoder::new(), pending: Vec::new(), next_id: 1 })
+        sock.set_read_timeout(Some(REPLY_TIMEOUT))?;
+        Ok(sock)
     }
 
     /// Sends `req` (in transaction `tx`, 0 for none) and returns the reply
-    /// payload, or xenstored's error.
+    /// payload, or xenstored's error. A connection whose stream broke is
+    /// made again first; a broken stream breaks the connection.
     fn call(&mut self, req: Request, tx: u32) -> Result<Vec<u8>> {
+        if self.broken {
+            self.sock = Self::open(&self.path)?;
+            self.decoder.reset();
+            self.pending.clear();
+            self.broken = false;
+        }
+        let r = self.exchange(req, tx);
+        if matches!(r, Err(Error::Io(_) | Error::Protocol(_)) | Err(Error::Xs(XsError::Wire(_)))) {
+            self.broken = true;
+        }
+        r
+    }
+
+    fn exchange(&mut self, req: Request, tx: u32) -> Result<Vec<u8>> {
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
         self.sock.write_all(&wire::encode(req.ty, id, tx, &req.payload)?)?;
-        let reply = self.read_message()?;
-        if reply.req_id != id {
-            return Err(Error::Protocol(format!("reply to request {} while waiting for {}", reply.req_id, id)));
-        }
+        // One request at a time: anything else is a late reply to an
+        // earlier one (dropped), or the stream is lost.
+        let reply = loop {
+            let m = self.read_message()?;
+            if m.req_id == id {
+                break m;
+            }
+            if id.wrapping_sub(m.req_id) > 1 << 16 {
+                return Err(Error::Protocol(format!("reply to request {} while waiting for {}", m.req_id, id)));
+            }
+        };
         if reply.ty == MsgType::ERROR {
             return Err(Error::Xs(XsError::Errno(wire::parse_error(&reply.payload)?)));
         }

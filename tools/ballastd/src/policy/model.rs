@@ -78,6 +78,7 @@ impl Guest {
             dynamic_min_kb: self.dynamic_min,
             dynamic_max_kb: None,
             stats,
+            marked_uncooperative: false,
         }
     }
 }
@@ -287,4 +288,33 @@ fn notes_name_liars_and_bad_ranges_once() {
     assert!(d.notes.iter().any(|n| n.contains("statistics say")), "{:?}", d.notes);
     let d = p.decide(STATS_DOUBT_MS + 500, 500 * MIB, 0, &[g.view()]);
     assert!(!d.notes.iter().any(|n| n.contains("statistics say")), "once: {:?}", d.notes);
+}
+
+#[test]
+fn a_dynamic_max_alone_is_obeyed_limits_are_set_once_and_old_marks_cleared() {
+    let mut g = Guest::new(1, 256, 256, Behaviour::Balloon(100 * MIB));
+    g.publishes_stats = false;
+    let mut v = g.view();
+    v.dynamic_max_kb = Some(48 * MIB + 2); // below the 64 MiB default min, and not whole pages
+    v.marked_uncooperative = true; // left by an earlier daemon
+    let mut p = Policy::new(32 * MIB);
+    let d = p.decide(0, 500 * MIB, 0, &[v]);
+    assert!(d.actions.contains(&Action::ClearUncooperative { domid: 1 }), "{:?}", d.actions);
+    let target = d.actions.iter().find_map(|a| match a {
+        Action::SetTarget { kb, .. } => Some(*kb),
+        _ => None,
+    });
+    assert_eq!(target, Some(48 * MIB), "the dynamic-max, in whole pages");
+    let limit = d.actions.iter().find_map(|a| match a {
+        Action::SetMaxMem { kb, .. } => Some(*kb),
+        _ => None,
+    });
+    assert_eq!(limit, Some(49 * MIB + 4), "max + 1 MiB, rounded up to a page");
+    assert!(d.notes.is_empty(), "a dynamic-max alone is no bad range: {:?}", d.notes);
+    // Xen now has that limit (in pages), the target is written, the mark gone.
+    v.xen_max_kb = limit.unwrap();
+    v.target_kb = target;
+    v.marked_uncooperative = false;
+    let d = p.decide(500, 500 * MIB, 0, &[v]);
+    assert!(d.actions.is_empty(), "nothing to do again: {:?}", d.actions);
 }
