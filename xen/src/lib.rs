@@ -15,13 +15,16 @@
 extern crate alloc;
 
 pub mod abi;
+pub mod blkif;
 pub mod console;
 #[cfg(target_os = "none")]
 pub mod hv;
 #[cfg(target_os = "none")]
 pub mod hypercall;
+pub mod ring;
 pub mod seam;
 #[cfg(feature = "sim")]
 pub mod sim;
+pub mod xenbus;
 #[cfg(any(test, feature = "alloc"))]
 pub mod xenstore;
