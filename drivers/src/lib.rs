@@ -9,6 +9,7 @@
 extern crate alloc;
 
 pub mod balloon;
+pub mod blk_pattern;
 pub mod console_input;
 pub mod control;
 pub mod data;
