@@ -21,6 +21,7 @@ pub mod console;
 pub mod hv;
 #[cfg(target_os = "none")]
 pub mod hypercall;
+pub mod netif;
 pub mod ring;
 pub mod seam;
 #[cfg(feature = "sim")]
