@@ -10,6 +10,7 @@ extern crate alloc;
 
 pub mod balloon;
 pub mod blk_pattern;
+pub mod blkfront;
 pub mod console_input;
 pub mod control;
 pub mod data;
@@ -17,6 +18,7 @@ pub mod meminfo;
 pub mod pressure;
 pub mod suspend_channel;
 pub mod vcpus;
+pub mod xenbus;
 
 /// Starts every driver's task (called once the kernel is up).
 pub fn start(opts: &kernel::cmdline::Options) {
@@ -41,4 +43,5 @@ pub fn start(opts: &kernel::cmdline::Options) {
     console_input::spawn();
     data::spawn();
     vcpus::spawn();
+    blkfront::spawn((opts.blk_mib > 0).then_some(opts.blk_mib));
 }

@@ -43,6 +43,9 @@ pub struct Options {
     /// `ballast.balloon=0`: no balloon (ignores `memory/target`, never
     /// moves memory), to play an uncooperative guest.
     pub balloon: bool,
+    /// `ballast.blk=MIB`: MiB of the first disk the block self-test keeps
+    /// rewriting and verifying (0: no self-test).
+    pub blk_mib: u64,
 }
 
 impl Default for Options {
@@ -60,6 +63,7 @@ impl Default for Options {
             movers: 2,
             hold_vcpu: None,
             hog_mib: 0,
+            blk_mib: 16,
             balloon: true,
         }
     }
@@ -81,6 +85,7 @@ impl Options {
                 "ballast.suspend_evtchn" => opts.suspend_channel = flag(value),
                 "ballast.pattern" => number(key, value, &mut opts.pattern_mib),
                 "ballast.hog" => number(key, value, &mut opts.hog_mib),
+                "ballast.blk" => number(key, value, &mut opts.blk_mib),
                 "ballast.balloon" => opts.balloon = flag(value),
                 "ballast.aspace" => number(key, value, &mut opts.aspace_pages),
                 "ballast.dirty" => number(key, value, &mut opts.dirty_mib),
@@ -150,6 +155,7 @@ mod tests {
         let o = Options::parse("ballast.hog=300 ballast.balloon=0");
         assert_eq!((o.hog_mib, o.balloon), (300, false));
         assert_eq!(Options::parse("ballast.hog=-1").hog_mib, 0);
+        assert_eq!((Options::parse("").blk_mib, Options::parse("ballast.blk=0").blk_mib), (16, 0));
     }
 
     #[test]

@@ -50,6 +50,8 @@ impl Binding {
 
 #[derive(Clone)]
 struct Slot {
+    /// Stays the same across rebinds, when the port changes.
+    id: u64,
     port: u32,
     binding: Binding,
     handler: Handler,
@@ -57,6 +59,13 @@ struct Slot {
 }
 
 const MAX_BINDINGS: usize = 64;
+
+/// Ids of bindings, for [`Channel`].
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+fn next_id() -> u64 {
+    NEXT_ID.fetch_add(1, Ordering::Relaxed)
+}
 
 /// Every bound port with its handler. A lock because tasks bind while the
 /// upcall reads; it is only taken with events masked.
@@ -132,18 +141,62 @@ pub fn bind(
     name: &'static str,
     handler: impl Fn(u32) + Send + Sync + 'static,
 ) -> Result<u32, EventError> {
+    bind_with_id(binding, name, Arc::new(handler)).map(|(port, _)| port)
+}
+
+fn bind_with_id(binding: Binding, name: &'static str, handler: Handler) -> Result<(u32, u64), EventError> {
     let port = bind_raw(binding)?;
-    if let Err(e) = insert(Slot { port, binding, handler: Arc::new(handler), name }) {
+    let id = next_id();
+    if let Err(e) = insert(Slot { id, port, binding, handler, name }) {
         let _ = Hv::close_port(port);
         return Err(e);
     }
     log::info!("event: bound {} ({:?}) to port {}", name, binding, port);
-    Ok(port)
+    Ok((port, id))
+}
+
+/// A device's own event channel. Its port changes when the domain resumes
+/// somewhere new (every binding is made again then), so the channel is
+/// named by a binding id and the port looked up when needed; dropping it
+/// closes the port.
+pub struct Channel {
+    id: u64,
+}
+
+impl Channel {
+    /// Binds `binding` with `handler` (which carries the device's context).
+    pub fn bind(
+        binding: Binding,
+        name: &'static str,
+        handler: impl Fn(u32) + Send + Sync + 'static,
+    ) -> Result<Channel, EventError> {
+        bind_with_id(binding, name, Arc::new(handler)).map(|(_, id)| Channel { id })
+    }
+
+    /// The port now (None if a rebind after a resume failed).
+    pub fn port(&self) -> Option<u32> {
+        crate::events_mask::without_events(|| TABLE.lock().iter().find(|s| s.id == self.id).map(|s| s.port))
+    }
+
+    /// Notifies the other end.
+    pub fn notify(&self) {
+        if let Some(p) = self.port() {
+            Hv::send(p);
+        }
+    }
+}
+
+impl Drop for Channel {
+    fn drop(&mut self) {
+        if let Some(p) = self.port() {
+            unbind(p);
+        }
+    }
 }
 
 /// Attaches `handler` to a port Xen gave us in start_info.
 pub fn attach(port: u32, name: &'static str, handler: impl Fn(u32) + Send + Sync + 'static) -> Result<(), EventError> {
-    insert(Slot { port, binding: Binding::FromStartInfo, handler: Arc::new(handler), name })?;
+    insert(Slot { id: next_id(), port, binding: Binding::FromStartInfo, handler: Arc::new(handler), name })?;
     log::info!("event: {} on port {}", name, port);
     Ok(())
 }

@@ -31,10 +31,12 @@ bitflags::bitflags! {
     }
 }
 
-/// Frames ballast asks for: 512 entries each.
-const FRAMES: usize = 1;
-const ENTRIES_PER_FRAME: usize = 512;
-const REFS: u32 = (FRAMES * ENTRIES_PER_FRAME) as u32;
+/// Frames the table starts with; it grows a frame at a time (512 entries
+/// each) when every ref is in use, up to what Xen allows.
+const FIRST_FRAMES: usize = 1;
+const ENTRIES_PER_FRAME: u32 = 512;
+/// Virtual slots kept for the table: Xen's default limit for a domU.
+const MAX_FRAMES: usize = 64;
 /// The first refs are reserved for the toolstack (console, xenstore).
 const FIRST_FREE_REF: u32 = 8;
 
@@ -55,6 +57,8 @@ pub enum GrantError {
     NoPageTable,
     /// Xen refused to map a table frame.
     Map(XenError),
+    /// Growing the table failed (Xen's limit, or no memory for it).
+    Grow(XenError),
 }
 /// Virtual slot (as a pfn-sized index past the p2m region) for the table.
 const TABLE_SLOT: u64 = physmap::MAX_SUPPORTED_PFN as u64 + 8 * 1024;
@@ -76,7 +80,7 @@ struct Grant {
 }
 
 struct Table {
-    mfns: [u64; FRAMES],
+    mfns: Vec<u64>,
     grants: Vec<Grant>,
     /// Refs never handed out start here; ended refs wait in `free_refs`.
     next_ref: u32,
@@ -87,20 +91,16 @@ struct Table {
 /// The table's state; taken by tasks only (never from the upcall).
 static TABLE: Mutex<Option<Table>> = Mutex::new(None);
 
-fn setup() -> Result<[u64; FRAMES], GrantError> {
-    let mut frames = [0u64; FRAMES];
-    Hv::grant_setup_table(&mut frames).map_err(GrantError::Setup)?;
-    Ok(frames)
-}
-
-/// Sets the table up and maps it: at boot and in a new domain.
-fn setup_and_map() -> Result<[u64; FRAMES], GrantError> {
-    let mfns = setup()?;
+/// Sets the table up with `frames` frames and maps them: at boot, in a new
+/// domain, and to grow it (Xen keeps the frames it had and adds more).
+fn setup_and_map(frames: usize) -> Result<Vec<u64>, GrantError> {
+    let mut mfns = alloc::vec![0u64; frames];
+    Hv::grant_setup_table(&mut mfns).map_err(GrantError::Setup)?;
     map(&mfns)?;
     Ok(mfns)
 }
 
-fn map(mfns: &[u64; FRAMES]) -> Result<(), GrantError> {
+fn map(mfns: &[u64]) -> Result<(), GrantError> {
     for (i, &mfn) in mfns.iter().enumerate() {
         let slot = TABLE_SLOT + i as u64;
         physmap::ensure_l1(slot, || with_frames(|f| f.alloc(0))).ok_or(GrantError::NoPageTable)?;
@@ -112,8 +112,8 @@ fn map(mfns: &[u64; FRAMES]) -> Result<(), GrantError> {
     Ok(())
 }
 
-fn unmap() {
-    for i in 0..FRAMES as u64 {
+fn unmap(frames: usize) {
+    for i in 0..frames as u64 {
         // SAFETY: only `TABLE` refers to the slot, and it is locked by the
         // caller (the suspend path) for as long as the table is unmapped.
         let _ = unsafe { Hv::update_va_mapping(pfn_to_va(TABLE_SLOT + i), 0, crate::smp::invlpg_flags()) };
@@ -121,8 +121,8 @@ fn unmap() {
 }
 
 /// The entry of `gref`, or an error if the ref is outside the table.
-fn entry_ptr(gref: u32) -> Result<*mut Entry, GrantError> {
-    if gref >= REFS {
+fn entry_ptr(t: &Table, gref: u32) -> Result<*mut Entry, GrantError> {
+    if gref >= t.refs() {
         return Err(GrantError::BadRef(gref));
     }
     Ok((pfn_to_va(TABLE_SLOT) as *mut Entry).wrapping_add(gref as usize))
@@ -139,8 +139,8 @@ unsafe fn flags_of<'a>(e: *mut Entry) -> &'a AtomicU16 {
     unsafe { AtomicU16::from_ptr(core::ptr::addr_of_mut!((*e).flags)) }
 }
 
-fn write_entry(g: &Grant) {
-    let Ok(e) = entry_ptr(g.gref) else { return };
+fn write_entry(t: &Table, g: &Grant) {
+    let Ok(e) = entry_ptr(t, g.gref) else { return };
     let flags = if g.readonly { GrantFlags::PERMIT_ACCESS | GrantFlags::READONLY } else { GrantFlags::PERMIT_ACCESS };
     // SAFETY: the table frames are mapped writable at TABLE_SLOT whenever a
     // `Table` exists, and `entry_ptr` checked the bound. The frame and
@@ -153,14 +153,45 @@ fn write_entry(g: &Grant) {
     }
 }
 
+impl Table {
+    fn refs(&self) -> u32 {
+        self.mfns.len() as u32 * ENTRIES_PER_FRAME
+    }
+
+    /// One more frame, if Xen allows it.
+    fn grow(&mut self) -> Result<(), GrantError> {
+        let frames = self.mfns.len() + 1;
+        if frames > (self.max_frames as usize).min(MAX_FRAMES) {
+            return Err(GrantError::Full);
+        }
+        self.mfns = setup_and_map(frames).map_err(|e| match e {
+            GrantError::Setup(x) => GrantError::Grow(x),
+            other => other,
+        })?;
+        log::info!("grant: table grown to {} frames ({} refs, Xen allows {})", frames, self.refs(), self.max_frames);
+        Ok(())
+    }
+
+    fn take_ref(&mut self) -> Result<u32, GrantError> {
+        if let Some(r) = self.free_refs.pop() {
+            return Ok(r);
+        }
+        if self.next_ref >= self.refs() {
+            self.grow()?;
+        }
+        self.next_ref += 1;
+        Ok(self.next_ref - 1)
+    }
+}
+
 /// Sets the table up at boot.
 pub fn init() {
     let max_frames = Hv::grant_query_size().map_or(0, |(_, max)| max);
-    match setup_and_map() {
+    match setup_and_map(FIRST_FRAMES) {
         Ok(mfns) => {
             *TABLE.lock() =
                 Some(Table { mfns, grants: Vec::new(), next_ref: FIRST_FREE_REF, free_refs: Vec::new(), max_frames });
-            log::info!("grant: table of {} frame(s) mapped (Xen allows {})", FRAMES, max_frames);
+            log::info!("grant: table of {} frame(s) mapped (Xen allows {})", FIRST_FRAMES, max_frames);
         }
         Err(e) => log::error!("grant: no grant table: {:?}", e),
     }
@@ -170,18 +201,16 @@ pub fn init() {
 pub fn grant_access(domid: u16, pfn: u64, readonly: bool) -> Result<u32, GrantError> {
     let mut guard = TABLE.lock();
     let t = guard.as_mut().ok_or(GrantError::NoTable)?;
-    let gref = match t.free_refs.pop() {
-        Some(r) => r,
-        None if t.next_ref < REFS => {
-            t.next_ref += 1;
-            t.next_ref - 1
-        }
-        None => return Err(GrantError::Full),
-    };
+    let gref = t.take_ref()?;
     let g = Grant { gref, domid, pfn, readonly };
-    write_entry(&g);
+    write_entry(t, &g);
     t.grants.push(g);
     Ok(gref)
+}
+
+/// Refs in use and refs the table holds now.
+pub fn usage() -> (usize, u32) {
+    TABLE.lock().as_ref().map_or((0, 0), |t| (t.grants.len(), t.refs()))
 }
 
 /// Takes the grant back. Fails with `InUse` while the grantee still has
@@ -190,7 +219,7 @@ pub fn end_access(gref: u32) -> Result<(), GrantError> {
     let mut guard = TABLE.lock();
     let t = guard.as_mut().ok_or(GrantError::NoTable)?;
     let at = t.grants.iter().position(|g| g.gref == gref).ok_or(GrantError::BadRef(gref))?;
-    let e = entry_ptr(gref)?;
+    let e = entry_ptr(t, gref)?;
     // SAFETY: a `Table` exists, so the frames are mapped; `entry_ptr`
     // checked the bound.
     let flags = unsafe { flags_of(e) };
@@ -215,8 +244,8 @@ pub struct EntryView {
 /// The entry of `gref` as Xen sees it.
 pub fn entry(gref: u32) -> Result<EntryView, GrantError> {
     let guard = TABLE.lock();
-    guard.as_ref().ok_or(GrantError::NoTable)?;
-    let e = entry_ptr(gref)?;
+    let t = guard.as_ref().ok_or(GrantError::NoTable)?;
+    let e = entry_ptr(t, gref)?;
     // SAFETY: a `Table` exists, so the frames are mapped; the bound is
     // checked. Plain reads of fields Xen may change concurrently.
     unsafe {
@@ -236,21 +265,21 @@ impl crate::pm::Device for GrantDevice {
         "grant-table"
     }
     fn suspend(&self) -> Result<(), &'static str> {
-        unmap();
+        unmap(TABLE.lock().as_ref().map_or(0, |t| t.mfns.len()));
         Ok(())
     }
     fn resume(&self) {
         let mut guard = TABLE.lock();
         let Some(t) = guard.as_mut() else { return };
-        match setup_and_map() {
+        match setup_and_map(t.mfns.len()) {
             Ok(mfns) => {
                 t.mfns = mfns;
                 for g in &t.grants {
-                    write_entry(g);
+                    write_entry(t, g);
                 }
                 log::info!(
                     "grant: table set up again ({} frame(s), max {}), {} grants rewritten",
-                    FRAMES,
+                    t.mfns.len(),
                     t.max_frames,
                     t.grants.len()
                 );

@@ -34,6 +34,7 @@ pub mod report;
 pub mod restock;
 pub mod sched;
 pub mod selftest;
+pub mod shared_page;
 pub mod smp;
 pub mod start;
 pub mod suspend;

@@ -19,9 +19,9 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, Ordering};
 use spin::Mutex;
 use xen::xenstore::ring::{XenstoreInterface, XenstoreRing};
-use xen::xenstore::{ops, Decoder, MsgType, Routed, Router, XsError};
+use xen::xenstore::{ops, Decoder, MsgType, Routed, Router};
 
-pub use xen::xenstore::Errno;
+pub use xen::xenstore::{Errno, XsError};
 pub type Result<T> = core::result::Result<T, XsError>;
 
 struct Conn {
@@ -235,6 +235,16 @@ impl Watch {
     /// Blocks until the watch fires; returns the path that changed.
     pub fn next(&self) -> String {
         WAITERS.wait_until(|| {
+            with_conn(|c| {
+                c.pump();
+                c.router.pop_event(&self.token)
+            })
+        })
+    }
+
+    /// As `next`, giving up (None) at `deadline` (monotonic ns).
+    pub fn next_until(&self, deadline: u64) -> Option<String> {
+        WAITERS.wait_until_deadline(Some(deadline), &mut || {
             with_conn(|c| {
                 c.pump();
                 c.router.pop_event(&self.token)

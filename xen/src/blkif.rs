@@ -146,6 +146,68 @@ impl Request {
     }
 }
 
+impl Segment {
+    /// A segment of `sectors` sectors from the start of page `gref`.
+    pub fn whole(gref: u32, sectors: u8) -> Result<Self, SegmentError> {
+        if sectors == 0 || sectors > SECTORS_PER_PAGE {
+            return Err(SegmentError::BadSectors { first: 0, last: sectors.wrapping_sub(1) });
+        }
+        Ok(Segment { gref, first_sect: 0, last_sect: sectors - 1, _pad: 0 })
+    }
+
+    /// The segment as it sits in an indirect page.
+    pub fn to_bytes(self) -> [u8; 8] {
+        let g = self.gref.to_le_bytes();
+        [g[0], g[1], g[2], g[3], self.first_sect, self.last_sect, 0, 0]
+    }
+}
+
+impl IndirectRequest {
+    /// A read or write of `nr_segments` segments listed in the pages
+    /// `indirect` (each holding [`SEGMENTS_PER_INDIRECT_PAGE`]).
+    pub fn read_write(
+        write: bool,
+        handle: u16,
+        id: u64,
+        sector: u64,
+        nr_segments: u16,
+        indirect: &[u32],
+    ) -> Result<Self, SegmentError> {
+        let pages_needed = (nr_segments as usize).div_ceil(SEGMENTS_PER_INDIRECT_PAGE);
+        if nr_segments == 0 || indirect.len() != pages_needed || pages_needed > MAX_INDIRECT_PAGES {
+            return Err(SegmentError::TooMany);
+        }
+        let mut grefs = [0u32; MAX_INDIRECT_PAGES];
+        grefs[..indirect.len()].copy_from_slice(indirect);
+        Ok(IndirectRequest {
+            operation: OP_INDIRECT,
+            indirect_op: if write { OP_WRITE } else { OP_READ },
+            nr_segments,
+            id,
+            sector_number: sector,
+            handle,
+            indirect_grefs: grefs,
+        })
+    }
+
+    /// The request as it sits in a ring slot, whose type is [`Request`]:
+    /// its 64 bytes first, zeros after.
+    pub fn to_slot(&self) -> Request {
+        let mut slot = Request::default();
+        // SAFETY: both types are plain `repr(C)` integers (any bytes are a
+        // valid `Request`), the source is smaller than the destination, and
+        // the two do not overlap.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                (self as *const IndirectRequest).cast::<u8>(),
+                (&mut slot as *mut Request).cast::<u8>(),
+                core::mem::size_of::<IndirectRequest>(),
+            )
+        };
+        slot
+    }
+}
+
 /// The blkif ring: 32 slots of 112 bytes.
 pub type BlkRing = FrontRing<Request, Response>;
 
@@ -195,5 +257,20 @@ mod tests {
         assert_eq!(rsp(-2).status(), Ok(Status::NotSupported));
         assert_eq!(rsp(5).status(), Err(BadStatus(5)));
         assert_eq!(rsp(i16::MIN).status(), Err(BadStatus(i16::MIN)));
+    }
+
+    #[test]
+    fn indirect_requests_fill_a_slot_as_xen_reads_it() {
+        let r = IndirectRequest::read_write(true, 768, 0x1234, 99, 32, &[77]).unwrap();
+        let slot = r.to_slot();
+        assert_eq!((slot.operation, slot.nr_segments), (OP_INDIRECT, OP_WRITE));
+        assert_eq!((slot.id, slot.sector_number), (0x1234, 99));
+        // handle at 24 = seg[0].gref's low half; indirect_grefs[0] at 28.
+        assert_eq!(slot.seg[0].gref & 0xffff, 768);
+        assert_eq!(slot.seg[0].first_sect, 77);
+        assert_eq!(IndirectRequest::read_write(true, 0, 0, 0, 513, &[1]), Err(SegmentError::TooMany));
+        assert_eq!(IndirectRequest::read_write(true, 0, 0, 0, 0, &[]), Err(SegmentError::TooMany));
+        assert_eq!(Segment::whole(5, 8).unwrap().to_bytes(), [5, 0, 0, 0, 0, 7, 0, 0]);
+        assert!(Segment::whole(5, 0).is_err() && Segment::whole(5, 9).is_err());
     }
 }

@@ -192,6 +192,11 @@ impl TaskPages {
         }
     }
 
+    /// The first frame.
+    pub fn pfn(&self) -> u64 {
+        self.pfn
+    }
+
     /// The pages as 64-bit words.
     pub fn words_mut(&mut self) -> &mut [u64] {
         let len = (4096 / 8) << self.order;

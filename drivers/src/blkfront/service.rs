@@ -1,0 +1,350 @@
+//! The disks' lives: discovery under `device/vbd`, each disk's service
+//! task (the handshake, a reconnect after every resume in a new domain, a
+//! detach), their power management, and the figures under `data/blk/<n>/`.
+
+use super::{Connection, Disk, Phase};
+use crate::xenbus::{device_ids, Frontend, FrontendError};
+use alloc::collections::BTreeMap;
+use alloc::format;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::Ordering;
+use kernel::events::{Binding, Channel};
+use kernel::pm::{self, DeviceId};
+use kernel::shared_page::SharedRing;
+use kernel::xenstore::{self, Watch};
+use kernel::{sched, time};
+use spin::Mutex;
+use xen::xenbus::{frontend_step, FrontendStep, XenbusState};
+
+/// How long a backend may take to connect before the disk is failed.
+const CONNECT_TIMEOUT_MS: u64 = 30_000;
+/// How long a detach waits for in-flight I/O and the backend to close.
+const CLOSE_TIMEOUT_MS: u64 = 5_000;
+/// Discovery looks again this often, besides on every change.
+const RESCAN_MS: u64 = 5_000;
+
+/// Every disk the guest drives, with its PM registration. A lock because
+/// discovery adds, a detach removes, and the self-test and the figures
+/// read it from their own tasks.
+static DISKS: Mutex<Vec<(Arc<Disk>, DeviceId)>> = Mutex::new(Vec::new());
+
+/// The disks, lowest device number first.
+pub fn disks() -> Vec<Arc<Disk>> {
+    let mut v: Vec<Arc<Disk>> = DISKS.lock().iter().map(|(d, _)| d.clone()).collect();
+    v.sort_by_key(|d| d.id);
+    v
+}
+
+/// Starts discovery, the figures and (`selftest_mib`: Some) the self-test.
+pub fn spawn(selftest_mib: Option<u64>) {
+    DISKS.lock().clear();
+    sched::spawn("blkfront", discover);
+    sched::spawn("blk-figures", publish_figures);
+    if let Some(mib) = selftest_mib {
+        super::selftest::spawn(mib);
+    }
+}
+
+fn discover() {
+    let watch = match Watch::new("device/vbd") {
+        Ok(w) => w,
+        Err(e) => {
+            log::error!("blkfront: cannot watch device/vbd ({:?}): disks attached later are not seen", e);
+            return scan_forever();
+        }
+    };
+    loop {
+        scan();
+        watch.next_until(time::now_ns() + RESCAN_MS * 1_000_000);
+    }
+}
+
+fn scan_forever() {
+    loop {
+        scan();
+        sched::sleep_ms(RESCAN_MS);
+    }
+}
+
+fn scan() {
+    for id in device_ids("vbd") {
+        if DISKS.lock().iter().any(|(d, _)| d.id == id) {
+            continue;
+        }
+        let disk = Arc::new(Disk::new(id));
+        let pm_id = pm::register(Arc::new(DiskPm(disk.clone())));
+        DISKS.lock().push((disk.clone(), pm_id));
+        log::info!("blkfront {}: found device/vbd/{}", id, id);
+        sched::spawn("blkfront-disk", move || serve(disk));
+    }
+}
+
+fn forget(disk: &Disk) {
+    let gone = {
+        let mut all = DISKS.lock();
+        let at = all.iter().position(|(d, _)| d.id == disk.id);
+        at.map(|i| all.remove(i))
+    };
+    if let Some((_, pm_id)) = gone {
+        pm::unregister(pm_id);
+    }
+}
+
+/// A disk's service task.
+fn serve(disk: Arc<Disk>) {
+    let mut front = match Frontend::find("vbd", disk.id) {
+        Ok(f) => f,
+        Err(e) => return disk.fail_now(&e),
+    };
+    loop {
+        let epoch = disk.resumes.load(Ordering::Acquire);
+        // A watch per connection: the backend's path names the domain id,
+        // which a restore or a migration changes.
+        let watch = match front.refresh_backend().and_then(|()| front.watch_backend()) {
+            Ok(w) => w,
+            Err(e) => return disk.fail_now(&e),
+        };
+        match connect(&disk, &mut front, &watch, epoch) {
+            Ok(()) => {}
+            Err(FrontendError::Resumed) => continue,
+            Err(FrontendError::BackendClosed(_)) => return close(&disk, &mut front, &watch),
+            Err(e) => return disk.fail_now(&e),
+        }
+        // Connected: follow the backend until it closes or the domain moves.
+        loop {
+            watch.next();
+            if disk.resumes.load(Ordering::Acquire) != epoch {
+                break;
+            }
+            match front.backend_state().map(|b| frontend_step(XenbusState::Connected, b)) {
+                Ok(FrontendStep::Close | FrontendStep::Closed) => return close(&disk, &mut front, &watch),
+                Ok(FrontendStep::Fail(p)) => return disk.fail_now(&FrontendError::Protocol(p)),
+                Ok(_) => {}
+                Err(e) => return disk.fail_now(&e),
+            }
+            if disk.phase() == Phase::Failed {
+                return;
+            }
+        }
+    }
+}
+
+/// Connects from scratch: a new ring and event channel, the handshake, the
+/// backend's details, then every request still in flight issued again.
+fn connect(disk: &Disk, front: &mut Frontend, watch: &Watch, epoch: u64) -> Result<(), FrontendError> {
+    let backend = front.backend_id;
+    let reconnect = {
+        let mut g = disk.inner.lock();
+        if g.phase != Phase::Failed {
+            g.phase = Phase::Connecting;
+        }
+        // The old connection died with the old domain (its port was made
+        // again for nothing, its ring's grant is ended here).
+        g.conn.take().is_some() || epoch > 0
+    };
+    let ring = SharedRing::new(backend).map_err(|e| FrontendError::Resources(format!("ring page: {e:?}")))?;
+    let wake = disk.wake.clone();
+    let channel = Channel::bind(Binding::Unbound { remote_dom: backend }, "blkfront", move |_| wake.wake_all())
+        .map_err(|e| FrontendError::Resources(format!("event channel: {e:?}")))?;
+    let port = channel.port().ok_or(FrontendError::Resources(String::from("event channel vanished")))?;
+    let gref = ring.gref();
+    let node = front.nodename.clone();
+    let still_current = || disk.resumes.load(Ordering::Acquire) == epoch;
+    front.connect(watch, CONNECT_TIMEOUT_MS, still_current, |tx| {
+        xenstore::write_tx(tx, &format!("{node}/ring-ref"), &format!("{gref}"))?;
+        xenstore::write_tx(tx, &format!("{node}/event-channel"), &format!("{port}"))?;
+        xenstore::write_tx(tx, &format!("{node}/protocol"), "x86_64-abi")
+    })?;
+    let sectors = front.backend_u64("sectors")?.ok_or(FrontendError::Missing(format!("{}/sectors", front.backend)))?;
+    if let Some(size) = front.backend_u64("sector-size")?.filter(|&s| s != 512) {
+        return Err(FrontendError::Malformed {
+            node: format!("{}/sector-size", front.backend),
+            value: format!("{size}"),
+        });
+    }
+    let flush = feature(front, "feature-flush-cache") == 1;
+    let max_indirect = feature(front, "feature-max-indirect-segments").min(u32::MAX as u64) as u32;
+    front.switch_state(XenbusState::Connected)?;
+    let conn = Connection { ring, channel, backend_id: backend, sectors, flush, max_indirect };
+    let reissued = disk.install(conn, reconnect);
+    log::info!(
+        "blkfront {}: connected to dom{} ({} MiB, flush {}, indirect {}), {} request(s) issued again",
+        disk.id,
+        backend,
+        sectors / 2048,
+        if flush { "yes" } else { "no" },
+        max_indirect,
+        reissued
+    );
+    Ok(())
+}
+
+/// A feature flag or limit the backend offers (0 if absent or garbage).
+fn feature(front: &Frontend, node: &str) -> u64 {
+    front
+        .backend_u64(node)
+        .unwrap_or_else(|e| {
+            log::warn!("blkfront {}: {}; taken as not offered", front.id, e);
+            None
+        })
+        .unwrap_or(0)
+}
+
+impl Disk {
+    /// Makes `conn` the disk's connection. After a reconnect every page
+    /// is granted afresh to the (new) backend and every request in flight
+    /// goes on the new ring again, in the order first issued.
+    fn install(&self, mut conn: Connection, reconnect: bool) -> usize {
+        let mut g = self.inner.lock();
+        if g.phase == Phase::Failed {
+            return 0;
+        }
+        let backend = conn.backend_id;
+        let mut reissued = 0;
+        if reconnect {
+            g.pool.retain_mut(|p| p.regrant(backend).is_ok());
+            let mut broken = None;
+            for (t, p) in g.shadow.issued_mut() {
+                if let Err(e) = p.regrant_all(backend) {
+                    broken = Some(e);
+                    break;
+                }
+                conn.ring.ring().write_request(p.ring_request(self.id as u16, t.id()));
+                reissued += 1;
+            }
+            if let Some(e) = broken {
+                g.fail(self, format_args!("granting pages to the new backend: {:?}", e));
+                return 0;
+            }
+            if conn.ring.ring().push_requests() {
+                conn.channel.notify();
+            }
+            super::Figures::add(&self.figures.reissued, reissued as u64);
+        }
+        g.conn = Some(conn);
+        g.phase = Phase::Connected;
+        drop(g);
+        self.wake.wake_all();
+        reissued
+    }
+
+    fn fail_now(&self, why: &FrontendError) {
+        self.inner.lock().fail(self, format_args!("{}", why));
+    }
+}
+
+/// Answers a closing backend (a detach): in-flight I/O may finish, then
+/// both sides close and the disk is forgotten.
+fn close(disk: &Arc<Disk>, front: &mut Frontend, watch: &Watch) {
+    {
+        let mut g = disk.inner.lock();
+        if g.phase != Phase::Failed {
+            g.phase = Phase::Closing;
+        }
+    }
+    disk.wake.wake_all();
+    let deadline = time::now_ns() + CLOSE_TIMEOUT_MS * 1_000_000;
+    disk.wake.wait_until_deadline(Some(deadline), &mut || {
+        let mut g = disk.inner.lock();
+        g.poll(disk);
+        (g.shadow.in_flight() == 0).then_some(())
+    });
+    let ended = disk.inner.lock().shadow.fail_all(|| Err(super::BlkError::Gone));
+    disk.wake.wake_all();
+    front.close(watch, CLOSE_TIMEOUT_MS);
+    // The backend has let go of the ring (or never will): end its grant.
+    let conn = {
+        let mut g = disk.inner.lock();
+        g.phase = Phase::Closed;
+        g.conn.take()
+    };
+    drop(conn);
+    disk.wake.wake_all();
+    let _ = xenstore::write(&format!("data/blk/{}/state", disk.id), Phase::Closed.name());
+    forget(disk);
+    log::info!("blkfront {}: detached, {} request(s) ended unfinished", disk.id, ended);
+}
+
+/// A disk as a suspend-aware device. Nothing here touches grants or
+/// xenstore: at resume both are set up again only after this runs, so the
+/// service task reconnects once tasks thaw.
+struct DiskPm(Arc<Disk>);
+
+impl pm::Device for DiskPm {
+    fn name(&self) -> &'static str {
+        "blkfront"
+    }
+
+    fn suspend(&self) -> Result<(), &'static str> {
+        let mut g = self.0.inner.lock();
+        if g.phase == Phase::Connected {
+            g.phase = Phase::Suspended;
+        }
+        log::info!("blkfront {}: suspended, {} request(s) in flight", self.0.id, g.shadow.in_flight());
+        Ok(())
+    }
+
+    fn resume(&self) {
+        let mut g = self.0.inner.lock();
+        if matches!(g.phase, Phase::Suspended | Phase::Connected | Phase::Connecting) {
+            g.phase = Phase::Connecting;
+        }
+        self.0.resumes.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn cancel(&self) {
+        {
+            let mut g = self.0.inner.lock();
+            if g.phase == Phase::Suspended {
+                g.phase = Phase::Connected;
+            }
+        }
+        self.0.wake.wake_all();
+    }
+}
+
+/// Publishes every disk's figures when they change, at most once a second.
+fn publish_figures() {
+    let mut last: BTreeMap<u32, Vec<(&'static str, u64)>> = BTreeMap::new();
+    loop {
+        for disk in disks() {
+            let f = &disk.figures;
+            let get = |c: &core::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+            let (phase, in_flight, sectors) = {
+                let g = disk.inner.lock();
+                (g.phase, g.shadow.in_flight() as u64, g.conn.as_ref().map_or(0, |c| c.sectors))
+            };
+            let now = alloc::vec![
+                ("state", phase as u64),
+                ("sectors", sectors),
+                ("in_flight", in_flight),
+                ("requests", get(&f.requests)),
+                ("read_bytes", get(&f.read_bytes)),
+                ("written_bytes", get(&f.written_bytes)),
+                ("flushes", get(&f.flushes)),
+                ("errors", get(&f.errors)),
+                ("reissued", get(&f.reissued)),
+                ("duplicates", get(&f.duplicates)),
+                ("mismatches", get(&f.mismatches)),
+                ("passes", get(&f.passes)),
+            ];
+            if last.get(&disk.id) == Some(&now) {
+                continue;
+            }
+            let dir = format!("data/blk/{}", disk.id);
+            let written = xenstore::transaction(|tx| {
+                for (name, v) in &now {
+                    let value = if *name == "state" { String::from(phase.name()) } else { format!("{v}") };
+                    xenstore::write_tx(tx, &format!("{dir}/{name}"), &value)?;
+                }
+                Ok(())
+            });
+            if written.is_ok() {
+                last.insert(disk.id, now);
+            }
+        }
+        sched::sleep_ms(1000);
+    }
+}
