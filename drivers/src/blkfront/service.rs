@@ -1,9 +1,9 @@
-//! The disks' lives: discovery under `device/vbd`, each disk's service
-//! task (the handshake, a reconnect after every resume in a new domain, a
-//! detach), their power management, and the figures under `data/blk/<n>/`.
+//! What is blkfront's own in a disk's life (`xenbus::lifecycle` runs it):
+//! connecting, reconnecting with every request in flight issued again,
+//! closing, suspend and resume; and the figures under `data/blk/<n>/`.
 
 use super::{Connection, Disk, Phase};
-use crate::xenbus::{device_ids, Frontend, FrontendError};
+use crate::xenbus::{Frontend, FrontendError, PvDevice, Registry};
 use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::String;
@@ -11,123 +11,82 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 use kernel::events::{Binding, Channel};
-use kernel::pm::{self, DeviceId};
 use kernel::shared_page::SharedRing;
 use kernel::xenstore::{self, Watch};
 use kernel::{sched, time};
-use spin::Mutex;
-use xen::xenbus::{frontend_step, FrontendStep, XenbusState};
+use xen::xenbus::XenbusState;
 
 /// How long a backend may take to connect before the disk is failed.
 const CONNECT_TIMEOUT_MS: u64 = 30_000;
 /// How long a detach waits for in-flight I/O and the backend to close.
 const CLOSE_TIMEOUT_MS: u64 = 5_000;
-/// Discovery looks again this often, besides on every change.
-const RESCAN_MS: u64 = 5_000;
 
-/// Every disk the guest drives, with its PM registration. A lock because
-/// discovery adds, a detach removes, and the self-test and the figures
-/// read it from their own tasks.
-static DISKS: Mutex<Vec<(Arc<Disk>, DeviceId)>> = Mutex::new(Vec::new());
+static DISKS: Registry<Disk> = Registry::new();
 
 /// The disks, lowest device number first.
 pub fn disks() -> Vec<Arc<Disk>> {
-    let mut v: Vec<Arc<Disk>> = DISKS.lock().iter().map(|(d, _)| d.clone()).collect();
-    v.sort_by_key(|d| d.id);
-    v
+    DISKS.all()
 }
 
 /// Starts discovery, the figures and (`selftest_mib`: Some) the self-test.
 pub fn spawn(selftest_mib: Option<u64>) {
-    DISKS.lock().clear();
-    sched::spawn("blkfront", discover);
+    DISKS.spawn_discovery();
     sched::spawn("blk-figures", publish_figures);
     if let Some(mib) = selftest_mib {
         super::selftest::spawn(mib);
     }
 }
 
-fn discover() {
-    let watch = match Watch::new("device/vbd") {
-        Ok(w) => w,
-        Err(e) => {
-            log::error!("blkfront: cannot watch device/vbd ({:?}): disks attached later are not seen", e);
-            return scan_forever();
+impl PvDevice for Disk {
+    const CLASS: &'static str = "vbd";
+    const NAME: &'static str = "blkfront";
+
+    fn new(id: u32) -> Self {
+        Disk::new(id)
+    }
+    fn id(&self) -> u32 {
+        self.id
+    }
+    fn resumes(&self) -> u64 {
+        self.resumes.load(Ordering::Acquire)
+    }
+    fn is_failed(&self) -> bool {
+        self.phase() == Phase::Failed
+    }
+    fn connect(&self, front: &mut Frontend, watch: &Watch, epoch: u64) -> Result<(), FrontendError> {
+        connect(self, front, watch, epoch)
+    }
+    fn close(&self, front: &mut Frontend, watch: &Watch) {
+        close(self, front, watch)
+    }
+    fn fail(&self, why: &FrontendError) {
+        self.inner.lock().fail(self, format_args!("{}", why));
+    }
+
+    fn suspend(&self) {
+        let mut g = self.inner.lock();
+        if g.phase == Phase::Connected {
+            g.phase = Phase::Suspended;
         }
-    };
-    loop {
-        scan();
-        watch.next_until(time::now_ns() + RESCAN_MS * 1_000_000);
+        log::info!("blkfront {}: suspended, {} request(s) in flight", self.id, g.shadow.in_flight());
     }
-}
 
-fn scan_forever() {
-    loop {
-        scan();
-        sched::sleep_ms(RESCAN_MS);
-    }
-}
-
-fn scan() {
-    for id in device_ids("vbd") {
-        if DISKS.lock().iter().any(|(d, _)| d.id == id) {
-            continue;
+    fn resume(&self) {
+        let mut g = self.inner.lock();
+        if matches!(g.phase, Phase::Suspended | Phase::Connected | Phase::Connecting) {
+            g.phase = Phase::Connecting;
         }
-        let disk = Arc::new(Disk::new(id));
-        let pm_id = pm::register(Arc::new(DiskPm(disk.clone())));
-        DISKS.lock().push((disk.clone(), pm_id));
-        log::info!("blkfront {}: found device/vbd/{}", id, id);
-        sched::spawn("blkfront-disk", move || serve(disk));
+        self.resumes.fetch_add(1, Ordering::AcqRel);
     }
-}
 
-fn forget(disk: &Disk) {
-    let gone = {
-        let mut all = DISKS.lock();
-        let at = all.iter().position(|(d, _)| d.id == disk.id);
-        at.map(|i| all.remove(i))
-    };
-    if let Some((_, pm_id)) = gone {
-        pm::unregister(pm_id);
-    }
-}
-
-/// A disk's service task.
-fn serve(disk: Arc<Disk>) {
-    let mut front = match Frontend::find("vbd", disk.id) {
-        Ok(f) => f,
-        Err(e) => return disk.fail_now(&e),
-    };
-    loop {
-        let epoch = disk.resumes.load(Ordering::Acquire);
-        // A watch per connection: the backend's path names the domain id,
-        // which a restore or a migration changes.
-        let watch = match front.refresh_backend().and_then(|()| front.watch_backend()) {
-            Ok(w) => w,
-            Err(e) => return disk.fail_now(&e),
-        };
-        match connect(&disk, &mut front, &watch, epoch) {
-            Ok(()) => {}
-            Err(FrontendError::Resumed) => continue,
-            Err(FrontendError::BackendClosed(_)) => return close(&disk, &mut front, &watch),
-            Err(e) => return disk.fail_now(&e),
-        }
-        // Connected: follow the backend until it closes or the domain moves.
-        loop {
-            watch.next();
-            if disk.resumes.load(Ordering::Acquire) != epoch {
-                break;
-            }
-            match front.backend_state().map(|b| frontend_step(XenbusState::Connected, b)) {
-                Ok(FrontendStep::Close | FrontendStep::Closed) => return close(&disk, &mut front, &watch),
-                Ok(FrontendStep::Fail(p)) => return disk.fail_now(&FrontendError::Protocol(p)),
-                Ok(_) => {}
-                Err(e) => return disk.fail_now(&e),
-            }
-            if disk.phase() == Phase::Failed {
-                return;
+    fn cancel(&self) {
+        {
+            let mut g = self.inner.lock();
+            if g.phase == Phase::Suspended {
+                g.phase = Phase::Connected;
             }
         }
+        self.wake.wake_all();
     }
 }
 
@@ -229,15 +188,11 @@ impl Disk {
         self.wake.wake_all();
         reissued
     }
-
-    fn fail_now(&self, why: &FrontendError) {
-        self.inner.lock().fail(self, format_args!("{}", why));
-    }
 }
 
 /// Answers a closing backend (a detach): in-flight I/O may finish, then
-/// both sides close and the disk is forgotten.
-fn close(disk: &Arc<Disk>, front: &mut Frontend, watch: &Watch) {
+/// both sides close.
+fn close(disk: &Disk, front: &mut Frontend, watch: &Watch) {
     {
         let mut g = disk.inner.lock();
         if g.phase != Phase::Failed {
@@ -263,46 +218,7 @@ fn close(disk: &Arc<Disk>, front: &mut Frontend, watch: &Watch) {
     drop(conn);
     disk.wake.wake_all();
     let _ = xenstore::write(&format!("data/blk/{}/state", disk.id), Phase::Closed.name());
-    forget(disk);
     log::info!("blkfront {}: detached, {} request(s) ended unfinished", disk.id, ended);
-}
-
-/// A disk as a suspend-aware device. Nothing here touches grants or
-/// xenstore: at resume both are set up again only after this runs, so the
-/// service task reconnects once tasks thaw.
-struct DiskPm(Arc<Disk>);
-
-impl pm::Device for DiskPm {
-    fn name(&self) -> &'static str {
-        "blkfront"
-    }
-
-    fn suspend(&self) -> Result<(), &'static str> {
-        let mut g = self.0.inner.lock();
-        if g.phase == Phase::Connected {
-            g.phase = Phase::Suspended;
-        }
-        log::info!("blkfront {}: suspended, {} request(s) in flight", self.0.id, g.shadow.in_flight());
-        Ok(())
-    }
-
-    fn resume(&self) {
-        let mut g = self.0.inner.lock();
-        if matches!(g.phase, Phase::Suspended | Phase::Connected | Phase::Connecting) {
-            g.phase = Phase::Connecting;
-        }
-        self.0.resumes.fetch_add(1, Ordering::AcqRel);
-    }
-
-    fn cancel(&self) {
-        {
-            let mut g = self.0.inner.lock();
-            if g.phase == Phase::Suspended {
-                g.phase = Phase::Connected;
-            }
-        }
-        self.0.wake.wake_all();
-    }
 }
 
 /// Publishes every disk's figures when they change, at most once a second.

@@ -14,6 +14,9 @@ use core::fmt;
 use kernel::xenstore::{self, Watch, XsError};
 use xen::xenbus::{frontend_step, BadState, FrontendStep, ProtocolError, XenbusState};
 
+mod lifecycle;
+pub use lifecycle::{PvDevice, Registry};
+
 /// Why a device could not be driven.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FrontendError {

@@ -1,0 +1,180 @@
+//! A PV device's life, the same for every class: discovery under
+//! `device/<class>`, a service task per device (the handshake, a reconnect
+//! after every resume in a new domain, a detach), and power management.
+//! A driver says what is its own through [`PvDevice`].
+
+use super::{device_ids, Frontend, FrontendError};
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use kernel::pm::{self, DeviceId};
+use kernel::xenstore::Watch;
+use kernel::{sched, time};
+use spin::Mutex;
+use xen::xenbus::{frontend_step, FrontendStep, XenbusState};
+
+/// Discovery looks again this often, besides on every change.
+const RESCAN_MS: u64 = 5_000;
+
+/// What differs between device classes.
+pub trait PvDevice: Send + Sync + Sized + 'static {
+    /// The directory under `device/` ("vbd", "vif").
+    const CLASS: &'static str;
+    /// The driver's name, for logs, tasks and power management.
+    const NAME: &'static str;
+
+    fn new(id: u32) -> Self;
+    fn id(&self) -> u32;
+    /// Resumes in a new domain so far: a connection made before the last
+    /// one is dead.
+    fn resumes(&self) -> u64;
+    fn is_failed(&self) -> bool;
+    /// Connects from scratch (rings, event channel, the handshake through
+    /// `front.connect`, the backend's details); `epoch` is `resumes()` when
+    /// the attempt began.
+    fn connect(&self, front: &mut Frontend, watch: &Watch, epoch: u64) -> Result<(), FrontendError>;
+    /// The backend is closing: finish, close both sides (`front.close`).
+    fn close(&self, front: &mut Frontend, watch: &Watch);
+    /// The device is failed: a log line, nothing more is done with it.
+    fn fail(&self, why: &FrontendError);
+    /// Stops submitting (the domain is suspending).
+    fn suspend(&self);
+    /// Runs in a new domain: marks the connection dead (grants and
+    /// xenstore are not back yet; the service task reconnects).
+    fn resume(&self);
+    /// The suspend was cancelled: carry on with the same connection.
+    fn cancel(&self);
+}
+
+/// Every device of one class the guest drives, with its PM registration.
+/// A lock because discovery adds, a detach removes, and other tasks read.
+pub struct Registry<D> {
+    devices: Mutex<Vec<(Arc<D>, DeviceId)>>,
+}
+
+impl<D: PvDevice> Registry<D> {
+    pub const fn new() -> Self {
+        Registry { devices: Mutex::new(Vec::new()) }
+    }
+
+    /// The devices, lowest number first.
+    pub fn all(&self) -> Vec<Arc<D>> {
+        let mut v: Vec<Arc<D>> = self.devices.lock().iter().map(|(d, _)| d.clone()).collect();
+        v.sort_by_key(|d| d.id());
+        v
+    }
+
+    /// Starts discovery (forgetting devices of an earlier boot, which only
+    /// a simulated guest has).
+    pub fn spawn_discovery(&'static self) {
+        self.devices.lock().clear();
+        sched::spawn(D::NAME, move || self.discover());
+    }
+
+    fn discover(&'static self) {
+        let dir = alloc::format!("device/{}", D::CLASS);
+        let watch = Watch::new(&dir)
+            .inspect_err(|e| log::error!("{}: cannot watch {} ({:?}): looking every {} ms", D::NAME, dir, e, RESCAN_MS))
+            .ok();
+        loop {
+            self.scan();
+            match &watch {
+                Some(w) => drop(w.next_until(time::now_ns() + RESCAN_MS * 1_000_000)),
+                None => sched::sleep_ms(RESCAN_MS),
+            }
+        }
+    }
+
+    fn scan(&'static self) {
+        for id in device_ids(D::CLASS) {
+            if self.devices.lock().iter().any(|(d, _)| d.id() == id) {
+                continue;
+            }
+            let dev = Arc::new(D::new(id));
+            let pm_id = pm::register(Arc::new(Pm(dev.clone())));
+            self.devices.lock().push((dev.clone(), pm_id));
+            log::info!("{} {}: found device/{}/{}", D::NAME, id, D::CLASS, id);
+            sched::spawn(D::NAME, move || self.serve(dev));
+        }
+    }
+
+    fn forget(&self, id: u32) {
+        let gone = {
+            let mut all = self.devices.lock();
+            let at = all.iter().position(|(d, _)| d.id() == id);
+            at.map(|i| all.remove(i))
+        };
+        if let Some((_, pm_id)) = gone {
+            pm::unregister(pm_id);
+        }
+    }
+
+    /// A device's service task.
+    fn serve(&self, dev: Arc<D>) {
+        let mut front = match Frontend::find(D::CLASS, dev.id()) {
+            Ok(f) => f,
+            Err(e) => return dev.fail(&e),
+        };
+        loop {
+            let epoch = dev.resumes();
+            // A watch per connection: the backend's path names the domain
+            // id, which a restore or a migration changes.
+            let watch = match front.refresh_backend().and_then(|()| front.watch_backend()) {
+                Ok(w) => w,
+                Err(e) => return dev.fail(&e),
+            };
+            match dev.connect(&mut front, &watch, epoch) {
+                Ok(()) => {}
+                Err(FrontendError::Resumed) => continue,
+                Err(FrontendError::BackendClosed(_)) => return self.close(&dev, &mut front, &watch),
+                Err(e) => return dev.fail(&e),
+            }
+            // Connected: follow the backend until it closes or the domain
+            // moves.
+            loop {
+                watch.next();
+                if dev.resumes() != epoch {
+                    break;
+                }
+                match front.backend_state().map(|b| frontend_step(XenbusState::Connected, b)) {
+                    Ok(FrontendStep::Close | FrontendStep::Closed) => return self.close(&dev, &mut front, &watch),
+                    Ok(FrontendStep::Fail(p)) => return dev.fail(&FrontendError::Protocol(p)),
+                    Ok(_) => {}
+                    Err(e) => return dev.fail(&e),
+                }
+                if dev.is_failed() {
+                    return;
+                }
+            }
+        }
+    }
+
+    fn close(&self, dev: &D, front: &mut Frontend, watch: &Watch) {
+        dev.close(front, watch);
+        self.forget(dev.id());
+    }
+}
+
+impl<D: PvDevice> Default for Registry<D> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A device as a suspend-aware device.
+struct Pm<D>(Arc<D>);
+
+impl<D: PvDevice> pm::Device for Pm<D> {
+    fn name(&self) -> &'static str {
+        D::NAME
+    }
+    fn suspend(&self) -> Result<(), &'static str> {
+        self.0.suspend();
+        Ok(())
+    }
+    fn resume(&self) {
+        self.0.resume();
+    }
+    fn cancel(&self) {
+        self.0.cancel();
+    }
+}
