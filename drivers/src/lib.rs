@@ -15,6 +15,7 @@ pub mod console_input;
 pub mod control;
 pub mod data;
 pub mod meminfo;
+pub mod netfront;
 pub mod pressure;
 pub mod suspend_channel;
 pub mod vcpus;
@@ -44,4 +45,5 @@ pub fn start(opts: &kernel::cmdline::Options) {
     data::spawn();
     vcpus::spawn();
     blkfront::spawn((opts.blk_mib > 0).then_some(opts.blk_mib));
+    netfront::spawn(netfront::stack::Config::from_options(opts.ip.as_deref(), opts.ping.as_deref()));
 }

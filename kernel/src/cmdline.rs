@@ -46,6 +46,10 @@ pub struct Options {
     /// `ballast.blk=MIB`: MiB of the first disk the block self-test keeps
     /// rewriting and verifying (0: no self-test).
     pub blk_mib: u64,
+    /// `ballast.ip=A.B.C.D/N`: the first vif's static IPv4 address (no IP
+    /// stack without it); `ballast.ping=A.B.C.D`: the peer it pings.
+    pub ip: Option<alloc::string::String>,
+    pub ping: Option<alloc::string::String>,
 }
 
 impl Default for Options {
@@ -64,6 +68,8 @@ impl Default for Options {
             hold_vcpu: None,
             hog_mib: 0,
             blk_mib: 16,
+            ip: None,
+            ping: None,
             balloon: true,
         }
     }
@@ -86,6 +92,8 @@ impl Options {
                 "ballast.pattern" => number(key, value, &mut opts.pattern_mib),
                 "ballast.hog" => number(key, value, &mut opts.hog_mib),
                 "ballast.blk" => number(key, value, &mut opts.blk_mib),
+                "ballast.ip" => opts.ip = value.map(alloc::string::String::from),
+                "ballast.ping" => opts.ping = value.map(alloc::string::String::from),
                 "ballast.balloon" => opts.balloon = flag(value),
                 "ballast.aspace" => number(key, value, &mut opts.aspace_pages),
                 "ballast.dirty" => number(key, value, &mut opts.dirty_mib),

@@ -35,6 +35,7 @@ use shadow::{IdError, Shadow};
 use spin::Mutex;
 use xen::blkif::{Request, Response, Status};
 
+pub use crate::xenbus::Phase;
 pub use request::Op;
 pub use service::{disks, spawn};
 pub use shadow::Ticket;
@@ -57,32 +58,6 @@ pub enum BlkError {
     NotSupported,
     /// No memory for the request's pages.
     NoMemory,
-}
-
-/// Where the disk stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    Connecting,
-    Connected,
-    /// The domain is suspending: nothing is submitted.
-    Suspended,
-    /// The backend is closing (a detach): in-flight I/O is let finish.
-    Closing,
-    Failed,
-    Closed,
-}
-
-impl Phase {
-    pub fn name(self) -> &'static str {
-        match self {
-            Phase::Connecting => "connecting",
-            Phase::Connected => "connected",
-            Phase::Suspended => "suspended",
-            Phase::Closing => "closing",
-            Phase::Failed => "failed",
-            Phase::Closed => "closed",
-        }
-    }
 }
 
 /// The disk's figures, published under `data/blk/<n>/`.

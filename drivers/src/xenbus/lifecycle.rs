@@ -15,6 +15,32 @@ use xen::xenbus::{frontend_step, FrontendStep, XenbusState};
 /// Discovery looks again this often, besides on every change.
 const RESCAN_MS: u64 = 5_000;
 
+/// Where a device stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Connecting,
+    Connected,
+    /// The domain is suspending: nothing is submitted.
+    Suspended,
+    /// The backend is closing (a detach): in-flight work is let finish.
+    Closing,
+    Failed,
+    Closed,
+}
+
+impl Phase {
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Connecting => "connecting",
+            Phase::Connected => "connected",
+            Phase::Suspended => "suspended",
+            Phase::Closing => "closing",
+            Phase::Failed => "failed",
+            Phase::Closed => "closed",
+        }
+    }
+}
+
 /// What differs between device classes.
 pub trait PvDevice: Send + Sync + Sized + 'static {
     /// The directory under `device/` ("vbd", "vif").

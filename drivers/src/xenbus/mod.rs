@@ -15,7 +15,7 @@ use kernel::xenstore::{self, Watch, XsError};
 use xen::xenbus::{frontend_step, BadState, FrontendStep, ProtocolError, XenbusState};
 
 mod lifecycle;
-pub use lifecycle::{PvDevice, Registry};
+pub use lifecycle::{Phase, PvDevice, Registry};
 
 /// Why a device could not be driven.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,338 @@
+//! The IP stack on the first connected vif: smoltcp with a static IPv4
+//! address (`ballast.ip=A.B.C.D/N`). It answers ARP and ICMP echo, echoes
+//! UDP and TCP on port 7, pings a peer every 100 ms (`ballast.ping=A.B.C.D`,
+//! by default the subnet's first address: dom0's bridge) counting the
+//! replies, and after every resume in a new domain announces itself with a
+//! gratuitous ARP (it may now sit behind another switch port).
+
+use super::{vifs, Phase, Vif, MAX_FRAME};
+use alloc::collections::BTreeSet;
+use alloc::sync::Arc;
+use alloc::vec;
+use alloc::vec::Vec;
+use kernel::{sched, time};
+use smoltcp::iface::{Config as IfaceConfig, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::{self, DeviceCapabilities, Medium};
+use smoltcp::socket::{icmp, tcp, udp};
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, Icmpv4Packet,
+    Icmpv4Repr, IpAddress, IpCidr, Ipv4Address,
+};
+
+const ECHO_PORT: u16 = 7;
+const PING_EVERY_MS: u64 = 100;
+const PING_IDENT: u16 = 0xba11;
+const TCP_ECHO_SOCKETS: usize = 4;
+
+/// The address and the peer to ping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    pub ip: [u8; 4],
+    pub prefix: u8,
+    pub peer: [u8; 4],
+}
+
+/// An option that is not an address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadOption {
+    /// `ballast.ip` is not `A.B.C.D/N` with N in 1..=30.
+    Ip,
+    /// `ballast.ping` is not `A.B.C.D`.
+    Ping,
+}
+
+impl Config {
+    /// From the command line's `ballast.ip=A.B.C.D/N` and optional
+    /// `ballast.ping=A.B.C.D` (by default the subnet's first address).
+    pub fn parse(ip: &str, ping: Option<&str>) -> Result<Config, BadOption> {
+        let parsed = ip.split_once('/').and_then(|(a, n)| Some((parse_ipv4(a)?, n.parse::<u8>().ok()?)));
+        let (addr, prefix) = parsed.filter(|&(_, n)| (1..=30).contains(&n)).ok_or(BadOption::Ip)?;
+        let peer = match ping {
+            Some(p) => parse_ipv4(p).ok_or(BadOption::Ping)?,
+            None => ((u32::from_be_bytes(addr) & (u32::MAX << (32 - prefix as u32))) + 1).to_be_bytes(),
+        };
+        Ok(Config { ip: addr, prefix, peer })
+    }
+
+    /// As `parse`, for the drivers' start: a bad value is logged; a bad
+    /// `ballast.ip` means no stack, a bad `ballast.ping` the default peer.
+    pub fn from_options(ip: Option<&str>, ping: Option<&str>) -> Option<Config> {
+        let ip = ip?;
+        match Config::parse(ip, ping) {
+            Ok(c) => Some(c),
+            Err(BadOption::Ip) => {
+                log::error!("net: ballast.ip={:?} is not A.B.C.D/N (N 1..30): no IP stack", ip);
+                None
+            }
+            Err(BadOption::Ping) => {
+                log::error!("net: ballast.ping={:?} is not an address: pinging the subnet's first address", ping);
+                Config::parse(ip, None).ok()
+            }
+        }
+    }
+}
+
+fn parse_ipv4(s: &str) -> Option<[u8; 4]> {
+    let mut out = [0u8; 4];
+    let mut parts = s.split('.');
+    for b in out.iter_mut() {
+        let p = parts.next()?;
+        if p.is_empty() || p.len() > 3 || !p.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        *b = p.parse().ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+pub fn spawn(cfg: Config) {
+    sched::spawn("net", move || loop {
+        match vifs().into_iter().find(|v| v.phase() == Phase::Connected) {
+            Some(vif) => serve(&vif, &cfg),
+            None => sched::sleep_ms(500),
+        }
+    });
+}
+
+fn now() -> smoltcp::time::Instant {
+    smoltcp::time::Instant::from_millis(time::now_ns() as i64 / 1_000_000)
+}
+
+/// smoltcp's view of a vif.
+struct Port<'a> {
+    vif: &'a Vif,
+}
+
+struct Rx(Vec<u8>);
+struct Tx<'a>(&'a Vif);
+
+impl phy::RxToken for Rx {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(&self.0)
+    }
+}
+
+impl phy::TxToken for Tx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut frame = vec![0u8; len];
+        let r = f(&mut frame);
+        self.0.transmit(&frame);
+        r
+    }
+}
+
+impl phy::Device for Port<'_> {
+    type RxToken<'b>
+        = Rx
+    where
+        Self: 'b;
+    type TxToken<'b>
+        = Tx<'b>
+    where
+        Self: 'b;
+
+    fn receive(&mut self, _: smoltcp::time::Instant) -> Option<(Rx, Tx<'_>)> {
+        self.vif.take_received().map(|f| (Rx(f), Tx(self.vif)))
+    }
+
+    fn transmit(&mut self, _: smoltcp::time::Instant) -> Option<Tx<'_>> {
+        self.vif.can_transmit().then_some(Tx(self.vif))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        let mut caps = DeviceCapabilities::default();
+        caps.medium = Medium::Ethernet;
+        caps.max_transmission_unit = MAX_FRAME;
+        caps
+    }
+}
+
+struct Sockets {
+    set: SocketSet<'static>,
+    udp: SocketHandle,
+    tcp: Vec<SocketHandle>,
+    icmp: SocketHandle,
+}
+
+impl Sockets {
+    fn new() -> Sockets {
+        let mut set = SocketSet::new(Vec::new());
+        let buf = |n| vec![0u8; n];
+        let mut u = udp::Socket::new(
+            udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 16], buf(8192)),
+            udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; 16], buf(8192)),
+        );
+        u.bind(ECHO_PORT).expect("a fresh socket binds");
+        let udp = set.add(u);
+        let tcp = (0..TCP_ECHO_SOCKETS)
+            .map(|_| set.add(tcp::Socket::new(tcp::SocketBuffer::new(buf(4096)), tcp::SocketBuffer::new(buf(4096)))))
+            .collect();
+        let mut i = icmp::Socket::new(
+            icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 8], buf(1024)),
+            icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 8], buf(1024)),
+        );
+        i.bind(icmp::Endpoint::Ident(PING_IDENT)).expect("a fresh socket binds");
+        let icmp = set.add(i);
+        Sockets { set, udp, tcp, icmp }
+    }
+
+    /// Echoes what arrived on port 7.
+    fn echo(&mut self, vif: &Vif) {
+        let u = self.set.get_mut::<udp::Socket>(self.udp);
+        while u.can_send() {
+            let Ok((data, meta)) = u.recv() else { break };
+            let data = data.to_vec();
+            if u.send_slice(&data, meta).is_ok() {
+                super::add(&vif.figures.udp_echo_packets, 1);
+            }
+        }
+        for &h in &self.tcp {
+            let t = self.set.get_mut::<tcp::Socket>(h);
+            if !t.is_open() {
+                let _ = t.listen(ECHO_PORT);
+                continue;
+            }
+            if t.may_recv() && t.can_send() {
+                let mut chunk = [0u8; 1024];
+                let room = t.send_capacity() - t.send_queue();
+                let n = t.recv_slice(&mut chunk[..room.min(1024)]).unwrap_or(0);
+                if n > 0 && t.send_slice(&chunk[..n]).is_ok() {
+                    super::add(&vif.figures.tcp_echo_bytes, n as u64);
+                }
+            } else if !t.may_recv() && t.send_queue() == 0 {
+                // The peer closed its side and everything was echoed.
+                t.close();
+            }
+        }
+    }
+}
+
+/// Pings the peer every PING_EVERY_MS and counts the replies.
+struct Pinger {
+    peer: IpAddress,
+    next_at_ms: u64,
+    seq: u16,
+    /// Sequence numbers sent and not yet answered (the last 1024).
+    waiting: BTreeSet<u16>,
+}
+
+impl Pinger {
+    fn tick(&mut self, vif: &Vif, sockets: &mut Sockets) {
+        let s = sockets.set.get_mut::<icmp::Socket>(sockets.icmp);
+        while let Ok((data, _)) = s.recv() {
+            let Ok(packet) = Icmpv4Packet::new_checked(data) else { continue };
+            let repr = Icmpv4Repr::parse(&packet, &smoltcp::phy::ChecksumCapabilities::default());
+            if let Ok(Icmpv4Repr::EchoReply { ident: PING_IDENT, seq_no, .. }) = repr {
+                if self.waiting.remove(&seq_no) {
+                    super::add(&vif.figures.ping_replies, 1);
+                }
+            }
+        }
+        let now_ms = time::now_ns() / 1_000_000;
+        if now_ms < self.next_at_ms {
+            return;
+        }
+        self.next_at_ms = now_ms + PING_EVERY_MS;
+        if vif.phase() != Phase::Connected || !s.can_send() {
+            super::add(&vif.figures.ping_skipped, 1);
+            return;
+        }
+        self.seq = self.seq.wrapping_add(1);
+        let repr = Icmpv4Repr::EchoRequest { ident: PING_IDENT, seq_no: self.seq, data: b"ballast ping" };
+        let Ok(buf) = s.send(repr.buffer_len(), self.peer) else { return };
+        let mut packet = Icmpv4Packet::new_unchecked(buf);
+        repr.emit(&mut packet, &smoltcp::phy::ChecksumCapabilities::default());
+        super::add(&vif.figures.ping_sent, 1);
+        self.waiting.insert(self.seq);
+        if self.waiting.len() > 1024 {
+            self.waiting.pop_first();
+        }
+    }
+}
+
+/// An ARP request for our own address, to everyone: switches learn where
+/// the guest is now and neighbours refresh their caches.
+fn gratuitous_arp(vif: &Vif, ip: Ipv4Address) {
+    let mac = EthernetAddress(vif.mac());
+    let arp = ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Request,
+        source_hardware_addr: mac,
+        source_protocol_addr: ip,
+        target_hardware_addr: EthernetAddress([0; 6]),
+        target_protocol_addr: ip,
+    };
+    let eth = EthernetRepr { src_addr: mac, dst_addr: EthernetAddress::BROADCAST, ethertype: EthernetProtocol::Arp };
+    let mut frame = vec![0u8; eth.buffer_len() + arp.buffer_len()];
+    let mut e = EthernetFrame::new_unchecked(&mut frame[..]);
+    eth.emit(&mut e);
+    arp.emit(&mut ArpPacket::new_unchecked(e.payload_mut()));
+    if vif.transmit(&frame) {
+        super::add(&vif.figures.garps, 1);
+    }
+}
+
+/// Runs the stack on `vif` until it fails or is detached.
+fn serve(vif: &Arc<Vif>, cfg: &Config) {
+    let mut port = Port { vif };
+    let mut config = IfaceConfig::new(EthernetAddress(vif.mac()).into());
+    config.random_seed = time::now_ns() ^ u64::from(vif.id) << 32;
+    let mut iface = Interface::new(config, &mut port, now());
+    let ip = Ipv4Address::from(cfg.ip);
+    iface.update_ip_addrs(|a| {
+        let _ = a.push(IpCidr::new(IpAddress::Ipv4(ip), cfg.prefix));
+    });
+    let mut sockets = Sockets::new();
+    let peer = Ipv4Address::from(cfg.peer);
+    let mut pinger = Pinger { peer: IpAddress::Ipv4(peer), next_at_ms: 0, seq: 0, waiting: BTreeSet::new() };
+    log::info!(
+        "net: {}/{} on vif {}: answering ARP and ping, echo on UDP and TCP port {}, pinging {} every {} ms",
+        ip,
+        cfg.prefix,
+        vif.id,
+        ECHO_PORT,
+        peer,
+        PING_EVERY_MS
+    );
+    let mut resumes_seen = vif.resumes();
+    loop {
+        match vif.phase() {
+            Phase::Failed | Phase::Closed => {
+                log::warn!("net: vif {} is {}: the stack stops on it", vif.id, vif.phase().name());
+                return;
+            }
+            Phase::Connected if vif.resumes() != resumes_seen => {
+                resumes_seen = vif.resumes();
+                gratuitous_arp(vif, ip);
+                log::info!("net: gratuitous ARP for {} sent after the resume", ip);
+            }
+            _ => {}
+        }
+        vif.poll();
+        iface.poll(now(), &mut port, &mut sockets.set);
+        sockets.echo(vif);
+        pinger.tick(vif, &mut sockets);
+        iface.poll(now(), &mut port, &mut sockets.set);
+        let now_ms = time::now_ns() / 1_000_000;
+        let stack_ms = iface.poll_delay(now(), &sockets.set).map_or(PING_EVERY_MS, |d| d.total_millis());
+        let wait_ms = stack_ms.min(pinger.next_at_ms.saturating_sub(now_ms)).max(1);
+        vif.wait(time::now_ns() + wait_ms * 1_000_000, resumes_seen);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_from_the_command_line() {
+        assert_eq!(
+            Config::parse("10.0.0.2/24", None),
+            Ok(Config { ip: [10, 0, 0, 2], prefix: 24, peer: [10, 0, 0, 1] })
+        );
+        assert_eq!(Config::parse("10.0.0.2/24", Some("10.0.0.9")).map(|c| c.peer), Ok([10, 0, 0, 9]));
+        assert_eq!(Config::parse("10.0.0.2/24", Some("dom0")), Err(BadOption::Ping));
+        for bad in ["10.0.0.2", "10.0.0/24", "10.0.0.256/24", "10.0.0.2/0", "10.0.0.2/33", "a.b.c.d/8", "1.2.3.4.5/8"] {
+            assert_eq!(Config::parse(bad, None), Err(BadOption::Ip), "{bad}");
+        }
+    }
+}
