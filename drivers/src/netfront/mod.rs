@@ -55,6 +55,8 @@ pub struct Figures {
     pub garps: AtomicU64,
     pub ping_sent: AtomicU64,
     pub ping_replies: AtomicU64,
+    /// Pings sent before one that was answered, never answered themselves.
+    pub ping_lost: AtomicU64,
     /// Ping ticks skipped while the vif was not connected.
     pub ping_skipped: AtomicU64,
     pub tcp_echo_bytes: AtomicU64,

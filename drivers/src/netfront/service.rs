@@ -201,6 +201,7 @@ fn publish_figures() {
                 ("garps", &f.garps),
                 ("ping_sent", &f.ping_sent),
                 ("ping_replies", &f.ping_replies),
+                ("ping_lost", &f.ping_lost),
                 ("ping_skipped", &f.ping_skipped),
                 ("tcp_echo_bytes", &f.tcp_echo_bytes),
                 ("udp_echo_packets", &f.udp_echo_packets),

@@ -216,6 +216,11 @@ struct Pinger {
     waiting: BTreeSet<u16>,
 }
 
+/// Whether sequence number `a` was sent before `b` (they wrap).
+fn sent_before(a: u16, b: u16) -> bool {
+    a != b && b.wrapping_sub(a) < 0x8000
+}
+
 impl Pinger {
     fn tick(&mut self, vif: &Vif, sockets: &mut Sockets) {
         let s = sockets.set.get_mut::<icmp::Socket>(sockets.icmp);
@@ -225,6 +230,12 @@ impl Pinger {
             if let Ok(Icmpv4Repr::EchoReply { ident: PING_IDENT, seq_no, .. }) = repr {
                 if self.waiting.remove(&seq_no) {
                     super::add(&vif.figures.ping_replies, 1);
+                    // Replies come in order: one sent earlier and still
+                    // unanswered will not be (whatever time passed while
+                    // the domain was suspended).
+                    let before = self.waiting.len();
+                    self.waiting.retain(|&s| !sent_before(s, seq_no));
+                    super::add(&vif.figures.ping_lost, (before - self.waiting.len()) as u64);
                 }
             }
         }
@@ -246,6 +257,7 @@ impl Pinger {
         self.waiting.insert(self.seq);
         if self.waiting.len() > 1024 {
             self.waiting.pop_first();
+            super::add(&vif.figures.ping_lost, 1);
         }
     }
 }
