@@ -8,7 +8,7 @@ use kernel::grant::{self, GrantFlags};
 use kernel::mm::{ballooning, kernel_memory, physmap};
 use kernel::pm::{self, Device};
 use kernel::suspend::{self, Figures};
-use kernel::testing::{assert_no_violations, boot, run_for, run_until, sim, Guest};
+use kernel::testing::{assert_no_violations, boot, request_suspend, run_for, run_until, sim, store, Guest};
 use kernel::{events, smp};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -41,28 +41,6 @@ fn start_vcpus(vcpus: u32, max_vcpus: u32, cmdline: &str) -> Guest {
 
 fn console() -> String {
     xen::sim::console_text()
-}
-
-fn store(path: &str) -> Option<String> {
-    sim(|s| s.xenstore.value(path).map(|v| String::from_utf8_lossy(v).into_owned()))
-}
-
-/// Asks for a suspend as libxl does and runs until the guest is done with
-/// it (the figures move) and has taken back in the background the memory
-/// it released; returns the figures.
-fn request_suspend(plan: Option<SuspendPlan>) -> Figures {
-    let before = suspend::figures();
-    if let Some(p) = plan {
-        sim(|s| s.plan_suspend(p));
-    }
-    sim(|s| s.toolstack_write("control/shutdown", b"suspend"));
-    run_until("the suspend to finish", 120_000, || {
-        let f = suspend::figures();
-        f.suspends + f.refused > before.suspends + before.refused
-    });
-    assert_eq!(store("control/shutdown").as_deref(), Some(""), "the request was not acknowledged");
-    run_until("the released memory to come back", 60_000, || !kernel::restock::pending());
-    suspend::figures()
 }
 
 fn p2m() -> Vec<u64> {

@@ -81,3 +81,26 @@ pub fn assert_no_violations() {
     let v = sim(|s| s.violations().to_vec());
     assert!(v.is_empty(), "the simulated Xen saw guest mistakes:\n{}", v.join("\n"));
 }
+
+/// A xenstore node's value as text (the simulated xenstored's tree).
+pub fn store(path: &str) -> Option<alloc::string::String> {
+    sim(|s| s.xenstore.value(path).map(|v| alloc::string::String::from_utf8_lossy(v).into_owned()))
+}
+
+/// Asks for a suspend as libxl does (`control/shutdown`), `plan` saying
+/// what the simulated Xen does with it, and runs until the guest is done
+/// with it and has taken back the memory it released; returns the figures.
+pub fn request_suspend(plan: Option<xen::sim::SuspendPlan>) -> crate::suspend::Figures {
+    let before = crate::suspend::figures();
+    if let Some(p) = plan {
+        sim(|s| s.plan_suspend(p));
+    }
+    sim(|s| s.toolstack_write("control/shutdown", b"suspend"));
+    run_until("the suspend to finish", 120_000, || {
+        let f = crate::suspend::figures();
+        f.suspends + f.refused > before.suspends + before.refused
+    });
+    assert_eq!(store("control/shutdown").as_deref(), Some(""), "the request was not acknowledged");
+    run_until("the released memory to come back", 60_000, || !crate::restock::pending());
+    crate::suspend::figures()
+}

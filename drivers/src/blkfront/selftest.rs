@@ -20,6 +20,9 @@ const DEPTH: usize = 8;
 const CHUNK_SECTORS: u32 = 256;
 /// Mismatches logged one by one; the rest are only counted.
 const LOGGED_MISMATCHES: u64 = 20;
+/// A pause between passes: the disk stays busy most of the time, and a
+/// backend that answers at once cannot keep every other task off the vCPU.
+const PAUSE_MS: u64 = 50;
 
 pub fn spawn(mib: u64) {
     sched::spawn("blk-selftest", move || run(mib));
@@ -47,6 +50,7 @@ fn run(mib: u64) {
                 if passes == 1 {
                     log::info!("blk-selftest: disk {}: first pass over {} MiB verified", disk.id, range / 2048);
                 }
+                sched::sleep_ms(PAUSE_MS);
             }
             Err(e) => {
                 log::warn!("blk-selftest: disk {}: pass {} stopped: {:?}", disk.id, gen, e);

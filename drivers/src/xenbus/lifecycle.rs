@@ -75,11 +75,14 @@ pub trait PvDevice: Send + Sync + Sized + 'static {
 /// A lock because discovery adds, a detach removes, and other tasks read.
 pub struct Registry<D> {
     devices: Mutex<Vec<(Arc<D>, DeviceId)>>,
+    /// Devices whose backend closed while their nodes stayed: not driven
+    /// again until the toolstack removes them (a detach) and adds them anew.
+    closed: Mutex<Vec<u32>>,
 }
 
 impl<D: PvDevice> Registry<D> {
     pub const fn new() -> Self {
-        Registry { devices: Mutex::new(Vec::new()) }
+        Registry { devices: Mutex::new(Vec::new()), closed: Mutex::new(Vec::new()) }
     }
 
     /// The devices, lowest number first.
@@ -93,6 +96,7 @@ impl<D: PvDevice> Registry<D> {
     /// a simulated guest has).
     pub fn spawn_discovery(&'static self) {
         self.devices.lock().clear();
+        self.closed.lock().clear();
         sched::spawn(D::NAME, move || self.discover());
     }
 
@@ -111,8 +115,10 @@ impl<D: PvDevice> Registry<D> {
     }
 
     fn scan(&'static self) {
-        for id in device_ids(D::CLASS) {
-            if self.devices.lock().iter().any(|(d, _)| d.id() == id) {
+        let ids = device_ids(D::CLASS);
+        self.closed.lock().retain(|id| ids.contains(id));
+        for id in ids {
+            if self.devices.lock().iter().any(|(d, _)| d.id() == id) || self.closed.lock().contains(&id) {
                 continue;
             }
             let dev = Arc::new(D::new(id));
@@ -176,6 +182,7 @@ impl<D: PvDevice> Registry<D> {
 
     fn close(&self, dev: &D, front: &mut Frontend, watch: &Watch) {
         dev.close(front, watch);
+        self.closed.lock().push(dev.id());
         self.forget(dev.id());
     }
 }
