@@ -24,7 +24,8 @@ pub mod hypercall;
 pub mod netif;
 pub mod ring;
 pub mod seam;
-#[cfg(feature = "sim")]
+// Also in the crate's own tests, which test the simulated backends.
+#[cfg(any(test, feature = "sim"))]
 pub mod sim;
 pub mod xenbus;
 #[cfg(any(test, feature = "alloc"))]

@@ -152,6 +152,7 @@ pub fn build(cfg: SimConfig) -> (Sim, *mut start_info) {
         calls: HashMap::new(),
         sends: HashMap::new(),
         shutdown: None,
+        backends: Default::default(),
     };
     init_shared_info(&mut sim);
     make_toolstack_nodes(&mut sim);
@@ -347,6 +348,7 @@ fn new_domain(s: &mut Sim, migrated: bool) {
     let console_port = s.alloc_port(PortKind::Console).expect("console port");
     s.xenstore.restart();
     make_toolstack_nodes(s);
+    s.backends_for_new_domain();
     let si = s.arena.va(s.start_info_pfn) as *mut start_info;
     // SAFETY: start_info's page is in the arena; the guest is suspended.
     unsafe {

@@ -7,13 +7,16 @@
 //! xenstore daemon on the store ring and the console ring's output; a
 //! suspend that returns 1 (cancelled) or 0 in a new domain where every
 //! machine frame number is new (`domain`); virtual time that moves only
-//! when the guest blocks or a test says so.
+//! when the guest blocks or a test says so; block backends in dom0
+//! (`blkback`, on the shared backend pieces of `backend`).
 //!
 //! Kernel state is global, like the guest's memory, so tests that boot a
 //! simulated guest run one at a time: `SimXen::boot` returns a session
 //! that holds the test lock until dropped.
 
 mod arena;
+mod backend;
+mod blkback;
 mod domain;
 mod memory;
 mod vcpus;
@@ -27,6 +30,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::string::String;
 use std::sync::{Mutex, MutexGuard};
 
+pub use blkback::{BlkFault, DiskFeatures, DiskFigures, IoRecord, SimDisk};
 pub use domain::{SimConfig, SuspendPlan};
 pub use vcpus::current_vcpu;
 use vcpus::SimVcpu;
@@ -143,6 +147,7 @@ pub struct Sim {
     pub sends: HashMap<u32, u64>,
     /// Reason of a shutdown the guest asked for.
     pub shutdown: Option<u32>,
+    backends: backend::Backends,
 }
 
 static STATE: Mutex<Option<Sim>> = Mutex::new(None);
@@ -375,7 +380,19 @@ impl Sim {
         Ok(port)
     }
 
+    /// xenstored serves the ring; then every backend answers what the
+    /// guest wrote, and what the backends wrote goes out in turn.
     fn serve_store(&mut self) {
+        self.serve_store_ring();
+        for _ in 0..8 {
+            if !self.step_backends() {
+                break;
+            }
+            self.serve_store_ring();
+        }
+    }
+
+    fn serve_store_ring(&mut self) {
         let Some(page) = self.mfn_of_pfn(self.store_pfn).and_then(|m| self.mem.frame_ptr(&self.arena, m)) else {
             return;
         };
@@ -518,7 +535,7 @@ impl Hypervisor for SimXen {
     }
 
     fn yield_now() {
-        sim("yield", |_| {});
+        sim("yield", |s| s.run_backends());
         // Other vCPUs are host threads: let them run.
         std::thread::yield_now();
     }
@@ -672,6 +689,9 @@ impl Hypervisor for SimXen {
                 Some(PortKind::Console) => s.drain_console(),
                 // An IPI: the port is pending on the vCPU it is bound to.
                 Some(PortKind::Ipi { .. }) => s.raise(port),
+                Some(&PortKind::Interdomain { remote_dom: backend::BACKEND_DOMID, remote_port }) => {
+                    s.backend_kicked(remote_port)
+                }
                 _ => {}
             }
         })

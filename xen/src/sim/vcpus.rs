@@ -249,6 +249,8 @@ pub(super) fn block() {
         s.vcpus[v as usize].blocked = true;
     };
     let woken = |s: &mut Sim| loop {
+        // dom0's backends run while the guest waits.
+        s.run_backends();
         s.fire_timer_if_due();
         if s.upcall_pending(v) {
             return true;

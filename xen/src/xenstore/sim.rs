@@ -92,6 +92,11 @@ impl SimXenstored {
         sim
     }
 
+    /// The guest's domain id.
+    pub fn domid(&self) -> u32 {
+        self.domid
+    }
+
     /// `/local/domain/<domid>`.
     pub fn home(&self) -> String {
         format!("/local/domain/{}", self.domid)
@@ -118,6 +123,17 @@ impl SimXenstored {
     pub fn toolstack_write(&mut self, path: &str, value: &[u8]) {
         if let Ok(abs) = self.resolve(path) {
             self.set(&abs, value.to_vec());
+        }
+    }
+
+    /// Removes a node and everything below it as the toolstack would
+    /// (`xl block-detach`): watches fire as for a guest's RM.
+    pub fn toolstack_remove(&mut self, path: &str) {
+        if let Ok(abs) = self.resolve(path) {
+            if abs != "/" && self.nodes.contains_key(&abs) {
+                self.nodes.retain(|p, _| !at_or_below(p, &abs));
+                self.fire(&abs, true);
+            }
         }
     }
 

@@ -1,0 +1,569 @@
+//! A simulated block backend: Linux's xen-blkback with the xl toolstack,
+//! as the guest sees them.
+//!
+//! - [`Sim::attach_disk`] makes the frontend and backend directories as
+//!   libxl does (backend in `InitWait`, features published) and fires the
+//!   guest's watches. A disk is a zero-filled image in host memory.
+//! - Whenever the guest has written the store, every backend looks at its
+//!   frontend's `state` ([`backend_step`]): it connects once the frontend
+//!   is `Initialised` (checking `ring-ref`, `event-channel` and `protocol`;
+//!   anything wrong and it goes `Closed`), closes when the frontend closes,
+//!   and goes back to `InitWait` when a closed frontend starts over.
+//! - A send on the event channel marks the disk; its ring is served when
+//!   dom0 runs ([`Sim::run_backends`]: the guest blocks or yields) ([`io`]).
+//! - [`Sim::disk_hold`] keeps requests in flight; in a new domain every
+//!   connection is dropped, held requests with it, and the device starts
+//!   over as libxl creates it again; a cancelled suspend changes nothing.
+//! - [`Sim::detach_disk`] closes the device as `xl block-detach` does.
+//! - [`Sim::disk_fault`] makes the backend misbehave.
+
+mod io;
+#[cfg(test)]
+mod io_tests;
+#[cfg(test)]
+mod tests;
+
+use super::backend::{
+    backend_step, granted_page, parse_u32, read_state, BackRing, BackendStep, DevicePaths, GrantError, GuestMemory,
+    PortError, GTF_READING, GTF_WRITING,
+};
+use super::Sim;
+use crate::blkif::SECTOR_SIZE;
+use crate::xenbus::XenbusState;
+use crate::xenstore::sim::SimXenstored;
+use io::{DiskIo, ENTRY};
+use std::string::String;
+use std::vec::Vec;
+
+/// What a disk's backend offers (the `feature-*` nodes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskFeatures {
+    /// `feature-flush-cache`: 1, else 0 and flushes answer -2.
+    pub flush: bool,
+    /// `feature-max-indirect-segments`, written if not 0; indirect
+    /// requests answer -2 without it.
+    pub max_indirect_segments: u32,
+}
+
+impl Default for DiskFeatures {
+    fn default() -> Self {
+        DiskFeatures { flush: true, max_indirect_segments: 0 }
+    }
+}
+
+/// A way for the backend to misbehave, armed by [`Sim::disk_fault`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlkFault {
+    /// One-shot: the next batch of responses publishes `rsp_prod` 1000
+    /// past the responses it wrote.
+    RspProdBeyondRing,
+    /// One-shot: the next response carries an id the frontend never
+    /// issued (its request's id ^ 0xdead_beef_dead_beef).
+    UnknownId,
+    /// One-shot: the next response has status 7.
+    BadStatus,
+    /// One-shot: the next request is answered twice (two slots).
+    DuplicateResponse,
+    /// Sticky: the backend stays in `InitWait` whatever the frontend does.
+    NeverConnect,
+    /// One-shot: the backend goes `Closed` (unmapping the ring) while
+    /// connected: at once if it is, else as soon as it connects.
+    GoClosed,
+    /// One-shot, at once: "banana" in the backend's `state` node; the
+    /// backend goes on as before, and its next state write replaces it.
+    StateGarbage,
+}
+
+/// What a disk's backend has done, for tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DiskFigures {
+    /// Requests consumed from the ring, good or bad.
+    pub requests: u64,
+    pub sectors_read: u64,
+    pub sectors_written: u64,
+    pub flushes: u64,
+    /// Requests answered -1 (bad requests).
+    pub errors: u64,
+    /// Requests answered -2 (operations not offered).
+    pub not_supported: u64,
+    /// Held requests discarded when the guest resumed in a new domain.
+    pub dropped_with_old_domain: u64,
+    /// Held requests discarded when the connection closed.
+    pub dropped_on_disconnect: u64,
+    /// Times the frontend's `req_prod` overflowed the ring (the ring is
+    /// then not served until the next connection).
+    pub ring_overflows: u64,
+    pub connects: u64,
+    /// Connections refused (bad ring-ref, event channel or protocol).
+    pub failed_connects: u64,
+    pub disconnects: u64,
+    /// Notifications of responses sent to the guest.
+    pub notifies: u64,
+    /// Faults of [`BlkFault`] that took effect.
+    pub faults_applied: u64,
+}
+
+/// One request as the backend answered it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IoRecord {
+    /// `blkif::OP_*`; an indirect request's own operation (read, write).
+    pub op: u8,
+    pub sector: u64,
+    /// Sectors moved (0 for a plain flush or a refused request).
+    pub sectors: u64,
+    /// The status answered (0, -1, -2; a `BadStatus` fault not shown).
+    pub status: i16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Attached,
+    /// `xl block-detach` asked: the backend is `Closing`.
+    Detaching,
+    /// Gone from the store; the image stays for tests.
+    Detached,
+}
+
+/// The mapped ring and bound event channel of a connected backend.
+#[derive(Debug)]
+struct Connection {
+    ring_gref: u32,
+    ring_frame: u64,
+    /// The guest's port, and dom0's end of it.
+    port: u32,
+    backend_port: u32,
+    ring: BackRing,
+}
+
+/// Why a backend refused what the frontend published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ConnectError {
+    RingRef(Option<String>),
+    EventChannel(Option<String>),
+    Protocol(String),
+    Ring(GrantError),
+    Port(PortError),
+}
+
+/// The only protocol accepted besides none (the native one).
+const PROTOCOL: &[u8] = b"x86_64-abi";
+
+/// A disk and its backend.
+#[derive(Debug)]
+pub struct SimDisk {
+    vdev: u32,
+    paths: DevicePaths,
+    /// The backend's state, as it last wrote it.
+    state: XenbusState,
+    phase: Phase,
+    conn: Option<Connection>,
+    io: DiskIo,
+    /// The guest sent on the port since the ring was last served.
+    kicked: bool,
+    never_connect: bool,
+    go_closed: bool,
+    /// The frontend's last `state`, so an odd one is noted once.
+    last_front: Option<Result<XenbusState, Option<String>>>,
+}
+
+fn lossy(raw: Option<&[u8]>) -> Option<String> {
+    raw.map(|r| String::from_utf8_lossy(r).into_owned())
+}
+
+impl SimDisk {
+    pub fn vdev(&self) -> u32 {
+        self.vdev
+    }
+
+    pub fn sectors(&self) -> u64 {
+        self.io.sectors()
+    }
+
+    /// Sector `n`'s 512 bytes; panics past the end of the disk.
+    pub fn sector(&self, n: u64) -> &[u8] {
+        let at = usize::try_from(n).ok().filter(|&n| (n as u64) < self.sectors()).expect("sim: sector past the disk");
+        &self.io.data[at * SECTOR_SIZE..(at + 1) * SECTOR_SIZE]
+    }
+
+    /// The whole image.
+    pub fn contents(&self) -> &[u8] {
+        &self.io.data
+    }
+
+    pub fn features(&self) -> DiskFeatures {
+        self.io.features
+    }
+
+    pub fn figures(&self) -> &DiskFigures {
+        &self.io.figures
+    }
+
+    /// Requests answered, oldest first (the last 65536).
+    pub fn log(&self) -> Vec<IoRecord> {
+        self.io.log.iter().copied().collect()
+    }
+
+    /// What the backend found worth saying (refused requests and
+    /// connections, odd frontend states, overflows), oldest first.
+    pub fn notes(&self) -> &[String] {
+        &self.io.notes
+    }
+
+    /// The backend's xenbus state (as a number: `.as_number()`).
+    pub fn state(&self) -> XenbusState {
+        self.state
+    }
+
+    /// Whether the ring is mapped and the event channel bound.
+    pub fn connected(&self) -> bool {
+        self.conn.is_some()
+    }
+
+    /// The ring's grant ref and the guest's port, while connected.
+    pub fn connection(&self) -> Option<(u32, u32)> {
+        self.conn.as_ref().map(|c| (c.ring_gref, c.port))
+    }
+
+    /// Requests in flight (held, not answered).
+    pub fn held(&self) -> usize {
+        self.io.held.len()
+    }
+
+    /// Whether new requests are held.
+    pub fn holding(&self) -> bool {
+        self.io.hold
+    }
+
+    /// False once a detach is over (the directories are gone).
+    pub fn attached(&self) -> bool {
+        self.phase != Phase::Detached
+    }
+
+    /// Whether the ring went unserved after the frontend overflowed it.
+    pub fn halted(&self) -> bool {
+        self.io.halted.is_some()
+    }
+
+    /// Writes both directories as libxl does: the backend's first, each
+    /// one's `state` last.
+    fn write_nodes(&self, xs: &mut SimXenstored) {
+        let f = self.io.features;
+        let mut back = vec![
+            ("frontend", self.paths.front.clone()),
+            ("frontend-id", xs.domid().to_string()),
+            ("online", "1".into()),
+            ("mode", "w".into()),
+            ("sectors", self.sectors().to_string()),
+            ("sector-size", "512".into()),
+            ("info", "0".into()),
+            ("feature-flush-cache", (f.flush as u8).to_string()),
+            ("feature-persistent", "0".into()),
+        ];
+        if f.max_indirect_segments > 0 {
+            back.push(("feature-max-indirect-segments", f.max_indirect_segments.to_string()));
+        }
+        back.push(("state", XenbusState::InitWait.as_number().to_string()));
+        for (name, value) in back {
+            xs.toolstack_write(&self.paths.back_node(name), value.as_bytes());
+        }
+        let front = [
+            ("backend", self.paths.back.clone()),
+            ("backend-id", "0".into()),
+            ("virtual-device", self.vdev.to_string()),
+            ("device-type", "disk".into()),
+            ("state", XenbusState::Initialising.as_number().to_string()),
+        ];
+        for (name, value) in front {
+            xs.toolstack_write(&self.paths.front_node(name), value.as_bytes());
+        }
+    }
+
+    fn note(&mut self, what: String) {
+        self.io.note(what);
+    }
+
+    fn set_state(&mut self, xs: &mut SimXenstored, s: XenbusState) {
+        self.state = s;
+        xs.toolstack_write(&self.paths.back_node("state"), s.as_number().to_string().as_bytes());
+    }
+
+    /// Looks at the frontend's state and answers it; true if anything
+    /// was written.
+    fn step(&mut self, sim: &mut Sim) -> bool {
+        if self.phase == Phase::Detached {
+            return false;
+        }
+        if self.go_closed && self.state == XenbusState::Connected {
+            self.go_closed = false;
+            self.io.figures.faults_applied += 1;
+            self.note("fault: GoClosed".into());
+            self.close(sim);
+            return true;
+        }
+        let front = read_state(&sim.xenstore, &self.paths.front_node("state"));
+        let changed = self.last_front.as_ref() != Some(&front);
+        self.last_front = Some(front.clone());
+        let front = match front {
+            Ok(s) => s,
+            Err(raw) => {
+                if changed {
+                    self.note(format!("frontend state {raw:?} is no state: ignored"));
+                }
+                return false;
+            }
+        };
+        match backend_step(front, self.state, self.phase == Phase::Detaching) {
+            BackendStep::Stay => false,
+            BackendStep::Ignore => {
+                if changed {
+                    self.note(format!("frontend state {front:?} means nothing to a backend: ignored"));
+                }
+                false
+            }
+            BackendStep::Connect if self.never_connect => {
+                if changed {
+                    self.note(format!("frontend {front:?}: the backend never connects (NeverConnect)"));
+                }
+                false
+            }
+            BackendStep::Connect => {
+                match self.connect(sim) {
+                    Ok(()) => self.set_state(&mut sim.xenstore, XenbusState::Connected),
+                    Err(e) => {
+                        self.io.figures.failed_connects += 1;
+                        self.note(format!("connection refused: {e:?}"));
+                        self.set_state(&mut sim.xenstore, XenbusState::Closed);
+                    }
+                }
+                true
+            }
+            BackendStep::Close => {
+                self.close(sim);
+                true
+            }
+            BackendStep::Reinit => {
+                self.set_state(&mut sim.xenstore, XenbusState::InitWait);
+                true
+            }
+            BackendStep::Remove => {
+                self.close(sim);
+                sim.xenstore.toolstack_remove(&self.paths.front);
+                sim.xenstore.toolstack_remove(&self.paths.back);
+                self.phase = Phase::Detached;
+                true
+            }
+        }
+    }
+
+    /// Reads and checks what the frontend published, binds the event
+    /// channel and maps the ring (Linux's `connect_ring`).
+    fn connect(&mut self, sim: &mut Sim) -> Result<(), ConnectError> {
+        let node = |name: &str| sim.xenstore.value(&self.paths.front_node(name)).map(<[u8]>::to_vec);
+        let raw = node("ring-ref");
+        let gref = raw.as_deref().and_then(parse_u32).ok_or_else(|| ConnectError::RingRef(lossy(raw.as_deref())))?;
+        let raw = node("event-channel");
+        let port =
+            raw.as_deref().and_then(parse_u32).ok_or_else(|| ConnectError::EventChannel(lossy(raw.as_deref())))?;
+        match node("protocol") {
+            Some(p) if p != PROTOCOL => return Err(ConnectError::Protocol(String::from_utf8_lossy(&p).into_owned())),
+            _ => {}
+        }
+        let page = granted_page(&*sim, gref, true).map_err(ConnectError::Ring)?;
+        let frame = sim.grant(gref).map_or(0, |e| e.frame as u64);
+        let backend_port = sim.backend_bind(port).map_err(ConnectError::Port)?;
+        sim.grant_set_flags(gref, GTF_READING | GTF_WRITING, true);
+        // SAFETY: `granted_page` names a live page of the domain; only its
+        // header word is read.
+        let ring = unsafe { BackRing::attach(page) };
+        self.conn = Some(Connection { ring_gref: gref, ring_frame: frame, port, backend_port, ring });
+        self.io.halted = None;
+        self.io.figures.connects += 1;
+        Ok(())
+    }
+
+    /// Unmaps the ring and closes dom0's port (requests held are dropped:
+    /// the frontend has given up on them), then `Closed`.
+    fn close(&mut self, sim: &mut Sim) {
+        self.kicked = false;
+        if let Some(c) = self.conn.take() {
+            sim.grant_set_flags(c.ring_gref, GTF_READING | GTF_WRITING, false);
+            sim.backend_unbind(c.port, c.backend_port);
+            self.io.figures.dropped_on_disconnect += self.io.held.len() as u64;
+            self.io.held.clear();
+            self.io.figures.disconnects += 1;
+        }
+        self.set_state(&mut sim.xenstore, XenbusState::Closed);
+    }
+
+    /// Serves the ring if connected; true if the guest is to be notified.
+    fn serve(&mut self, mem: &dyn GuestMemory, release: bool) -> bool {
+        let Some(c) = self.conn.as_mut() else { return false };
+        let Some(page) = mem.page(c.ring_frame) else {
+            let frame = c.ring_frame;
+            self.note(format!("ring frame {frame:#x} is no longer the domain's: not served"));
+            return false;
+        };
+        // SAFETY: `page` is the ring's frame, live while the simulator's
+        // lock is held (the `GuestMemory` contract); the frontend touches
+        // it only through raw pointers.
+        let mut ring = unsafe { c.ring.on(page, ENTRY) };
+        self.io.serve(&mut ring, mem, release)
+    }
+}
+
+impl Sim {
+    /// Attaches a zero-filled disk of `sectors` sectors as virtual device
+    /// `vdev`, as `xl block-attach` does. Panics if `vdev` is attached.
+    pub fn attach_disk(&mut self, vdev: u32, sectors: u64, features: DiskFeatures) {
+        assert!(!self.disk(vdev).is_some_and(SimDisk::attached), "sim: vbd {vdev} is attached already");
+        let disk = SimDisk {
+            vdev,
+            paths: DevicePaths::new("vbd", self.xenstore.domid(), vdev),
+            state: XenbusState::InitWait,
+            phase: Phase::Attached,
+            conn: None,
+            io: DiskIo::new(sectors, features),
+            kicked: false,
+            never_connect: false,
+            go_closed: false,
+            last_front: None,
+        };
+        disk.write_nodes(&mut self.xenstore);
+        self.backends.disks.insert(vdev, disk);
+        self.serve_store();
+    }
+
+    /// Starts detaching `vdev` as `xl block-detach` does: the backend goes
+    /// `Closing`; once the frontend is `Closed` the backend goes `Closed`
+    /// and both directories are removed. The image stays readable through
+    /// [`Sim::disk`] until `vdev` is attached again. False if `vdev` is
+    /// not attached (or already detaching).
+    pub fn detach_disk(&mut self, vdev: u32) -> bool {
+        let Some(mut disk) = self.backends.disks.remove(&vdev) else { return false };
+        let attached = disk.phase == Phase::Attached;
+        if attached {
+            disk.phase = Phase::Detaching;
+            disk.set_state(&mut self.xenstore, XenbusState::Closing);
+        }
+        self.backends.disks.insert(vdev, disk);
+        self.serve_store();
+        attached
+    }
+
+    /// Disk `vdev`, attached or detached.
+    pub fn disk(&self, vdev: u32) -> Option<&SimDisk> {
+        self.backends.disks.get(&vdev)
+    }
+
+    /// Writes `data` into the image at `sector`, as a test prepares a
+    /// disk (no request, nothing logged). Panics past the end.
+    pub fn disk_write(&mut self, vdev: u32, sector: u64, data: &[u8]) {
+        let disk = self.disk_mut(vdev);
+        let at = usize::try_from(sector).ok().and_then(|s| s.checked_mul(SECTOR_SIZE));
+        let range = at.and_then(|a| Some(a..a.checked_add(data.len())?)).filter(|r| r.end <= disk.io.data.len());
+        disk.io.data[range.expect("sim: write past the disk")].copy_from_slice(data);
+    }
+
+    /// While `hold`, requests are consumed but not answered (in flight).
+    /// Ending the hold answers the held ones too ([`Sim::disk_release`]).
+    pub fn disk_hold(&mut self, vdev: u32, hold: bool) {
+        self.disk_mut(vdev).io.hold = hold;
+        if !hold {
+            self.serve_disk(vdev, true);
+        }
+    }
+
+    /// Performs and answers the held requests in order (the hold itself
+    /// stays as it is), then serves anything new.
+    pub fn disk_release(&mut self, vdev: u32) {
+        self.serve_disk(vdev, true);
+    }
+
+    /// Arms `fault` (see each [`BlkFault`] for when it applies).
+    pub fn disk_fault(&mut self, vdev: u32, fault: BlkFault) {
+        let disk = self.disk_mut(vdev);
+        match fault {
+            BlkFault::NeverConnect => disk.never_connect = true,
+            BlkFault::GoClosed => disk.go_closed = true,
+            BlkFault::StateGarbage => {
+                disk.io.figures.faults_applied += 1;
+                let path = disk.paths.back_node("state");
+                self.xenstore.toolstack_write(&path, b"banana");
+            }
+            BlkFault::RspProdBeyondRing | BlkFault::UnknownId | BlkFault::BadStatus | BlkFault::DuplicateResponse => {
+                disk.io.faults.push(fault)
+            }
+        }
+        // GoClosed applies as the backends step.
+        self.serve_store();
+    }
+
+    fn disk_mut(&mut self, vdev: u32) -> &mut SimDisk {
+        self.backends.disks.get_mut(&vdev).unwrap_or_else(|| panic!("sim: no vbd {vdev}"))
+    }
+
+    /// Steps every disk's backend; true if any wrote the store.
+    pub(super) fn step_disks(&mut self) -> bool {
+        let vdevs: Vec<u32> = self.backends.disks.keys().copied().collect();
+        let mut wrote = false;
+        for vdev in vdevs {
+            // Out of the map while it works on the rest of the simulator.
+            let Some(mut disk) = self.backends.disks.remove(&vdev) else { continue };
+            wrote |= disk.step(self);
+            self.backends.disks.insert(vdev, disk);
+        }
+        wrote
+    }
+
+    /// The guest sent on the port whose dom0 end is `backend_port`.
+    pub(super) fn disk_kicked(&mut self, backend_port: u32) {
+        let ours = |d: &&mut SimDisk| d.conn.as_ref().is_some_and(|c| c.backend_port == backend_port);
+        if let Some(d) = self.backends.disks.values_mut().find(ours) {
+            d.kicked = true;
+        }
+    }
+
+    /// Serves every ring the guest sent on since it was last served.
+    pub(super) fn serve_kicked_disks(&mut self) {
+        let kicked: Vec<u32> = self.backends.disks.values().filter(|d| d.kicked).map(|d| d.vdev).collect();
+        for vdev in kicked {
+            self.serve_disk(vdev, false);
+        }
+    }
+
+    fn serve_disk(&mut self, vdev: u32, release: bool) {
+        let Some(mut disk) = self.backends.disks.remove(&vdev) else { return };
+        disk.kicked = false;
+        let notify = disk.serve(self, release);
+        let port = disk.conn.as_ref().map(|c| c.port);
+        self.backends.disks.insert(vdev, disk);
+        if let (true, Some(port)) = (notify, port) {
+            self.raise(port);
+        }
+    }
+
+    /// The guest resumed in a new domain: its grant table and ports are
+    /// new, so every connection is simply dropped (nothing of the old
+    /// ring is touched), held requests with it, and libxl makes each
+    /// device again (frontend `Initialising`, backend `InitWait`). A disk
+    /// being detached is gone. Images persist.
+    pub(super) fn disks_for_new_domain(&mut self) {
+        for disk in self.backends.disks.values_mut().filter(|d| d.phase != Phase::Detached) {
+            let held = core::mem::take(&mut disk.io.held);
+            disk.io.figures.dropped_with_old_domain += held.len() as u64;
+            disk.conn = None;
+            disk.kicked = false;
+            disk.io.halted = None;
+            disk.last_front = None;
+            self.xenstore.toolstack_remove(&disk.paths.front);
+            self.xenstore.toolstack_remove(&disk.paths.back);
+            if disk.phase == Phase::Detaching {
+                disk.phase = Phase::Detached;
+                disk.state = XenbusState::Closed;
+            } else {
+                disk.state = XenbusState::InitWait;
+                disk.write_nodes(&mut self.xenstore);
+            }
+        }
+    }
+}
