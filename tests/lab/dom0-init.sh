@@ -24,10 +24,19 @@ die() {
 }
 
 say "dom0 init start uptime=$(up)"
-for m in $(cat /lib/modules/xen.list) $(cat /lib/modules/virtio.list); do
+for m in $(cat /lib/modules/xen.list) $(cat /lib/modules/virtio.list) $(cat /lib/modules/pv.list); do
     insmod "/lib/modules/$m.ko" || say "insmod $m failed"
 done
 dmesg -n 1
+# Guests' vifs join xenbr0 (the lab's hotplug script /lab/hotplug/vif adds them); dom0 is
+# 10.0.0.1 on it. A new bridge runs no STP, so a vif forwards as soon as it joins.
+{ brctl addbr xenbr0 && ip addr add 10.0.0.1/24 dev xenbr0 && ip link set xenbr0 up; } ||
+    say "bridge xenbr0 failed"
+# /tmp (save images) and /disks (disk images on loop devices) get a tmpfs each: the rootfs is
+# capped at half of dom0's RAM and holds the initramfs (~120 MiB with the Linux guest), which left
+# /tmp ~200 MiB, too little for a 256 MiB save image.
+mount -t tmpfs -o size=50% tmpfs /tmp || say "cannot mount /tmp"
+mount -t tmpfs -o size=50% tmpfs /disks || say "cannot mount /disks"
 mkdir -p /proc/xen
 mount -t xenfs xenfs /proc/xen || die "cannot mount xenfs"
 mkdir -p /run/xen /run/xenstored /var/log/xen/console /var/lib/xen /var/lib/xenstored

@@ -33,7 +33,24 @@
 #   log TEXT...                    "@@LAB <scenario>: TEXT" line
 #   xs_read DOM PATH               DOM's xenstore value PATH (DOM: name or domid); the error message on failure
 #   pattern_ok NAME DOM [SECS]     DOM's memory pattern is intact (fresh verification, no damage, counter 0)
-# At exit every guest console log is dumped (once), so run.py's output carries the evidence.
+#   console_type DOM TEXT          type TEXT and Enter on DOM's console (the reference Linux guest runs a shell there)
+# PV disks and networks (dom0 runs xen-blkback and xen-netback; vifs join bridge xenbr0, where
+# dom0 is 10.0.0.1/24; xl runs the lab's hotplug scripts /lab/hotplug/vif and /lab/hotplug/block,
+# which log one line per action to $HOTPLUG_LOG):
+#   disk_new IMAGE MIB             zero-filled IMAGE of MIB MiB (put it in $DISK_DIR, a tmpfs of its own) on a free loop device; prints the device
+#   disk_spec LOOPDEV [VDEV] [ACCESS]   disk spec for `disk = [...]` / `xl block-attach` (default xvda, rw; target= last)
+#   vif_spec DOM                   vif spec with DOM's fixed MAC (vif_mac DOM), bridge=xenbr0 and the lab's script
+#   disk_line IMAGE SECTOR         first line of a 512-byte sector of IMAGE (NULs dropped), e.g. "ballast-blk sector=N gen=G"
+#   disk_put_line IMAGE SECTOR TEXT     write TEXT and a newline, zero-padded, over that sector
+#   disk_free LOOPDEV              detach the loop device (deferred by the kernel while a backend still holds it)
+#   loop_bound LOOPDEV             the loop device still has a file attached
+#   pv_states DOM                  "vbd[VDEV=STATE ...] vif[IDX=STATE ...]" from xl block-list / network-list (4 = connected)
+#   expect_pv_states NAME DOM WANT SECS   pass once pv_states DOM reads WANT within SECS
+#   ping_wait ADDR SECS            ping ADDR from dom0 10 times a second until it answers (0) or SECS pass (1)
+#   hotplug_lines                  hotplug log lines written since the scenario started
+#   fs_free_mib PATH               MiB free in PATH's file system (/tmp and $DISK_DIR are tmpfs of their own)
+# At exit every guest console log is dumped (once), and the scenario's hotplug log lines, so
+# run.py's output carries the evidence.
 
 SCENARIO=${SCENARIO:-$(basename "$0" .sh)}
 CONSOLE_DIR=/var/log/xen/console
@@ -175,6 +192,61 @@ tail_console() { # DOM SECS
     : >"$LAB_TMP/dumped-$1"
 }
 
+# console_type DOM TEXT: TEXT and Enter reach DOM's console input through xenconsoled's pty
+console_type() {
+    _tty=$(xs_read "$1" console/tty)
+    [ -c "$_tty" ] || { echo "console/tty of $1 is '$_tty', not a character device"; return 1; }
+    printf '%s\r' "$2" >"$_tty"
+}
+
+# ---- PV disks and networks ------------------------------------------------------
+DISK_DIR=/disks
+HOTPLUG_LOG=/var/log/xen/lab-hotplug.log
+HOTPLUG_VIF=/lab/hotplug/vif
+HOTPLUG_BLOCK=/lab/hotplug/block
+# the log is shared by the boot's scenarios: this one's lines start here
+_HP_MARK=0
+[ -f "$HOTPLUG_LOG" ] && _HP_MARK=$(wc -c <"$HOTPLUG_LOG" | tr -d ' ')
+hotplug_lines() { [ -f "$HOTPLUG_LOG" ] && tail -c +$((_HP_MARK + 1)) "$HOTPLUG_LOG"; }
+disk_new() { # IMAGE MIB
+    dd if=/dev/zero of="$1" bs=1M count="$2" 2>/dev/null
+    [ "$(file_size "$1")" = $(( $2 * 1048576 )) ] || { echo "disk_new: $1 is not $2 MiB: $(df -k "${1%/*}" | tail -n 1)" >&2; return 1; }
+    _ld=$(losetup -f) && losetup "$_ld" "$1" || { echo "disk_new: no loop device for $1" >&2; return 1; }
+    echo "$_ld"
+}
+disk_spec() { echo "format=raw,vdev=${2:-xvda},access=${3:-rw},backendtype=phy,script=$HOTPLUG_BLOCK,target=$1"; }
+# vif_mac DOM: Xen's OUI and three bytes of the MD5 of DOM's name: the same guest always gets the
+# same MAC, so dom0's ARP entry stays right across detach and attach
+vif_mac() { printf '%s' "$1" | md5sum | sed 's/^\(..\)\(..\)\(..\).*/00:16:3e:\1:\2:\3/'; }
+vif_spec() { echo "mac=$(vif_mac "$1"),bridge=xenbr0,script=$HOTPLUG_VIF"; }
+disk_line() { dd if="$1" bs=512 skip="$2" count=1 2>/dev/null | tr -d '\000' | head -n 1; } # IMAGE SECTOR
+disk_put_line() { printf '%s\n' "$3" | dd of="$1" bs=512 seek="$2" count=1 conv=notrunc,sync 2>/dev/null; } # IMAGE SECTOR TEXT
+disk_free() { losetup -d "$1"; }
+loop_bound() { [ -e "/sys/block/${1##*/}/loop" ]; }
+pv_states() {
+    _vb=$(xl block-list "$1" 2>/dev/null | awk 'NR > 1 { printf "%s%s=%s", s, $1, $4; s = " " }')
+    _vn=$(xl network-list "$1" 2>/dev/null | awk 'NR > 1 { printf "%s%s=%s", s, $1, $5; s = " " }')
+    echo "vbd[$_vb] vif[$_vn]"
+}
+_pv_states_are() { _pvs=$(pv_states "$1"); [ "$_pvs" = "$2" ]; } # DOM WANT (last read in _pvs)
+expect_pv_states() { # NAME DOM WANT SECS
+    _t0=$(now_ms)
+    if wait_until "$4" _pv_states_are "$2" "$3"; then pass "$1" "$2: $_pvs (after $(( $(now_ms) - _t0 )) ms)"; return 0; fi
+    fail "$1" "$2: $_pvs after $4 s, want $3"; return 1
+}
+# ping_wait ADDR SECS: 1 s ping runs one after the other (a run that errs out early, say for want
+# of a neighbour, is simply followed by the next); the replies are in $LAB_TMP/ping.out
+ping_wait() {
+    _po=$LAB_TMP/ping.out
+    : >"$_po"; rm -f "$_po.stop"
+    _pend=$(( $(now_ms) + $2 * 1000 ))
+    while [ ! -f "$_po.stop" ] && [ "$(now_ms)" -lt "$_pend" ]; do ping -i 0.1 -w 1 "$1" >>"$_po" 2>&1; done &
+    _pp=$!
+    wait_until "$2" grep -q 'bytes from' "$_po"; _pr=$?
+    : >"$_po.stop"; wait "$_pp" 2>/dev/null
+    return $_pr
+}
+
 _lab_exit() {
     _rc=$?
     for _f in "$CONSOLE_DIR"/guest-*.log; do
@@ -183,6 +255,7 @@ _lab_exit() {
         [ -f "$LAB_TMP/dumped-$_d" ] && continue
         dump_console "$_d"
     done
+    hotplug_lines | sed 's/^/[hotplug] /'
     [ $_rc -eq 0 ] && _rc=$_LAB_FAILED
     exit $_rc
 }
@@ -192,6 +265,8 @@ trap "exit 143" TERM INT
 # ---- helpers for memory and image scenarios ----------------------------------
 xl_mem_of() { xl list "$1" 2>/dev/null | awk -v d="$1" '$1 == d { print $3 }'; }  # DOM -> MiB
 file_size() { stat -c %s "$1" 2>/dev/null || wc -c <"$1" | tr -d ' '; }
+# fs_free_mib PATH: MiB free in PATH's file system (by stat: busybox df prints no line for the rootfs)
+fs_free_mib() { stat -f -c '%a %S' "$1" | awk '{ printf "%d\n", $1 * $2 / 1048576 }'; }
 _mem_near() { # DOM MIB: `xl list` shows MIB within the 1 MiB slack
     _m=$(xl_mem_of "$1")
     [ -n "$_m" ] || return 1
@@ -204,8 +279,8 @@ expect_mem() { # NAME DOM MIB SECS
     else fail "$1" "xl list: $2 has $(xl_mem_of "$2") MiB after $4 s, want $3"; fi
 }
 # ---- helpers for suspend scenarios --------------------------------------------
-# A scenario sets OURS (domains it may create) and IMAGES (files to delete)
-# and installs `trap _scenario_exit EXIT`: whatever happens, nothing is left.
+# A scenario sets OURS (domains it may create), IMAGES (files to delete) and LOOPS (loop devices
+# to detach) and installs `trap _scenario_exit EXIT`: whatever happens, nothing is left.
 xl_bounded() { # SECS ARGS...: `xl ARGS` under `timeout SECS`, echoed like xlc
     _s=$1; shift
     echo "[xl] \$ xl $* (bounded to $_s s)"
@@ -228,6 +303,7 @@ _scenario_exit() {
             wait_gone "$_d" 20 || log "cleanup: $_d still listed: $(xl list 2>&1 | tr '\n' ' ')"
         fi
     done
+    for _l in $LOOPS; do loop_bound "$_l" && disk_free "$_l"; done
     [ -n "$IMAGES" ] && rm -f $IMAGES
     (exit $_rc)
     _lab_exit

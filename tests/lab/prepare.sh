@@ -194,6 +194,9 @@ add_module() {
 XENBIN=usr/lib/xen-4.17/bin
 XEN_MODULES=(xen-evtchn xen-privcmd xenfs xen-gntdev xen-gntalloc)
 VIRTIO_MODULES=(virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk)
+# Backends for guests' PV disks and networks, in load order (no modules.dep in the initramfs):
+# loop holds disk images, bridge needs llc then stp.
+PV_MODULES=(loop llc stp bridge xen-blkback xen-netback)
 if ! done_p "dom0-base.v$BASE_VERSION"; then
     step "building dom0 initramfs $LN/dom0-base.cpio"
     S=$LAB/dom0-stage
@@ -213,10 +216,11 @@ if ! done_p "dom0-base.v$BASE_VERSION"; then
     gcc_s=$(find_lib libgcc_s.so.1) || die "libgcc_s.so.1 not found (install libgcc-s1)"
     copy_lib "$gcc_s" "$S"
     mkdir -p "$S/lib/modules"
-    for m in "${XEN_MODULES[@]}" "${VIRTIO_MODULES[@]}"; do add_module "$m" "$S"; done
+    for m in "${XEN_MODULES[@]}" "${VIRTIO_MODULES[@]}" "${PV_MODULES[@]}"; do add_module "$m" "$S"; done
     printf '%s\n' "${XEN_MODULES[@]}" >"$S/lib/modules/xen.list"
     printf '%s\n' "${VIRTIO_MODULES[@]}" >"$S/lib/modules/virtio.list"
-    mkdir -p "$S"/{proc,sys,dev,run,tmp,root,lab,etc/xen,var/lib/xen,var/log/xen/console,var/lib/xenstored}
+    printf '%s\n' "${PV_MODULES[@]}" >"$S/lib/modules/pv.list"
+    mkdir -p "$S"/{proc,sys,dev,run,tmp,disks,root,lab,etc/xen,var/lib/xen,var/log/xen/console,var/lib/xenstored}
     ln -s ../run "$S/var/run"; ln -s ../run "$S/var/lock" 2>/dev/null || true
     printf 'autoballoon="off"\n' >"$S/etc/xen/xl.conf"
     printf 'root:x:0:0:root:/root:/bin/sh\n' >"$S/etc/passwd"
@@ -230,11 +234,14 @@ if ! done_p "dom0-base.v$BASE_VERSION"; then
 fi
 
 # ---------------------------------------------------------------- 5. linux PV guest initrd
+# The guest's PV frontends (its /init loads them): the lab's disks and vifs need them.
+GUEST_MODULES=(xen-blkfront xen-netfront)
 if ! done_p "linux-guest.v$GUEST_VERSION"; then
     step "building reference Linux PV guest initrd $LN/linux-guest-initrd.cpio.gz"
     G=$LAB/guest-stage
-    rm -rf "$G"; mkdir -p "$G"/{proc,sys,dev,tmp,root,etc}
+    rm -rf "$G"; mkdir -p "$G"/{proc,sys,dev,tmp,root,etc,lib/modules}
     add_busybox "$G"
+    for m in "${GUEST_MODULES[@]}"; do add_module "$m" "$G"; done
     install -m 0755 "$HERE/linux-guest-init.sh" "$G/init"
     mkcpio "$G" "$LAB/linux-guest-initrd.cpio"
     gzip -9nf "$LAB/linux-guest-initrd.cpio"

@@ -53,7 +53,7 @@ on_reboot = "restart"
 """
 
 MARKER = re.compile(r"@@(RESULT|BEGIN|END|LAB|ALLDONE)\b ?(.*)$")
-INTEREST = re.compile(r"^\[(guest |xl\]|dmesg\]|ballastd\])|\(d[1-9][0-9]*\)|Kernel panic|\(XEN\) .*(Panic|FATAL|Assertion)|BUG:|Oops")
+INTEREST = re.compile(r"^\[(guest |xl\]|dmesg\]|ballastd\]|hotplug\])|\(d[1-9][0-9]*\)|Kernel panic|\(XEN\) .*(Panic|FATAL|Assertion)|BUG:|Oops")
 
 
 # ------------------------------------------------------------------ newc cpio writer
@@ -116,9 +116,14 @@ def build_initrd(args, scenarios, workdir):
     lab, build = args.lab, args.build
     needs = set().union(*(s.needs for s in scenarios))
     c = Cpio()
-    for d in ("lab", "lab/scenarios"):
+    for d in ("lab", "lab/scenarios", "lab/hotplug"):
         c.dir(d)
     c.file("lab/lib.sh", read(os.path.join(LAB_SRC, "lib.sh")))
+    # The vif and disk scripts xl runs for script=/lab/hotplug/NAME (here, not in the base image,
+    # so that editing them needs no `make lab`).
+    hp = os.path.join(LAB_SRC, "hotplug")
+    for f in sorted(os.listdir(hp)):
+        c.file("lab/hotplug/" + f, read(os.path.join(hp, f)), 0o755)
     c.file("lab/run-scenarios.sh", read(os.path.join(LAB_SRC, "run-scenarios.sh")), 0o755)
     c.file("lab/scenarios.list",
            "".join("%s %d\n" % (s.name, s.timeout) for s in scenarios).encode())

@@ -21,7 +21,7 @@ images|small-image small-checkpoint busy-image release-off
 smp|smp smp-hotplug smp-refuse smp-checkpoint smp-cycles smp-migrate
 xhost4-1|--disk build/lab/xhost.img smp-cross-host-save
 xhost4-2|--disk build/lab/xhost.img --dom0-mem 1024M smp-cross-host-restore
-ballastd|squeeze uncooperative hog ballastd-suspend
+ballastd|squeeze uncooperative hog ballastd-suspend pv-linux
 GROUPS
 
 total_pass=0
