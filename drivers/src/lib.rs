@@ -45,5 +45,5 @@ pub fn start(opts: &kernel::cmdline::Options) {
     data::spawn();
     vcpus::spawn();
     blkfront::spawn((opts.blk_mib > 0).then_some(opts.blk_mib));
-    netfront::spawn(netfront::stack::Config::from_options(opts.ip.as_deref(), opts.ping.as_deref()));
+    netfront::spawn(netfront::stack::Config::new(opts.ip, opts.ping));
 }

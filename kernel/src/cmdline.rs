@@ -46,10 +46,12 @@ pub struct Options {
     /// `ballast.blk=MIB`: MiB of the first disk the block self-test keeps
     /// rewriting and verifying (0: no self-test).
     pub blk_mib: u64,
-    /// `ballast.ip=A.B.C.D/N`: the first vif's static IPv4 address (no IP
-    /// stack without it); `ballast.ping=A.B.C.D`: the peer it pings.
-    pub ip: Option<alloc::string::String>,
-    pub ping: Option<alloc::string::String>,
+    /// `ballast.ip=A.B.C.D/N` (N in 1..=30): the first vif's static IPv4
+    /// address and prefix (no IP stack without it).
+    pub ip: Option<([u8; 4], u8)>,
+    /// `ballast.ping=A.B.C.D`: the peer the stack pings (by default the
+    /// subnet's first address).
+    pub ping: Option<[u8; 4]>,
 }
 
 impl Default for Options {
@@ -92,8 +94,21 @@ impl Options {
                 "ballast.pattern" => number(key, value, &mut opts.pattern_mib),
                 "ballast.hog" => number(key, value, &mut opts.hog_mib),
                 "ballast.blk" => number(key, value, &mut opts.blk_mib),
-                "ballast.ip" => opts.ip = value.map(alloc::string::String::from),
-                "ballast.ping" => opts.ping = value.map(alloc::string::String::from),
+                // Parsed here: the command line is read before any heap exists.
+                "ballast.ip" => {
+                    opts.ip = value
+                        .and_then(|v| v.split_once('/'))
+                        .and_then(|(a, n)| Some((ipv4(a)?, n.parse::<u8>().ok().filter(|n| (1..=30).contains(n))?)));
+                    if opts.ip.is_none() {
+                        log::warn!("cmdline: {}={:?} is not A.B.C.D/N (N 1..30); no IP stack", key, value);
+                    }
+                }
+                "ballast.ping" => {
+                    opts.ping = value.and_then(ipv4);
+                    if opts.ping.is_none() {
+                        log::warn!("cmdline: {}={:?} is not A.B.C.D; ignored", key, value);
+                    }
+                }
                 "ballast.balloon" => opts.balloon = flag(value),
                 "ballast.aspace" => number(key, value, &mut opts.aspace_pages),
                 "ballast.dirty" => number(key, value, &mut opts.dirty_mib),
@@ -118,6 +133,20 @@ impl Options {
         }
         opts
     }
+}
+
+/// `A.B.C.D`, each a decimal byte.
+pub fn ipv4(s: &str) -> Option<[u8; 4]> {
+    let mut out = [0u8; 4];
+    let mut parts = s.split('.');
+    for b in out.iter_mut() {
+        let p = parts.next()?;
+        if p.is_empty() || p.len() > 3 || !p.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        *b = p.parse().ok()?;
+    }
+    parts.next().is_none().then_some(out)
 }
 
 /// A number option: a bad value is logged and the default kept.
@@ -164,6 +193,12 @@ mod tests {
         assert_eq!((o.hog_mib, o.balloon), (300, false));
         assert_eq!(Options::parse("ballast.hog=-1").hog_mib, 0);
         assert_eq!((Options::parse("").blk_mib, Options::parse("ballast.blk=0").blk_mib), (16, 0));
+        let o = Options::parse("ballast.ip=10.0.0.2/24 ballast.ping=10.0.0.9");
+        assert_eq!((o.ip, o.ping), (Some(([10, 0, 0, 2], 24)), Some([10, 0, 0, 9])));
+        for bad in ["10.0.0.2", "10.0.0/24", "10.0.0.256/24", "10.0.0.2/0", "10.0.0.2/33", "a.b.c.d/8", "1.2.3.4.5/8"] {
+            assert_eq!(Options::parse(&format!("ballast.ip={bad}")).ip, None, "{bad}");
+        }
+        assert_eq!(Options::parse("ballast.ping=dom0").ping, None);
     }
 
     #[test]

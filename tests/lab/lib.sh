@@ -295,6 +295,7 @@ timed_xl() { # SECS ARGS...: xl_bounded, wall time in XL_MS
 }
 _scenario_exit() {
     _rc=$?
+    _pv_cleanup
     [ -n "$BALLASTD_PID" ] && ballastd_stop
     for _d in $OURS; do
         if xl domid "$_d" >/dev/null 2>&1; then
@@ -550,4 +551,89 @@ targets_settled() {
         _dd=$(( _m - _t )); [ $_dd -lt 0 ] && _dd=$(( -_dd ))
         [ $_dd -le "$_sl" ] || return 1
     done
+}
+
+# ---- helpers for ballast's own PV devices -----------------------------------------
+# (blkfront's self-test publishes data/blk/<vdev>/*, netfront data/net/<n>/*)
+#   _xs_uint_above DOM PATH MIN    PATH is a number above MIN (last read in _v)
+#   blk_figures DOM VDEV           the self-test's figures in one line
+#   blk_clean NAME DOM VDEV        passes > 0 and mismatches, duplicates, errors all 0
+#   disk_sectors_ok NAME IMAGE N   the first N sectors of IMAGE each hold the self-test's line naming
+#                                  themselves ("ballast-blk sector=S gen=G"), zero-filled after
+#   ping_log_start ADDR            dom0 pings ADDR 10 times a second in the background, each reply
+#                                  stamped with dom0's uptime, into $PING_LOG (stopped at exit)
+#   ping_log_answer_after MS SECS  wait until a reply stamped after MS (now_ms time) is logged
+#   ping_log_since START END       "AFTER LOST GAP": ms from END to the first reply after it, requests
+#                                  sent after the last reply before START never answered, and the
+#                                  gap between those two replies in ms
+#   tcp_open ADDR                  a TCP connection to ADDR's echo port held open by nc (fifo in, $TCP_OUT out)
+#   tcp_says NAME                  a line through the held connection comes back
+_xs_uint_above() { _v=$(xs_read "$1" "$2"); is_uint "$_v" && [ "$_v" -gt "$3" ]; }
+blk_figures() {
+    for _n in state passes requests reissued mismatches duplicates errors in_flight read_bytes written_bytes flushes; do
+        printf '%s=%s ' "$_n" "$(xs_read "$1" "data/blk/$2/$_n")"
+    done
+}
+blk_clean() {
+    _bf=$(blk_figures "$2" "$3")
+    case " $_bf" in
+    *" passes=0 "* | *" passes= "*) fail "$1" "no self-test pass: $_bf" ;;
+    *" mismatches=0 "*" duplicates=0 "*" errors=0 "*) pass "$1" "$_bf" ;;
+    *) fail "$1" "$_bf" ;;
+    esac
+}
+disk_sectors_ok() {
+    _ds=$(dd if="$2" bs=512 count="$3" 2>/dev/null | tr -d '\000' | awk -v n="$3" '
+        { ok = ($0 ~ /^ballast-blk sector=[0-9]+ gen=[0-9]+$/) && ($2 == "sector=" (NR - 1))
+          if (!ok) { bad++; if (bad <= 3) first = first " [line " NR ": " substr($0, 1, 60) "]" }
+          split($3, g, "="); gens[g[2]]++ }
+        END { if (NR != n) { bad++; first = first " [" NR " lines, want " n "]" }
+              for (k in gens) gl = gl " gen" k "=" gens[k]
+              printf "%d%s |%s\n", bad, first, gl }')
+    case $_ds in
+    "0 |"*) pass "$1" "$3 sectors of $2 each name themselves:${_ds#0 |}" ;;
+    *) fail "$1" "$2: ${_ds%%|*} bad; ${_ds#*|}" ;;
+    esac
+}
+PING_LOG=
+ping_log_start() {
+    PING_LOG=$LAB_TMP/ping-log
+    : >"$PING_LOG"
+    ping -i 0.1 "$1" 2>&1 | while read -r _pl; do read -r _up _ </proc/uptime; echo "$_up $_pl"; done >>"$PING_LOG" &
+    PING_PID=$!
+}
+_pv_cleanup() {
+    [ -n "$PING_LOG" ] && killall ping 2>/dev/null
+    [ -n "$TCP_FIFO" ] && { exec 7>&-; killall nc 2>/dev/null; }
+    return 0
+}
+# the newest reply's dom0 time in ms
+_ping_last_ms() { awk '/bytes from/ { t = $1 } END { printf "%d\n", t * 1000 }' "$PING_LOG"; }
+_ping_after() { [ "$(_ping_last_ms)" -gt "$1" ]; }
+ping_log_answer_after() { wait_until "$2" _ping_after "$1"; }
+ping_log_since() {
+    awk -v s="$1" -v e="$2" '
+        /bytes from/ { t = $1 * 1000; match($0, /seq=[0-9]+/); q = substr($0, RSTART + 4, RLENGTH - 4) + 0
+            seen[q] = 1
+            if (t <= s) { lq = q; lt = t }
+            else if (t > e && ft == "") { ft = t; fq = q } }
+        END { lost = 0
+              for (k = lq + 1; k < fq; k++) if (!(k in seen)) lost++
+              after = ft - e; if (after < 0) after = 0
+              printf "%d %d %d\n", after, lost, ft - lt }' "$PING_LOG"
+}
+TCP_FIFO= TCP_OUT=
+tcp_open() {
+    TCP_FIFO=$LAB_TMP/tcp-in TCP_OUT=$LAB_TMP/tcp-out
+    rm -f "$TCP_FIFO"; mkfifo "$TCP_FIFO"; : >"$TCP_OUT"
+    nc "$1" 7 <"$TCP_FIFO" >"$TCP_OUT" 2>&1 &
+    exec 7>"$TCP_FIFO"
+    echo "held-open-0" >&7
+}
+_tcp_has() { grep -q "^$1\$" "$TCP_OUT"; }
+tcp_says() {
+    _tl="held-open-$1"
+    echo "$_tl" >&7
+    if wait_until 10 _tcp_has "$_tl"; then pass "tcp-$1" "the held connection echoed '$_tl'"; return 0; fi
+    fail "tcp-$1" "the held connection did not echo '$_tl': $(_oneline <"$TCP_OUT")"; return 1
 }

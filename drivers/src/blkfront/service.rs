@@ -111,7 +111,7 @@ fn connect(disk: &Disk, front: &mut Frontend, watch: &Watch, epoch: u64) -> Resu
     let gref = ring.gref();
     let node = front.nodename.clone();
     let still_current = || disk.resumes.load(Ordering::Acquire) == epoch;
-    front.connect(watch, CONNECT_TIMEOUT_MS, still_current, |tx| {
+    front.connect(watch, CONNECT_TIMEOUT_MS, XenbusState::Initialised, still_current, |tx| {
         xenstore::write_tx(tx, &format!("{node}/ring-ref"), &format!("{gref}"))?;
         xenstore::write_tx(tx, &format!("{node}/event-channel"), &format!("{port}"))?;
         xenstore::write_tx(tx, &format!("{node}/protocol"), "x86_64-abi")

@@ -90,7 +90,9 @@ impl PvDevice for Vif {
             Connection::new(backend, channel).map_err(|e| FrontendError::Resources(format!("ring pages: {e:?}")))?;
         let (tx_ref, rx_ref) = (conn.tx.gref(), conn.rx.gref());
         let still_current = || Vif::resumes(self) == epoch;
-        front.connect(watch, CONNECT_TIMEOUT_MS, still_current, |tx| {
+        // netback connects once the frontend is connected (as Linux's netfront
+        // goes straight there after publishing).
+        front.connect(watch, CONNECT_TIMEOUT_MS, XenbusState::Connected, still_current, |tx| {
             for (name, value) in [
                 ("tx-ring-ref", format!("{tx_ref}")),
                 ("rx-ring-ref", format!("{rx_ref}")),
@@ -107,7 +109,6 @@ impl PvDevice for Vif {
             }
             Ok(())
         })?;
-        front.switch_state(XenbusState::Connected)?;
         conn.channel.notify();
         {
             let mut g = self.inner.lock();

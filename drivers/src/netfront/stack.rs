@@ -32,57 +32,14 @@ pub struct Config {
     pub peer: [u8; 4],
 }
 
-/// An option that is not an address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BadOption {
-    /// `ballast.ip` is not `A.B.C.D/N` with N in 1..=30.
-    Ip,
-    /// `ballast.ping` is not `A.B.C.D`.
-    Ping,
-}
-
 impl Config {
-    /// From the command line's `ballast.ip=A.B.C.D/N` and optional
-    /// `ballast.ping=A.B.C.D` (by default the subnet's first address).
-    pub fn parse(ip: &str, ping: Option<&str>) -> Result<Config, BadOption> {
-        let parsed = ip.split_once('/').and_then(|(a, n)| Some((parse_ipv4(a)?, n.parse::<u8>().ok()?)));
-        let (addr, prefix) = parsed.filter(|&(_, n)| (1..=30).contains(&n)).ok_or(BadOption::Ip)?;
-        let peer = match ping {
-            Some(p) => parse_ipv4(p).ok_or(BadOption::Ping)?,
-            None => ((u32::from_be_bytes(addr) & (u32::MAX << (32 - prefix as u32))) + 1).to_be_bytes(),
-        };
-        Ok(Config { ip: addr, prefix, peer })
+    /// From the command line's address and prefix, and the peer to ping
+    /// (by default the subnet's first address: dom0's bridge).
+    pub fn new(ip: Option<([u8; 4], u8)>, ping: Option<[u8; 4]>) -> Option<Config> {
+        let (addr, prefix) = ip?;
+        let first = ((u32::from_be_bytes(addr) & (u32::MAX << (32 - prefix as u32))) + 1).to_be_bytes();
+        Some(Config { ip: addr, prefix, peer: ping.unwrap_or(first) })
     }
-
-    /// As `parse`, for the drivers' start: a bad value is logged; a bad
-    /// `ballast.ip` means no stack, a bad `ballast.ping` the default peer.
-    pub fn from_options(ip: Option<&str>, ping: Option<&str>) -> Option<Config> {
-        let ip = ip?;
-        match Config::parse(ip, ping) {
-            Ok(c) => Some(c),
-            Err(BadOption::Ip) => {
-                log::error!("net: ballast.ip={:?} is not A.B.C.D/N (N 1..30): no IP stack", ip);
-                None
-            }
-            Err(BadOption::Ping) => {
-                log::error!("net: ballast.ping={:?} is not an address: pinging the subnet's first address", ping);
-                Config::parse(ip, None).ok()
-            }
-        }
-    }
-}
-
-fn parse_ipv4(s: &str) -> Option<[u8; 4]> {
-    let mut out = [0u8; 4];
-    let mut parts = s.split('.');
-    for b in out.iter_mut() {
-        let p = parts.next()?;
-        if p.is_empty() || p.len() > 3 || !p.bytes().all(|c| c.is_ascii_digit()) {
-            return None;
-        }
-        *b = p.parse().ok()?;
-    }
-    parts.next().is_none().then_some(out)
 }
 
 pub fn spawn(cfg: Config) {
@@ -199,7 +156,7 @@ impl Sockets {
                 if n > 0 && t.send_slice(&chunk[..n]).is_ok() {
                     super::add(&vif.figures.tcp_echo_bytes, n as u64);
                 }
-            } else if !t.may_recv() && t.send_queue() == 0 {
+            } else if t.state() == tcp::State::CloseWait && t.send_queue() == 0 {
                 // The peer closed its side and everything was echoed.
                 t.close();
             }
@@ -336,15 +293,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn addresses_from_the_command_line() {
+    fn the_peer_is_the_subnets_first_address_unless_named() {
         assert_eq!(
-            Config::parse("10.0.0.2/24", None),
-            Ok(Config { ip: [10, 0, 0, 2], prefix: 24, peer: [10, 0, 0, 1] })
+            Config::new(Some(([10, 0, 0, 2], 24)), None),
+            Some(Config { ip: [10, 0, 0, 2], prefix: 24, peer: [10, 0, 0, 1] })
         );
-        assert_eq!(Config::parse("10.0.0.2/24", Some("10.0.0.9")).map(|c| c.peer), Ok([10, 0, 0, 9]));
-        assert_eq!(Config::parse("10.0.0.2/24", Some("dom0")), Err(BadOption::Ping));
-        for bad in ["10.0.0.2", "10.0.0/24", "10.0.0.256/24", "10.0.0.2/0", "10.0.0.2/33", "a.b.c.d/8", "1.2.3.4.5/8"] {
-            assert_eq!(Config::parse(bad, None), Err(BadOption::Ip), "{bad}");
-        }
+        assert_eq!(Config::new(Some(([192, 168, 7, 77], 28)), None).map(|c| c.peer), Some([192, 168, 7, 65]));
+        assert_eq!(Config::new(Some(([10, 0, 0, 2], 24)), Some([10, 0, 0, 9])).map(|c| c.peer), Some([10, 0, 0, 9]));
+        assert_eq!(Config::new(None, Some([10, 0, 0, 1])), None);
     }
 }

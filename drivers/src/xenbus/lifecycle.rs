@@ -117,6 +117,14 @@ impl<D: PvDevice> Registry<D> {
     fn scan(&'static self) {
         let ids = device_ids(D::CLASS);
         self.closed.lock().retain(|id| ids.contains(id));
+        // A failed device whose nodes are gone (detached): a later attach
+        // of the same number is a new device.
+        let gone: Vec<u32> =
+            self.all().iter().filter(|d| d.is_failed() && !ids.contains(&d.id())).map(|d| d.id()).collect();
+        for id in gone {
+            log::info!("{} {}: gone from device/{} while failed; forgotten", D::NAME, id, D::CLASS);
+            self.forget(id);
+        }
         for id in ids {
             if self.devices.lock().iter().any(|(d, _)| d.id() == id) || self.closed.lock().contains(&id) {
                 continue;

@@ -191,13 +191,16 @@ impl Frontend {
     /// Walks the handshake from the start until the backend is
     /// `Connected`. `publish(tx)` writes what the backend needs (ring refs,
     /// event channel, protocol) inside the transaction that also moves the
-    /// frontend to `Initialised`. `still_current()` turning false (the
-    /// domain resumed elsewhere meanwhile) abandons the attempt. The caller
-    /// reads the backend's details and then switches to `Connected`.
+    /// frontend to `publish_as`: `Initialised` for a backend that connects
+    /// on that (blkback; the caller then reads the backend's details and
+    /// switches to `Connected`), `Connected` for one that waits for the
+    /// frontend to be connected first (netback). `still_current()` turning
+    /// false (the domain resumed elsewhere meanwhile) abandons the attempt.
     pub fn connect(
         &mut self,
         watch: &Watch,
         timeout_ms: u64,
+        publish_as: XenbusState,
         still_current: impl Fn() -> bool,
         mut publish: impl FnMut(u32) -> xenstore::Result<()>,
     ) -> Result<(), FrontendError> {
@@ -209,7 +212,10 @@ impl Frontend {
                 return Err(FrontendError::Resumed);
             }
             let backend = self.backend_state()?;
-            match frontend_step(self.state, backend) {
+            // Published as connected, the frontend still waits for the
+            // backend as one that has only published.
+            let standing = if self.state == publish_as { XenbusState::Initialised } else { self.state };
+            match frontend_step(standing, backend) {
                 FrontendStep::Wait => {
                     if watch.next_until(deadline).is_none() {
                         return Err(FrontendError::NeverConnected {
@@ -219,12 +225,12 @@ impl Frontend {
                 }
                 FrontendStep::Publish => {
                     let state = format!("{}/state", self.nodename);
-                    let value = format!("{}", XenbusState::Initialised.as_number());
+                    let value = format!("{}", publish_as.as_number());
                     xenstore::transaction(|tx| {
                         publish(tx)?;
                         xenstore::write_tx(tx, &state, &value)
                     })?;
-                    self.state = XenbusState::Initialised;
+                    self.state = publish_as;
                 }
                 FrontendStep::Connect => return Ok(()),
                 FrontendStep::Close | FrontendStep::Closed => return Err(FrontendError::BackendClosed(backend)),
