@@ -565,7 +565,7 @@ targets_settled() {
 #   ping_log_answer_after MS SECS  wait until a reply stamped after MS (now_ms time) is logged
 #   ping_log_since START END       "AFTER LOST GAP": ms from END to the first reply after it, requests
 #                                  sent after the last reply before START never answered, and the
-#                                  gap between those two replies in ms
+#                                  longest time without a reply from then until that first reply
 #   tcp_open ADDR                  a TCP connection to ADDR's echo port held open by nc (fifo in, $TCP_OUT out)
 #   tcp_says NAME                  a line through the held connection comes back
 _xs_uint_above() { _v=$(xs_read "$1" "$2"); is_uint "$_v" && [ "$_v" -gt "$3" ]; }
@@ -577,10 +577,12 @@ blk_figures() {
 blk_clean() {
     _bf=$(blk_figures "$2" "$3")
     case " $_bf" in
-    *" passes=0 "* | *" passes= "*) fail "$1" "no self-test pass: $_bf" ;;
-    *" mismatches=0 "*" duplicates=0 "*" errors=0 "*) pass "$1" "$_bf" ;;
-    *) fail "$1" "$_bf" ;;
+    *" passes=0 "* | *" passes= "*) fail "$1" "no self-test pass: $_bf"; return 1 ;;
     esac
+    for _n in mismatches duplicates errors; do
+        case " $_bf" in *" $_n=0 "*) ;; *) fail "$1" "$_n: $_bf"; return 1 ;; esac
+    done
+    pass "$1" "$_bf"
 }
 disk_sectors_ok() {
     _ds=$(dd if="$2" bs=512 count="$3" 2>/dev/null | tr -d '\000' | awk -v n="$3" '
@@ -615,12 +617,15 @@ ping_log_since() {
     awk -v s="$1" -v e="$2" '
         /bytes from/ { t = $1 * 1000; match($0, /seq=[0-9]+/); q = substr($0, RSTART + 4, RLENGTH - 4) + 0
             seen[q] = 1
-            if (t <= s) { lq = q; lt = t }
-            else if (t > e && ft == "") { ft = t; fq = q } }
+            if (t <= s) { lq = q; lt = t; pt = t; next }
+            if (ft != "") next
+            if (pt != "" && t - pt > gap) gap = t - pt
+            pt = t
+            if (t > e) { ft = t; fq = q } }
         END { lost = 0
               for (k = lq + 1; k < fq; k++) if (!(k in seen)) lost++
               after = ft - e; if (after < 0) after = 0
-              printf "%d %d %d\n", after, lost, ft - lt }' "$PING_LOG"
+              printf "%d %d %d\n", after, lost, gap }' "$PING_LOG"
 }
 TCP_FIFO= TCP_OUT=
 tcp_open() {

@@ -202,11 +202,14 @@ impl Vif {
         sent
     }
 
-    /// Waits until frames arrive, the domain resumes elsewhere, or
-    /// `deadline` (monotonic ns).
+    /// Waits until frames arrive, the vif is connected again after a
+    /// resume the caller has not seen yet, or `deadline` (monotonic ns).
+    /// (Not merely until a resume: the reconnect needs the vCPU.)
     pub fn wait(&self, deadline: u64, resumes_seen: u64) {
-        self.wake
-            .wait_until_deadline(Some(deadline), &mut || (self.poll() || self.resumes() != resumes_seen).then_some(()));
+        self.wake.wait_until_deadline(Some(deadline), &mut || {
+            let reconnected = self.resumes() != resumes_seen && self.phase() == Phase::Connected;
+            (self.poll() || reconnected).then_some(())
+        });
     }
 }
 
