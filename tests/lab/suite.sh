@@ -21,7 +21,10 @@ images|small-image small-checkpoint busy-image release-off
 smp|smp smp-hotplug smp-refuse smp-checkpoint smp-cycles smp-migrate
 xhost4-1|--disk build/lab/xhost.img smp-cross-host-save
 xhost4-2|--disk build/lab/xhost.img --dom0-mem 1024M smp-cross-host-restore
-ballastd|squeeze uncooperative hog ballastd-suspend pv-linux
+ballastd|squeeze uncooperative hog ballastd-suspend
+pv|pv-linux pv-ballast pv-cycles smp-pv-cycles
+xhostpv-1|--disk build/lab/xhost.img pv-cross-host-save
+xhostpv-2|--disk build/lab/xhost.img --dom0-mem 1024M pv-cross-host-restore
 GROUPS
 
 total_pass=0
@@ -42,7 +45,7 @@ while IFS='|' read -r name args; do
     done
     [ "$scen" = 1 ] || continue
     # Each cross-host pair starts from a fresh disk.
-    case "$name" in xhost-1 | xhost4-1) rm -f build/lab/xhost.img; truncate -s 320M build/lab/xhost.img ;; esac
+    case "$name" in xhost-1 | xhost4-1 | xhostpv-1) rm -f build/lab/xhost.img; truncate -s 320M build/lab/xhost.img ;; esac
     echo "=== suite: boot '$name': ${keep[*]}"
     out=$(mktemp)
     $RUN "${keep[@]}" </dev/null 2>&1 | tee "$out"
