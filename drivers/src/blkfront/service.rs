@@ -65,27 +65,18 @@ impl PvDevice for Disk {
 
     fn suspend(&self) {
         let mut g = self.inner.lock();
-        if g.phase == Phase::Connected {
-            g.phase = Phase::Suspended;
-        }
+        g.phase.suspend();
         log::info!("blkfront {}: suspended, {} request(s) in flight", self.id, g.shadow.in_flight());
     }
 
     fn resume(&self) {
         let mut g = self.inner.lock();
-        if matches!(g.phase, Phase::Suspended | Phase::Connected | Phase::Connecting) {
-            g.phase = Phase::Connecting;
-        }
+        g.phase.resume();
         self.resumes.fetch_add(1, Ordering::AcqRel);
     }
 
     fn cancel(&self) {
-        {
-            let mut g = self.inner.lock();
-            if g.phase == Phase::Suspended {
-                g.phase = Phase::Connected;
-            }
-        }
+        self.inner.lock().phase.cancel();
         self.wake.wake_all();
     }
 }

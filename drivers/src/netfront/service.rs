@@ -155,30 +155,21 @@ impl PvDevice for Vif {
 
     fn suspend(&self) {
         let mut g = self.inner.lock();
-        if g.phase == Phase::Connected {
-            g.phase = Phase::Suspended;
-        }
+        g.phase.suspend();
         let n = g.conn.as_ref().map_or(0, Connection::in_flight);
         log::info!("netfront {}: suspended, {} frame(s) in flight", self.id, n);
     }
 
     fn resume(&self) {
         let mut g = self.inner.lock();
-        if matches!(g.phase, Phase::Suspended | Phase::Connected | Phase::Connecting) {
-            g.phase = Phase::Connecting;
-        }
+        g.phase.resume();
         self.resumes.fetch_add(1, Ordering::AcqRel);
         drop(g);
         self.wake.wake_all();
     }
 
     fn cancel(&self) {
-        {
-            let mut g = self.inner.lock();
-            if g.phase == Phase::Suspended {
-                g.phase = Phase::Connected;
-            }
-        }
+        self.inner.lock().phase.cancel();
         self.wake.wake_all();
     }
 }

@@ -29,6 +29,27 @@ pub enum Phase {
 }
 
 impl Phase {
+    /// The domain suspends: a connected device stops submitting.
+    pub fn suspend(&mut self) {
+        if *self == Phase::Connected {
+            *self = Phase::Suspended;
+        }
+    }
+
+    /// Running in a new domain: the connection is dead until remade.
+    pub fn resume(&mut self) {
+        if matches!(self, Phase::Suspended | Phase::Connected | Phase::Connecting) {
+            *self = Phase::Connecting;
+        }
+    }
+
+    /// The suspend was cancelled: the same connection goes on.
+    pub fn cancel(&mut self) {
+        if *self == Phase::Suspended {
+            *self = Phase::Connected;
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Phase::Connecting => "connecting",
