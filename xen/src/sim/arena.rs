@@ -7,9 +7,11 @@
 /// pfns the arena covers: 2 GiB.
 pub const ARENA_PFNS: u64 = 1 << 19;
 const ARENA_BYTES: usize = (ARENA_PFNS as usize) << 12;
-/// The arena is aligned to a page-directory-pointer entry, as the real
-/// kernel mapping is, so table walks see the same index arithmetic.
-const ALIGN: usize = 1 << 30;
+/// The arena is aligned to a page-directory-pointer entry (1 GiB), as the
+/// real kernel mapping is, so table walks see the same index arithmetic;
+/// aligned to its own size, it can never straddle a top-level (512 GiB)
+/// slot, wherever the host places the mapping.
+const ALIGN: usize = ARENA_BYTES;
 
 pub struct Arena {
     mapping: *mut libc::c_void,

@@ -1,4 +1,4 @@
-//! What every simulated PV backend shares (blkback now, netback later):
+//! What every simulated PV backend shares (blkback, netback):
 //! a device's two xenstore directories, the backend's half of the xenbus
 //! handshake as a pure decision, the checks Xen and a backend make of the
 //! grant refs and event channel a frontend publishes, and the backend's
@@ -14,6 +14,7 @@
 //! backend does (and which starves the guest's idle task).
 
 use super::blkback::SimDisk;
+use super::netback::SimVif;
 use super::{PortKind, Sim};
 use crate::ring::{ring_size, HEADER_LEN};
 use crate::xenbus::XenbusState;
@@ -189,6 +190,7 @@ pub fn backend_step(front: XenbusState, back: XenbusState, detaching: bool) -> B
 #[derive(Default)]
 pub struct Backends {
     pub(super) disks: BTreeMap<u32, SimDisk>,
+    pub(super) vifs: BTreeMap<u32, SimVif>,
     /// dom0's last event-channel port.
     last_port: u32,
 }
@@ -198,12 +200,14 @@ impl Sim {
     /// store); true if any backend changed something, whose writes then
     /// wait in xenstored's output.
     pub(super) fn step_backends(&mut self) -> bool {
-        self.step_disks()
+        // Both: each steps every device of its class.
+        self.step_disks() | self.step_vifs()
     }
 
     /// A notification on dom0's `backend_port`: served when dom0 runs.
     pub(super) fn backend_kicked(&mut self, backend_port: u32) {
         self.disk_kicked(backend_port);
+        self.vif_kicked(backend_port);
     }
 
     /// Lets dom0's backends do what the guest has asked of them since they
@@ -211,11 +215,13 @@ impl Sim {
     /// or yields).
     pub fn run_backends(&mut self) {
         self.serve_kicked_disks();
+        self.serve_kicked_vifs();
     }
 
     /// The guest resumed in a new domain: every backend starts over.
     pub(super) fn backends_for_new_domain(&mut self) {
         self.disks_for_new_domain();
+        self.vifs_for_new_domain();
     }
 
     /// Binds dom0's end to the frontend's `port`, which must be unbound

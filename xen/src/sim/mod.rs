@@ -7,8 +7,8 @@
 //! xenstore daemon on the store ring and the console ring's output; a
 //! suspend that returns 1 (cancelled) or 0 in a new domain where every
 //! machine frame number is new (`domain`); virtual time that moves only
-//! when the guest blocks or a test says so; block backends in dom0
-//! (`blkback`, on the shared backend pieces of `backend`).
+//! when the guest blocks or a test says so; block and network backends in
+//! dom0 (`blkback`, `netback`, on the shared backend pieces of `backend`).
 //!
 //! Kernel state is global, like the guest's memory, so tests that boot a
 //! simulated guest run one at a time: `SimXen::boot` returns a session
@@ -19,6 +19,7 @@ mod backend;
 mod blkback;
 mod domain;
 mod memory;
+mod netback;
 mod vcpus;
 
 use crate::abi::{mmu_update, shared_info, trap_info, vcpu_guest_context};
@@ -32,6 +33,7 @@ use std::sync::{Mutex, MutexGuard};
 
 pub use blkback::{BlkFault, DiskFeatures, DiskFigures, IoRecord, SimDisk};
 pub use domain::{SimConfig, SuspendPlan};
+pub use netback::{mac_text, Fatal, NetFault, NetFigures, NetRing, SimVif, RX_QUEUE_MAX, SENT_MAX};
 pub use vcpus::current_vcpu;
 use vcpus::SimVcpu;
 
