@@ -13,8 +13,8 @@
 //! submit and find its answer forever without ever waiting, which no real
 //! backend does (and which starves the guest's idle task).
 
-use super::blkback::SimDisk;
-use super::netback::SimVif;
+use super::blkback::{SimDisk, DISKS};
+use super::netback::{SimVif, VIFS};
 use super::{PortKind, Sim};
 use crate::ring::{ring_size, HEADER_LEN};
 use crate::xenbus::XenbusState;
@@ -22,6 +22,7 @@ use crate::xenstore::sim::SimXenstored;
 use core::sync::atomic::{fence, Ordering};
 use std::collections::BTreeMap;
 use std::string::String;
+use std::vec::Vec;
 
 /// The domain the simulated backends run in.
 pub const BACKEND_DOMID: u16 = 0;
@@ -134,6 +135,16 @@ impl DevicePaths {
     }
 }
 
+/// The notes a backend keeps, at the most (later ones are dropped).
+const NOTES_MAX: usize = 256;
+
+/// Adds `what` to a backend's notes, unless they are full.
+pub fn push_note(notes: &mut Vec<String>, what: String) {
+    if notes.len() < NOTES_MAX {
+        notes.push(what);
+    }
+}
+
 /// A decimal node (ring refs, ports), surrounding whitespace allowed.
 pub fn parse_u32(raw: &[u8]) -> Option<u32> {
     let s = core::str::from_utf8(raw).ok()?.trim();
@@ -201,27 +212,36 @@ impl Sim {
     /// wait in xenstored's output.
     pub(super) fn step_backends(&mut self) -> bool {
         // Both: each steps every device of its class.
-        self.step_disks() | self.step_vifs()
+        self.step_devices(DISKS) | self.step_devices(VIFS)
     }
 
     /// A notification on dom0's `backend_port`: served when dom0 runs.
     pub(super) fn backend_kicked(&mut self, backend_port: u32) {
-        self.disk_kicked(backend_port);
-        self.vif_kicked(backend_port);
+        self.device_kicked(DISKS, backend_port);
+        self.device_kicked(VIFS, backend_port);
     }
 
     /// Lets dom0's backends do what the guest has asked of them since they
     /// last ran (the simulator calls it whenever a vCPU of the guest blocks
     /// or yields).
     pub fn run_backends(&mut self) {
-        self.serve_kicked_disks();
-        self.serve_kicked_vifs();
+        for vdev in self.kicked_devices(DISKS) {
+            self.serve_disk(vdev, false);
+        }
+        for devid in self.kicked_devices(VIFS) {
+            self.serve_vif(devid);
+        }
     }
 
-    /// The guest resumed in a new domain: every backend starts over.
+    /// The guest resumed in a new domain: its grant table and ports are
+    /// new, so every connection is simply dropped (nothing of the old
+    /// rings is touched; see each device's `drop_for_new_domain` for what
+    /// goes with it), and libxl makes each device again (frontend
+    /// `Initialising`, backend `InitWait`). A device being detached is
+    /// gone.
     pub(super) fn backends_for_new_domain(&mut self) {
-        self.disks_for_new_domain();
-        self.vifs_for_new_domain();
+        self.devices_for_new_domain(DISKS);
+        self.devices_for_new_domain(VIFS);
     }
 
     /// Binds dom0's end to the frontend's `port`, which must be unbound

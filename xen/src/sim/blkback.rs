@@ -24,9 +24,10 @@ mod io_tests;
 mod tests;
 
 use super::backend::{
-    backend_step, granted_page, parse_u32, read_state, BackRing, BackendStep, DevicePaths, GrantError, GuestMemory,
-    PortError, GTF_READING, GTF_WRITING,
+    granted_page, parse_u32, BackRing, Backends, DevicePaths, GrantError, GuestMemory, PortError, GTF_READING,
+    GTF_WRITING,
 };
+use super::device::{self, BusFault, Class, Device, Phase, Record, Xenbus};
 use super::Sim;
 use crate::blkif::SECTOR_SIZE;
 use crate::xenbus::XenbusState;
@@ -54,8 +55,10 @@ impl Default for DiskFeatures {
 /// A way for the backend to misbehave, armed by [`Sim::disk_fault`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BlkFault {
-    /// One-shot: the next batch of responses publishes `rsp_prod` 1000
-    /// past the responses it wrote.
+    /// The next batch of responses publishes `rsp_prod` 1000 past the
+    /// responses it wrote, and so does every later batch until the next
+    /// connection (a later batch would otherwise mend the index before
+    /// the frontend looked).
     RspProdBeyondRing,
     /// One-shot: the next response carries an id the frontend never
     /// issued (its request's id ^ 0xdead_beef_dead_beef).
@@ -115,15 +118,6 @@ pub struct IoRecord {
     pub status: i16,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Attached,
-    /// `xl block-detach` asked: the backend is `Closing`.
-    Detaching,
-    /// Gone from the store; the image stays for tests.
-    Detached,
-}
-
 /// The mapped ring and bound event channel of a connected backend.
 #[derive(Debug)]
 struct Connection {
@@ -137,7 +131,7 @@ struct Connection {
 
 /// Why a backend refused what the frontend published.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum ConnectError {
+pub(super) enum ConnectError {
     RingRef(Option<String>),
     EventChannel(Option<String>),
     Protocol(String),
@@ -152,19 +146,13 @@ const PROTOCOL: &[u8] = b"x86_64-abi";
 #[derive(Debug)]
 pub struct SimDisk {
     vdev: u32,
-    paths: DevicePaths,
-    /// The backend's state, as it last wrote it.
-    state: XenbusState,
-    phase: Phase,
+    bus: Xenbus,
     conn: Option<Connection>,
     io: DiskIo,
-    /// The guest sent on the port since the ring was last served.
-    kicked: bool,
-    never_connect: bool,
-    go_closed: bool,
-    /// The frontend's last `state`, so an odd one is noted once.
-    last_front: Option<Result<XenbusState, Option<String>>>,
 }
+
+/// The disks among the backends.
+pub(super) const DISKS: Class<SimDisk> = |b: &mut Backends| &mut b.disks;
 
 fn lossy(raw: Option<&[u8]>) -> Option<String> {
     raw.map(|r| String::from_utf8_lossy(r).into_owned())
@@ -211,7 +199,7 @@ impl SimDisk {
 
     /// The backend's xenbus state (as a number: `.as_number()`).
     pub fn state(&self) -> XenbusState {
-        self.state
+        self.bus.state
     }
 
     /// Whether the ring is mapped and the event channel bound.
@@ -236,7 +224,7 @@ impl SimDisk {
 
     /// False once a detach is over (the directories are gone).
     pub fn attached(&self) -> bool {
-        self.phase != Phase::Detached
+        self.bus.phase != Phase::Detached
     }
 
     /// Whether the ring went unserved after the frontend overflowed it.
@@ -244,12 +232,35 @@ impl SimDisk {
         self.io.halted.is_some()
     }
 
+    /// Serves the ring if connected; true if the guest is to be notified.
+    fn serve(&mut self, mem: &dyn GuestMemory, release: bool) -> bool {
+        let Some(c) = self.conn.as_mut() else { return false };
+        let Some(page) = mem.page(c.ring_frame) else {
+            let frame = c.ring_frame;
+            self.io.note(format!("ring frame {frame:#x} is no longer the domain's: not served"));
+            return false;
+        };
+        // SAFETY: `page` is the ring's frame, live while the simulator's
+        // lock is held (the `GuestMemory` contract); the frontend touches
+        // it only through raw pointers.
+        let mut ring = unsafe { c.ring.on(page, ENTRY) };
+        self.io.serve(&mut ring, mem, release)
+    }
+}
+
+impl Device for SimDisk {
+    type ConnectError = ConnectError;
+
+    fn bus(&mut self) -> &mut Xenbus {
+        &mut self.bus
+    }
+
     /// Writes both directories as libxl does: the backend's first, each
     /// one's `state` last.
     fn write_nodes(&self, xs: &mut SimXenstored) {
         let f = self.io.features;
         let mut back = vec![
-            ("frontend", self.paths.front.clone()),
+            ("frontend", self.bus.paths.front.clone()),
             ("frontend-id", xs.domid().to_string()),
             ("online", "1".into()),
             ("mode", "w".into()),
@@ -264,101 +275,24 @@ impl SimDisk {
         }
         back.push(("state", XenbusState::InitWait.as_number().to_string()));
         for (name, value) in back {
-            xs.toolstack_write(&self.paths.back_node(name), value.as_bytes());
+            xs.toolstack_write(&self.bus.paths.back_node(name), value.as_bytes());
         }
         let front = [
-            ("backend", self.paths.back.clone()),
+            ("backend", self.bus.paths.back.clone()),
             ("backend-id", "0".into()),
             ("virtual-device", self.vdev.to_string()),
             ("device-type", "disk".into()),
             ("state", XenbusState::Initialising.as_number().to_string()),
         ];
         for (name, value) in front {
-            xs.toolstack_write(&self.paths.front_node(name), value.as_bytes());
-        }
-    }
-
-    fn note(&mut self, what: String) {
-        self.io.note(what);
-    }
-
-    fn set_state(&mut self, xs: &mut SimXenstored, s: XenbusState) {
-        self.state = s;
-        xs.toolstack_write(&self.paths.back_node("state"), s.as_number().to_string().as_bytes());
-    }
-
-    /// Looks at the frontend's state and answers it; true if anything
-    /// was written.
-    fn step(&mut self, sim: &mut Sim) -> bool {
-        if self.phase == Phase::Detached {
-            return false;
-        }
-        if self.go_closed && self.state == XenbusState::Connected {
-            self.go_closed = false;
-            self.io.figures.faults_applied += 1;
-            self.note("fault: GoClosed".into());
-            self.close(sim);
-            return true;
-        }
-        let front = read_state(&sim.xenstore, &self.paths.front_node("state"));
-        let changed = self.last_front.as_ref() != Some(&front);
-        self.last_front = Some(front.clone());
-        let front = match front {
-            Ok(s) => s,
-            Err(raw) => {
-                if changed {
-                    self.note(format!("frontend state {raw:?} is no state: ignored"));
-                }
-                return false;
-            }
-        };
-        match backend_step(front, self.state, self.phase == Phase::Detaching) {
-            BackendStep::Stay => false,
-            BackendStep::Ignore => {
-                if changed {
-                    self.note(format!("frontend state {front:?} means nothing to a backend: ignored"));
-                }
-                false
-            }
-            BackendStep::Connect if self.never_connect => {
-                if changed {
-                    self.note(format!("frontend {front:?}: the backend never connects (NeverConnect)"));
-                }
-                false
-            }
-            BackendStep::Connect => {
-                match self.connect(sim) {
-                    Ok(()) => self.set_state(&mut sim.xenstore, XenbusState::Connected),
-                    Err(e) => {
-                        self.io.figures.failed_connects += 1;
-                        self.note(format!("connection refused: {e:?}"));
-                        self.set_state(&mut sim.xenstore, XenbusState::Closed);
-                    }
-                }
-                true
-            }
-            BackendStep::Close => {
-                self.close(sim);
-                true
-            }
-            BackendStep::Reinit => {
-                self.set_state(&mut sim.xenstore, XenbusState::InitWait);
-                true
-            }
-            BackendStep::Remove => {
-                self.close(sim);
-                sim.xenstore.toolstack_remove(&self.paths.front);
-                sim.xenstore.toolstack_remove(&self.paths.back);
-                self.phase = Phase::Detached;
-                true
-            }
+            xs.toolstack_write(&self.bus.paths.front_node(name), value.as_bytes());
         }
     }
 
     /// Reads and checks what the frontend published, binds the event
     /// channel and maps the ring (Linux's `connect_ring`).
     fn connect(&mut self, sim: &mut Sim) -> Result<(), ConnectError> {
-        let node = |name: &str| sim.xenstore.value(&self.paths.front_node(name)).map(<[u8]>::to_vec);
+        let node = |name: &str| sim.xenstore.value(&self.bus.paths.front_node(name)).map(<[u8]>::to_vec);
         let raw = node("ring-ref");
         let gref = raw.as_deref().and_then(parse_u32).ok_or_else(|| ConnectError::RingRef(lossy(raw.as_deref())))?;
         let raw = node("event-channel");
@@ -377,14 +311,14 @@ impl SimDisk {
         let ring = unsafe { BackRing::attach(page) };
         self.conn = Some(Connection { ring_gref: gref, ring_frame: frame, port, backend_port, ring });
         self.io.halted = None;
+        self.io.skew = 0;
         self.io.figures.connects += 1;
         Ok(())
     }
 
     /// Unmaps the ring and closes dom0's port (requests held are dropped:
-    /// the frontend has given up on them), then `Closed`.
-    fn close(&mut self, sim: &mut Sim) {
-        self.kicked = false;
+    /// the frontend has given up on them).
+    fn disconnect(&mut self, sim: &mut Sim) {
         if let Some(c) = self.conn.take() {
             sim.grant_set_flags(c.ring_gref, GTF_READING | GTF_WRITING, false);
             sim.backend_unbind(c.port, c.backend_port);
@@ -392,22 +326,24 @@ impl SimDisk {
             self.io.held.clear();
             self.io.figures.disconnects += 1;
         }
-        self.set_state(&mut sim.xenstore, XenbusState::Closed);
     }
 
-    /// Serves the ring if connected; true if the guest is to be notified.
-    fn serve(&mut self, mem: &dyn GuestMemory, release: bool) -> bool {
-        let Some(c) = self.conn.as_mut() else { return false };
-        let Some(page) = mem.page(c.ring_frame) else {
-            let frame = c.ring_frame;
-            self.note(format!("ring frame {frame:#x} is no longer the domain's: not served"));
-            return false;
-        };
-        // SAFETY: `page` is the ring's frame, live while the simulator's
-        // lock is held (the `GuestMemory` contract); the frontend touches
-        // it only through raw pointers.
-        let mut ring = unsafe { c.ring.on(page, ENTRY) };
-        self.io.serve(&mut ring, mem, release)
+    /// Held requests go with the old domain; the image persists.
+    fn drop_for_new_domain(&mut self) {
+        let held = core::mem::take(&mut self.io.held);
+        self.io.figures.dropped_with_old_domain += held.len() as u64;
+        self.conn = None;
+        self.io.halted = None;
+        self.io.skew = 0;
+    }
+
+    fn ports(&self) -> Option<(u32, u32)> {
+        self.conn.as_ref().map(|c| (c.port, c.backend_port))
+    }
+
+    fn record(&mut self) -> Record<'_> {
+        let (notes, f) = (&mut self.io.notes, &mut self.io.figures);
+        Record { notes, faults_applied: &mut f.faults_applied, failed_connects: &mut f.failed_connects }
     }
 }
 
@@ -418,19 +354,11 @@ impl Sim {
         assert!(!self.disk(vdev).is_some_and(SimDisk::attached), "sim: vbd {vdev} is attached already");
         let disk = SimDisk {
             vdev,
-            paths: DevicePaths::new("vbd", self.xenstore.domid(), vdev),
-            state: XenbusState::InitWait,
-            phase: Phase::Attached,
+            bus: Xenbus::new(DevicePaths::new("vbd", self.xenstore.domid(), vdev)),
             conn: None,
             io: DiskIo::new(sectors, features),
-            kicked: false,
-            never_connect: false,
-            go_closed: false,
-            last_front: None,
         };
-        disk.write_nodes(&mut self.xenstore);
-        self.backends.disks.insert(vdev, disk);
-        self.serve_store();
+        self.attach_device(DISKS, vdev, disk);
     }
 
     /// Starts detaching `vdev` as `xl block-detach` does: the backend goes
@@ -439,15 +367,7 @@ impl Sim {
     /// [`Sim::disk`] until `vdev` is attached again. False if `vdev` is
     /// not attached (or already detaching).
     pub fn detach_disk(&mut self, vdev: u32) -> bool {
-        let Some(mut disk) = self.backends.disks.remove(&vdev) else { return false };
-        let attached = disk.phase == Phase::Attached;
-        if attached {
-            disk.phase = Phase::Detaching;
-            disk.set_state(&mut self.xenstore, XenbusState::Closing);
-        }
-        self.backends.disks.insert(vdev, disk);
-        self.serve_store();
-        attached
+        self.detach_device(DISKS, vdev)
     }
 
     /// Disk `vdev`, attached or detached.
@@ -481,15 +401,12 @@ impl Sim {
 
     /// Arms `fault` (see each [`BlkFault`] for when it applies).
     pub fn disk_fault(&mut self, vdev: u32, fault: BlkFault) {
-        let disk = self.disk_mut(vdev);
+        let disk = self.backends.disks.get_mut(&vdev).unwrap_or_else(|| panic!("sim: no vbd {vdev}"));
+        let xs = &mut self.xenstore;
         match fault {
-            BlkFault::NeverConnect => disk.never_connect = true,
-            BlkFault::GoClosed => disk.go_closed = true,
-            BlkFault::StateGarbage => {
-                disk.io.figures.faults_applied += 1;
-                let path = disk.paths.back_node("state");
-                self.xenstore.toolstack_write(&path, b"banana");
-            }
+            BlkFault::NeverConnect => device::arm(disk, xs, BusFault::NeverConnect),
+            BlkFault::GoClosed => device::arm(disk, xs, BusFault::GoClosed),
+            BlkFault::StateGarbage => device::arm(disk, xs, BusFault::StateGarbage),
             BlkFault::RspProdBeyondRing | BlkFault::UnknownId | BlkFault::BadStatus | BlkFault::DuplicateResponse => {
                 disk.io.faults.push(fault)
             }
@@ -502,68 +419,7 @@ impl Sim {
         self.backends.disks.get_mut(&vdev).unwrap_or_else(|| panic!("sim: no vbd {vdev}"))
     }
 
-    /// Steps every disk's backend; true if any wrote the store.
-    pub(super) fn step_disks(&mut self) -> bool {
-        let vdevs: Vec<u32> = self.backends.disks.keys().copied().collect();
-        let mut wrote = false;
-        for vdev in vdevs {
-            // Out of the map while it works on the rest of the simulator.
-            let Some(mut disk) = self.backends.disks.remove(&vdev) else { continue };
-            wrote |= disk.step(self);
-            self.backends.disks.insert(vdev, disk);
-        }
-        wrote
-    }
-
-    /// The guest sent on the port whose dom0 end is `backend_port`.
-    pub(super) fn disk_kicked(&mut self, backend_port: u32) {
-        let ours = |d: &&mut SimDisk| d.conn.as_ref().is_some_and(|c| c.backend_port == backend_port);
-        if let Some(d) = self.backends.disks.values_mut().find(ours) {
-            d.kicked = true;
-        }
-    }
-
-    /// Serves every ring the guest sent on since it was last served.
-    pub(super) fn serve_kicked_disks(&mut self) {
-        let kicked: Vec<u32> = self.backends.disks.values().filter(|d| d.kicked).map(|d| d.vdev).collect();
-        for vdev in kicked {
-            self.serve_disk(vdev, false);
-        }
-    }
-
-    fn serve_disk(&mut self, vdev: u32, release: bool) {
-        let Some(mut disk) = self.backends.disks.remove(&vdev) else { return };
-        disk.kicked = false;
-        let notify = disk.serve(self, release);
-        let port = disk.conn.as_ref().map(|c| c.port);
-        self.backends.disks.insert(vdev, disk);
-        if let (true, Some(port)) = (notify, port) {
-            self.raise(port);
-        }
-    }
-
-    /// The guest resumed in a new domain: its grant table and ports are
-    /// new, so every connection is simply dropped (nothing of the old
-    /// ring is touched), held requests with it, and libxl makes each
-    /// device again (frontend `Initialising`, backend `InitWait`). A disk
-    /// being detached is gone. Images persist.
-    pub(super) fn disks_for_new_domain(&mut self) {
-        for disk in self.backends.disks.values_mut().filter(|d| d.phase != Phase::Detached) {
-            let held = core::mem::take(&mut disk.io.held);
-            disk.io.figures.dropped_with_old_domain += held.len() as u64;
-            disk.conn = None;
-            disk.kicked = false;
-            disk.io.halted = None;
-            disk.last_front = None;
-            self.xenstore.toolstack_remove(&disk.paths.front);
-            self.xenstore.toolstack_remove(&disk.paths.back);
-            if disk.phase == Phase::Detaching {
-                disk.phase = Phase::Detached;
-                disk.state = XenbusState::Closed;
-            } else {
-                disk.state = XenbusState::InitWait;
-                disk.write_nodes(&mut self.xenstore);
-            }
-        }
+    pub(super) fn serve_disk(&mut self, vdev: u32, release: bool) {
+        self.serve_device(DISKS, vdev, |disk, sim| disk.serve(sim, release));
     }
 }

@@ -17,9 +17,12 @@
 mod arena;
 mod backend;
 mod blkback;
+mod device;
 mod domain;
 mod memory;
 mod netback;
+#[cfg(test)]
+mod test_support;
 mod vcpus;
 
 use crate::abi::{mmu_update, shared_info, trap_info, vcpu_guest_context};

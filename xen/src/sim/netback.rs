@@ -33,9 +33,10 @@ mod io_tests;
 mod tests;
 
 use super::backend::{
-    backend_step, granted_page, parse_u32, read_state, BackRing, BackendStep, DevicePaths, GrantError, GuestMemory,
-    PortError, GTF_READING, GTF_WRITING,
+    granted_page, parse_u32, BackRing, Backends, DevicePaths, GrantError, GuestMemory, PortError, GTF_READING,
+    GTF_WRITING,
 };
+use super::device::{self, BusFault, Class, Device, Phase, Record, Xenbus};
 use super::Sim;
 use crate::xenbus::XenbusState;
 use crate::xenstore::sim::SimXenstored;
@@ -120,15 +121,6 @@ pub struct NetFigures {
     pub faults_applied: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
-    Attached,
-    /// `xl network-detach` asked: the backend is `Closing`.
-    Detaching,
-    /// Gone from the store; figures and notes stay for tests.
-    Detached,
-}
-
 /// The mapped rings and bound event channel of a connected backend.
 #[derive(Debug)]
 struct Connection {
@@ -145,7 +137,7 @@ struct Connection {
 
 /// Why a backend refused what the frontend published.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum ConnectError {
+pub(super) enum ConnectError {
     /// A number missing or malformed.
     Node(&'static str, Option<String>),
     /// `request-rx-copy` or `feature-rx-notify` not set.
@@ -161,19 +153,13 @@ enum ConnectError {
 pub struct SimVif {
     devid: u32,
     mac: [u8; 6],
-    paths: DevicePaths,
-    /// The backend's state, as it last wrote it.
-    state: XenbusState,
-    phase: Phase,
+    bus: Xenbus,
     conn: Option<Connection>,
     io: NetIo,
-    /// The guest sent on the port since the rings were last served.
-    kicked: bool,
-    never_connect: bool,
-    go_closed: bool,
-    /// The frontend's last `state`, so an odd one is noted once.
-    last_front: Option<Result<XenbusState, Option<String>>>,
 }
+
+/// The vifs among the backends.
+pub(super) const VIFS: Class<SimVif> = |b: &mut Backends| &mut b.vifs;
 
 fn lossy(raw: Option<&[u8]>) -> Option<String> {
     raw.map(|r| String::from_utf8_lossy(r).into_owned())
@@ -205,7 +191,7 @@ impl SimVif {
 
     /// The backend's xenbus state (as a number: `.as_number()`).
     pub fn state(&self) -> XenbusState {
-        self.state
+        self.bus.state
     }
 
     /// Whether both rings are mapped and the event channel bound.
@@ -240,7 +226,35 @@ impl SimVif {
 
     /// False once a detach is over (the directories are gone).
     pub fn attached(&self) -> bool {
-        self.phase != Phase::Detached
+        self.bus.phase != Phase::Detached
+    }
+
+    /// Serves both rings if connected; true if the guest is to be notified.
+    fn serve(&mut self, mem: &dyn GuestMemory) -> bool {
+        let Some(c) = self.conn.as_mut() else { return false };
+        let (Some(tx_page), Some(rx_page)) = (mem.page(c.tx_frame), mem.page(c.rx_frame)) else {
+            let frames = (c.tx_frame, c.rx_frame);
+            self.io.note(format!("ring frames {frames:#x?} are no longer the domain's: not served"));
+            return false;
+        };
+        // SAFETY: the rings' frames, live while the simulator's lock is
+        // held (the `GuestMemory` contract); the frontend touches them only
+        // through raw pointers.
+        let (mut tx, mut rx) = unsafe { (c.tx.on(tx_page, TX_ENTRY), c.rx.on(rx_page, RX_ENTRY)) };
+        self.io.serve(&mut tx, &mut rx, mem)
+    }
+}
+
+impl Device for SimVif {
+    type ConnectError = ConnectError;
+
+    fn bus(&mut self) -> &mut Xenbus {
+        &mut self.bus
+    }
+
+    /// Linux's netback ignores `Initialised`.
+    fn waits_at(&self, front: XenbusState) -> Option<&'static str> {
+        (front == XenbusState::Initialised).then_some("frontend Initialised: netback connects once it is Connected")
     }
 
     /// Writes both directories as libxl and netback do: the backend's
@@ -248,7 +262,7 @@ impl SimVif {
     fn write_nodes(&self, xs: &mut SimXenstored) {
         let (mac, handle) = (mac_text(self.mac), self.devid.to_string());
         let back = [
-            ("frontend", self.paths.front.clone()),
+            ("frontend", self.bus.paths.front.clone()),
             ("frontend-id", xs.domid().to_string()),
             ("online", "1".into()),
             ("type", "vif".into()),
@@ -263,107 +277,24 @@ impl SimVif {
             ("state", XenbusState::InitWait.as_number().to_string()),
         ];
         for (name, value) in back {
-            xs.toolstack_write(&self.paths.back_node(name), value.as_bytes());
+            xs.toolstack_write(&self.bus.paths.back_node(name), value.as_bytes());
         }
         let front = [
-            ("backend", self.paths.back.clone()),
+            ("backend", self.bus.paths.back.clone()),
             ("backend-id", "0".into()),
             ("handle", handle),
             ("mac", mac),
             ("state", XenbusState::Initialising.as_number().to_string()),
         ];
         for (name, value) in front {
-            xs.toolstack_write(&self.paths.front_node(name), value.as_bytes());
-        }
-    }
-
-    fn note(&mut self, what: String) {
-        self.io.note(what);
-    }
-
-    fn set_state(&mut self, xs: &mut SimXenstored, s: XenbusState) {
-        self.state = s;
-        xs.toolstack_write(&self.paths.back_node("state"), s.as_number().to_string().as_bytes());
-    }
-
-    /// Looks at the frontend's state and answers it; true if anything
-    /// was written.
-    fn step(&mut self, sim: &mut Sim) -> bool {
-        if self.phase == Phase::Detached {
-            return false;
-        }
-        if self.go_closed && self.state == XenbusState::Connected {
-            self.go_closed = false;
-            self.io.figures.faults_applied += 1;
-            self.note("fault: GoClosed".into());
-            self.close(sim);
-            return true;
-        }
-        let front = read_state(&sim.xenstore, &self.paths.front_node("state"));
-        let changed = self.last_front.as_ref() != Some(&front);
-        self.last_front = Some(front.clone());
-        let front = match front {
-            Ok(s) => s,
-            Err(raw) => {
-                if changed {
-                    self.note(format!("frontend state {raw:?} is no state: ignored"));
-                }
-                return false;
-            }
-        };
-        match backend_step(front, self.state, self.phase == Phase::Detaching) {
-            BackendStep::Stay => false,
-            BackendStep::Ignore => {
-                if changed {
-                    self.note(format!("frontend state {front:?} means nothing to a backend: ignored"));
-                }
-                false
-            }
-            BackendStep::Connect if front == XenbusState::Initialised => {
-                if changed {
-                    self.note("frontend Initialised: netback connects once it is Connected".into());
-                }
-                false
-            }
-            BackendStep::Connect if self.never_connect => {
-                if changed {
-                    self.note(format!("frontend {front:?}: the backend never connects (NeverConnect)"));
-                }
-                false
-            }
-            BackendStep::Connect => {
-                match self.connect(sim) {
-                    Ok(()) => self.set_state(&mut sim.xenstore, XenbusState::Connected),
-                    Err(e) => {
-                        self.io.figures.failed_connects += 1;
-                        self.note(format!("connection refused: {e:?}"));
-                        self.set_state(&mut sim.xenstore, XenbusState::Closed);
-                    }
-                }
-                true
-            }
-            BackendStep::Close => {
-                self.close(sim);
-                true
-            }
-            BackendStep::Reinit => {
-                self.set_state(&mut sim.xenstore, XenbusState::InitWait);
-                true
-            }
-            BackendStep::Remove => {
-                self.close(sim);
-                sim.xenstore.toolstack_remove(&self.paths.front);
-                sim.xenstore.toolstack_remove(&self.paths.back);
-                self.phase = Phase::Detached;
-                true
-            }
+            xs.toolstack_write(&self.bus.paths.front_node(name), value.as_bytes());
         }
     }
 
     /// Reads and checks everything the frontend published, then binds the
     /// event channel and maps both rings (netback's `connect`).
     fn connect(&mut self, sim: &mut Sim) -> Result<(), ConnectError> {
-        let node = |name: &str| sim.xenstore.value(&self.paths.front_node(name)).map(<[u8]>::to_vec);
+        let node = |name: &str| sim.xenstore.value(&self.bus.paths.front_node(name)).map(<[u8]>::to_vec);
         let number = |name: &'static str| {
             let raw = node(name);
             raw.as_deref().and_then(parse_u32).ok_or_else(|| ConnectError::Node(name, lossy(raw.as_deref())))
@@ -406,9 +337,8 @@ impl SimVif {
     }
 
     /// Unmaps the rings and closes dom0's port (frames waiting for the
-    /// guest are dropped), then `Closed`.
-    fn close(&mut self, sim: &mut Sim) {
-        self.kicked = false;
+    /// guest are dropped).
+    fn disconnect(&mut self, sim: &mut Sim) {
         if let Some(c) = self.conn.take() {
             for gref in [c.tx_gref, c.rx_gref] {
                 sim.grant_set_flags(gref, GTF_READING | GTF_WRITING, false);
@@ -418,22 +348,25 @@ impl SimVif {
             self.io.rx_queue.clear();
             self.io.figures.disconnects += 1;
         }
-        self.set_state(&mut sim.xenstore, XenbusState::Closed);
     }
 
-    /// Serves both rings if connected; true if the guest is to be notified.
-    fn serve(&mut self, mem: &dyn GuestMemory) -> bool {
-        let Some(c) = self.conn.as_mut() else { return false };
-        let (Some(tx_page), Some(rx_page)) = (mem.page(c.tx_frame), mem.page(c.rx_frame)) else {
-            let frames = (c.tx_frame, c.rx_frame);
-            self.note(format!("ring frames {frames:#x?} are no longer the domain's: not served"));
-            return false;
-        };
-        // SAFETY: the rings' frames, live while the simulator's lock is
-        // held (the `GuestMemory` contract); the frontend touches them only
-        // through raw pointers.
-        let (mut tx, mut rx) = unsafe { (c.tx.on(tx_page, TX_ENTRY), c.rx.on(rx_page, RX_ENTRY)) };
-        self.io.serve(&mut tx, &mut rx, mem)
+    /// Frames waiting for the guest go with the old domain; frames the
+    /// guest sent before stay for the test to take.
+    fn drop_for_new_domain(&mut self) {
+        self.io.figures.dropped_with_old_domain += self.io.rx_queue.len() as u64;
+        self.io.rx_queue.clear();
+        self.conn = None;
+        self.io.halted = None;
+        self.io.skew = [0; 2];
+    }
+
+    fn ports(&self) -> Option<(u32, u32)> {
+        self.conn.as_ref().map(|c| (c.port, c.backend_port))
+    }
+
+    fn record(&mut self) -> Record<'_> {
+        let (notes, f) = (&mut self.io.notes, &mut self.io.figures);
+        Record { notes, faults_applied: &mut f.faults_applied, failed_connects: &mut f.failed_connects }
     }
 }
 
@@ -445,19 +378,11 @@ impl Sim {
         let vif = SimVif {
             devid,
             mac,
-            paths: DevicePaths::new("vif", self.xenstore.domid(), devid),
-            state: XenbusState::InitWait,
-            phase: Phase::Attached,
+            bus: Xenbus::new(DevicePaths::new("vif", self.xenstore.domid(), devid)),
             conn: None,
             io: NetIo::default(),
-            kicked: false,
-            never_connect: false,
-            go_closed: false,
-            last_front: None,
         };
-        vif.write_nodes(&mut self.xenstore);
-        self.backends.vifs.insert(devid, vif);
-        self.serve_store();
+        self.attach_device(VIFS, devid, vif);
     }
 
     /// Starts detaching `devid` as `xl network-detach` does: the backend
@@ -466,15 +391,7 @@ impl Sim {
     /// through [`Sim::vif`] until attached again. False if `devid` is not
     /// attached (or already detaching).
     pub fn detach_vif(&mut self, devid: u32) -> bool {
-        let Some(mut vif) = self.backends.vifs.remove(&devid) else { return false };
-        let attached = vif.phase == Phase::Attached;
-        if attached {
-            vif.phase = Phase::Detaching;
-            vif.set_state(&mut self.xenstore, XenbusState::Closing);
-        }
-        self.backends.vifs.insert(devid, vif);
-        self.serve_store();
-        attached
+        self.detach_device(VIFS, devid)
     }
 
     /// Vif `devid`, attached or detached.
@@ -518,15 +435,12 @@ impl Sim {
 
     /// Arms `fault` (see each [`NetFault`] for when it applies).
     pub fn vif_fault(&mut self, devid: u32, fault: NetFault) {
-        let vif = self.vif_mut(devid);
+        let vif = self.backends.vifs.get_mut(&devid).unwrap_or_else(|| panic!("sim: no vif {devid}"));
+        let xs = &mut self.xenstore;
         match fault {
-            NetFault::NeverConnect => vif.never_connect = true,
-            NetFault::GoClosed => vif.go_closed = true,
-            NetFault::StateGarbage => {
-                vif.io.figures.faults_applied += 1;
-                let path = vif.paths.back_node("state");
-                self.xenstore.toolstack_write(&path, b"banana");
-            }
+            NetFault::NeverConnect => device::arm(vif, xs, BusFault::NeverConnect),
+            NetFault::GoClosed => device::arm(vif, xs, BusFault::GoClosed),
+            NetFault::StateGarbage => device::arm(vif, xs, BusFault::StateGarbage),
             NetFault::RxIdNeverPosted
             | NetFault::RxLenPastPage
             | NetFault::RxBadStatus
@@ -541,71 +455,11 @@ impl Sim {
         self.backends.vifs.get_mut(&devid).unwrap_or_else(|| panic!("sim: no vif {devid}"))
     }
 
-    /// Steps every vif's backend; true if any wrote the store.
-    pub(super) fn step_vifs(&mut self) -> bool {
-        let devids: Vec<u32> = self.backends.vifs.keys().copied().collect();
-        let mut wrote = false;
-        for devid in devids {
-            // Out of the map while it works on the rest of the simulator.
-            let Some(mut vif) = self.backends.vifs.remove(&devid) else { continue };
-            wrote |= vif.step(self);
-            self.backends.vifs.insert(devid, vif);
-        }
-        wrote
-    }
-
-    /// The guest sent on the port whose dom0 end is `backend_port`.
-    pub(super) fn vif_kicked(&mut self, backend_port: u32) {
-        let ours = |v: &&mut SimVif| v.conn.as_ref().is_some_and(|c| c.backend_port == backend_port);
-        if let Some(v) = self.backends.vifs.values_mut().find(ours) {
-            v.kicked = true;
-        }
-    }
-
-    /// Serves every vif the guest sent on since it was last served.
-    pub(super) fn serve_kicked_vifs(&mut self) {
-        let kicked: Vec<u32> = self.backends.vifs.values().filter(|v| v.kicked).map(|v| v.devid).collect();
-        for devid in kicked {
-            self.serve_vif(devid);
-        }
-    }
-
-    fn serve_vif(&mut self, devid: u32) {
-        let Some(mut vif) = self.backends.vifs.remove(&devid) else { return };
-        vif.kicked = false;
-        let notify = vif.serve(self);
-        vif.io.figures.notifies += notify as u64;
-        let port = vif.conn.as_ref().map(|c| c.port);
-        self.backends.vifs.insert(devid, vif);
-        if let (true, Some(port)) = (notify, port) {
-            self.raise(port);
-        }
-    }
-
-    /// The guest resumed in a new domain: its grant table and ports are
-    /// new, so every connection is simply dropped (nothing of the old
-    /// rings is touched), frames waiting for the guest with it, and libxl
-    /// makes each device again (frontend `Initialising`, backend
-    /// `InitWait`). A vif being detached is gone. Frames the guest sent
-    /// before stay for the test to take.
-    pub(super) fn vifs_for_new_domain(&mut self) {
-        for vif in self.backends.vifs.values_mut().filter(|v| v.phase != Phase::Detached) {
-            vif.io.figures.dropped_with_old_domain += vif.io.rx_queue.len() as u64;
-            vif.io.rx_queue.clear();
-            vif.conn = None;
-            vif.kicked = false;
-            vif.io.halted = None;
-            vif.io.skew = [0; 2];
-            vif.last_front = None;
-            self.xenstore.toolstack_remove(&vif.paths.front);
-            self.xenstore.toolstack_remove(&vif.paths.back);
-            if vif.phase == Phase::Detaching {
-                vif.phase = Phase::Detached;
-                vif.state = XenbusState::Closed;
-            } else {
-                vif.state = XenbusState::InitWait;
-                vif.write_nodes(&mut self.xenstore);
-            }
-        }
+    pub(super) fn serve_vif(&mut self, devid: u32) {
+        self.serve_device(VIFS, devid, |vif, sim| {
+            let notify = vif.serve(sim);
+            vif.io.figures.notifies += notify as u64;
+            notify
+        });
     }
 }

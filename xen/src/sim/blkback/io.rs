@@ -10,7 +10,7 @@ use crate::blkif::{
     IndirectRequest, Request, Response, Segment, MAX_INDIRECT_PAGES, MAX_SEGMENTS, OP_FLUSH_DISKCACHE, OP_INDIRECT,
     OP_READ, OP_WRITE, SECTORS_PER_PAGE, SECTOR_SIZE, SEGMENTS_PER_INDIRECT_PAGE,
 };
-use crate::sim::backend::{granted_page, BackRingPage, GrantError, GuestMemory, RingOverflow};
+use crate::sim::backend::{granted_page, push_note, BackRingPage, GrantError, GuestMemory, RingOverflow};
 use std::collections::VecDeque;
 use std::string::String;
 use std::vec::Vec;
@@ -27,7 +27,6 @@ const UNKNOWN_ID_MASK: u64 = 0xdead_beef_dead_beef;
 const BEYOND_RING: u32 = 1000;
 /// Log entries and notes kept (the oldest log entries go first).
 const LOG_MAX: usize = 1 << 16;
-const NOTES_MAX: usize = 256;
 
 /// Why a request is answered with an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +54,9 @@ pub struct DiskIo {
     /// Set when the frontend overflowed the ring: not served until the
     /// next connection.
     pub halted: Option<RingOverflow>,
+    /// How far past the responses `rsp_prod` is published: 0 until
+    /// `RspProdBeyondRing` applies, then for the connection.
+    pub skew: u32,
 }
 
 impl DiskIo {
@@ -70,6 +72,7 @@ impl DiskIo {
             hold: false,
             faults: Vec::new(),
             halted: None,
+            skew: 0,
         }
     }
 
@@ -78,9 +81,7 @@ impl DiskIo {
     }
 
     pub fn note(&mut self, what: String) {
-        if self.notes.len() < NOTES_MAX {
-            self.notes.push(what);
-        }
+        push_note(&mut self.notes, what);
     }
 
     /// Serves the ring: answers the held requests first if `release`,
@@ -131,10 +132,15 @@ impl DiskIo {
         produced && self.push(ring)
     }
 
-    /// Publishes what was produced, with `RspProdBeyondRing` if armed.
+    /// Publishes what was produced, past the responses once
+    /// `RspProdBeyondRing` applied (so that a later batch does not mend
+    /// the index before the frontend looked).
     fn push(&mut self, ring: &mut BackRingPage) -> bool {
-        if self.take_fault(BlkFault::RspProdBeyondRing) {
-            ring.publish_rsp_prod(ring.rsp_prod_pvt().wrapping_add(BEYOND_RING));
+        if self.skew == 0 && self.take_fault(BlkFault::RspProdBeyondRing) {
+            self.skew = BEYOND_RING;
+        }
+        if self.skew != 0 {
+            ring.publish_rsp_prod(ring.rsp_prod_pvt().wrapping_add(self.skew));
             return true;
         }
         let notify = ring.push_responses();

@@ -9,31 +9,10 @@ use crate::blkif::{
     OP_INDIRECT, OP_READ, OP_WRITE, OP_WRITE_BARRIER,
 };
 use crate::ring::RingFault;
-use crate::sim::backend::{BackRing, GrantEntry, GuestMemory, GTF_PERMIT_ACCESS, GTF_READONLY};
-use std::collections::HashMap;
+use crate::sim::backend::{BackRing, GrantEntry, GTF_PERMIT_ACCESS};
+use crate::sim::test_support::{Guest, FRAMES};
 
-#[repr(C, align(4096))]
-struct Page([u8; 4096]);
-
-/// Frames the test guest owns: 100..116 (100 holds the ring).
-const FRAMES: core::ops::Range<u64> = 100..116;
 const RING_FRAME: u64 = 100;
-
-struct Guest {
-    pages: HashMap<u64, *mut u8>,
-    grants: HashMap<u32, GrantEntry>,
-}
-
-// SAFETY: every page is leaked (lives for the test binary's life) and
-// page-aligned.
-unsafe impl GuestMemory for Guest {
-    fn grant(&self, gref: u32) -> Option<GrantEntry> {
-        self.grants.get(&gref).copied()
-    }
-    fn page(&self, frame: u64) -> Option<*mut u8> {
-        self.pages.get(&frame).copied()
-    }
-}
 
 /// A guest, its frontend ring and a disk's backend serving it.
 struct Rig {
@@ -45,8 +24,7 @@ struct Rig {
 
 impl Rig {
     fn new(sectors: u64, features: DiskFeatures) -> Rig {
-        let pages = FRAMES.map(|f| (f, Box::leak(Box::new(Page([0; 4096]))).0.as_mut_ptr())).collect();
-        let guest = Guest { pages, grants: HashMap::new() };
+        let guest = Guest::new();
         let ring_page = guest.pages[&RING_FRAME];
         // SAFETY: a leaked page, used for nothing else; the backend reaches
         // it through raw pointers only.
@@ -58,8 +36,7 @@ impl Rig {
 
     /// Grants `frame` to dom0 as ref `gref`.
     fn grant(&mut self, gref: u32, frame: u64, readonly: bool) {
-        let flags = GTF_PERMIT_ACCESS | if readonly { GTF_READONLY } else { 0 };
-        self.grant_raw(gref, GrantEntry { flags, domid: 0, frame: frame as u32 });
+        self.guest.grant_frame(gref, frame, readonly);
     }
 
     fn grant_raw(&mut self, gref: u32, e: GrantEntry) {
@@ -356,6 +333,15 @@ fn hostile_responses_as_armed() {
     assert!(rig.submit(&[Request::flush(0, 1), Request::flush(0, 2)]), "always told");
     assert!(matches!(rig.front.next_response(), Err(RingFault::TooManyResponses { rsp_prod: 1002, .. })));
     assert!(rig.io.faults.is_empty());
+
+    // It stays on: a later batch does not mend the index before the
+    // frontend looks.
+    let mut rig = Rig::new(8, DiskFeatures::default());
+    rig.io.faults.push(BlkFault::RspProdBeyondRing);
+    assert!(rig.submit(&[Request::flush(0, 1)]));
+    assert!(rig.submit(&[Request::flush(0, 2)]), "always told");
+    assert!(matches!(rig.front.next_response(), Err(RingFault::TooManyResponses { rsp_prod: 1002, .. })));
+    assert_eq!(rig.io.figures.faults_applied, 1, "applied once");
 }
 
 #[test]

@@ -4,11 +4,13 @@
 //! the toolstack path (which serves the store as a guest write would).
 
 use super::{BlkFault, DiskFeatures, SimDisk};
-use crate::abi::start_info;
 use crate::blkif::{BlkRing, Request, Response, Segment, OP_READ, OP_WRITE};
 use crate::seam::Hypervisor;
 use crate::sim::backend::{GTF_PERMIT_ACCESS, GTF_READING, GTF_READONLY, GTF_WRITING};
-use crate::sim::{with, PortKind, SimConfig, SimSession, SimXen, SuspendPlan};
+use crate::sim::test_support::{
+    self as support, boot, grant, grant_flags, mfn, node, page, prepare_save, take_pending,
+};
+use crate::sim::{with, PortKind, SimXen, SuspendPlan};
 use crate::xenbus::XenbusState as S;
 use crate::xenstore::ring::XenstoreInterface;
 use crate::xenstore::wire::{self, Decoder, MsgType};
@@ -20,36 +22,8 @@ const DATA_PFN: u64 = 3001;
 const DATA_GREF: u32 = 9;
 const BACK: &str = "/local/domain/0/backend/vbd/7";
 
-fn boot() -> SimSession {
-    let (session, _) = SimXen::boot(SimConfig::default());
-    SimXen::grant_setup_table(&mut [0u64; 1]).unwrap();
-    session
-}
-
-fn mfn(pfn: u64) -> u64 {
-    with(|s| s.mfn_of_pfn(pfn).unwrap())
-}
-
-fn page(pfn: u64) -> *mut u8 {
-    with(|s| s.mem.frame_ptr(&s.arena, s.mfn_of_pfn(pfn).unwrap()).unwrap())
-}
-
-/// Writes grant entry `gref` as the guest does: {flags, domid, frame}.
-fn grant(gref: u32, domid: u16, pfn: u64, flags: u16) {
-    let e = flags as u64 | (domid as u64) << 16 | mfn(pfn) << 32;
-    with(|s| assert!(s.mem.write_u64(&s.arena, s.grant_frames[0], gref as usize, e)));
-}
-
-fn grant_flags(gref: u32) -> u16 {
-    with(|s| s.grant_entry(gref).unwrap().0)
-}
-
 fn front_write(vdev: u32, node: &str, value: &str) {
-    with(|s| s.toolstack_write(&format!("device/vbd/{vdev}/{node}"), value.as_bytes()));
-}
-
-fn node(path: &str) -> Option<String> {
-    with(|s| s.xenstore.value(path).map(|v| String::from_utf8_lossy(v).into_owned()))
+    support::front_write("vbd", vdev, node, value);
 }
 
 fn back_node(vdev: u32, name: &str) -> Option<String> {
@@ -58,20 +32,6 @@ fn back_node(vdev: u32, name: &str) -> Option<String> {
 
 fn disk<R>(vdev: u32, f: impl FnOnce(&SimDisk) -> R) -> R {
     with(|s| f(s.disk(vdev).expect("the disk")))
-}
-
-/// Whether `port` is pending in shared_info (cleared as it is read).
-fn take_pending(port: u32) -> bool {
-    with(|s| {
-        let si = s.shared_info().unwrap();
-        let (w, bit) = ((port / 64) as usize, 1u64 << (port % 64));
-        // SAFETY: shared_info's bytes; nothing runs the guest meanwhile.
-        unsafe {
-            let was = (*si).evtchn_pending[w] & bit != 0;
-            (*si).evtchn_pending[w] &= !bit;
-            was
-        }
-    })
 }
 
 /// A blkfront written by hand: ring, grant and port set up and published.
@@ -344,30 +304,6 @@ fn held_io_waits_through_a_cancelled_suspend() {
     assert!(disk(VDEV, |d| d.contents()[..16 * 512].iter().all(|&b| b == 7)));
     with(|s| s.disk_hold(VDEV, false));
     assert_eq!(f.io(&[whole_page(false, 3, 0)]).len(), 1, "no longer held");
-}
-
-/// Publishes the p2m frame lists in shared_info, as the guest's kernel
-/// does before a save, so the toolstack can restore the domain; returns
-/// start_info's frame.
-fn prepare_save() -> u64 {
-    with(|s| {
-        let si = s.arena.va(s.start_info_pfn) as *const start_info;
-        // SAFETY: start_info's page, in the arena.
-        let (list_va, nr) = unsafe { ((*si).mfn_list, (*si).nr_pages) };
-        let list_pfn = (list_va - s.arena.base()) >> 12;
-        let (lol, list) = (s.mfn_of_pfn(4000).unwrap(), s.mfn_of_pfn(4001).unwrap());
-        for i in 0..(nr * 8).div_ceil(4096) {
-            s.mem.write_u64(&s.arena, list, i as usize, s.mfn_of_pfn(list_pfn + i).unwrap());
-        }
-        s.mem.write_u64(&s.arena, lol, 0, list);
-        let shared = s.shared_info().unwrap();
-        // SAFETY: Xen's copy of shared_info (the guest never mapped it).
-        unsafe {
-            (*shared).arch.max_pfn = nr;
-            (*shared).arch.pfn_to_mfn_frame_list_list = lol;
-        }
-        s.mfn_of_pfn(s.start_info_pfn).unwrap()
-    })
 }
 
 #[test]

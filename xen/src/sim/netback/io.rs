@@ -21,7 +21,7 @@ use crate::netif::{
     RxResponse, TxRequest, TxResponse, RSP_ERROR, RSP_NULL, RSP_OKAY, RXF_MORE_DATA, TXF_EXTRA_INFO, TXF_MORE_DATA,
 };
 use crate::ring::PAGE_SIZE;
-use crate::sim::backend::{granted_page, BackRingPage, GrantError, GuestMemory, RingOverflow};
+use crate::sim::backend::{granted_page, push_note, BackRingPage, GrantError, GuestMemory, RingOverflow};
 use std::collections::VecDeque;
 use std::string::String;
 use std::vec::Vec;
@@ -47,7 +47,6 @@ const BAD_ID_MASK: u16 = 0xdead;
 const BAD_STATUS: i16 = -7;
 /// How far past the responses `NetFault::RspProdBeyondRing` publishes.
 const BEYOND_RING: u32 = 1000;
-const NOTES_MAX: usize = 256;
 
 /// Why the backend stopped serving the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,9 +102,7 @@ pub struct NetIo {
 
 impl NetIo {
     pub fn note(&mut self, what: String) {
-        if self.notes.len() < NOTES_MAX {
-            self.notes.push(what);
-        }
+        push_note(&mut self.notes, what);
     }
 
     /// Queues `frame` for the guest: false (counted) if it cannot be

@@ -8,32 +8,11 @@ use crate::netif::{
     RxRequest, RxResponse, RxRing, TxRequest, TxResponse, TxRing, RSP_ERROR, RSP_NULL, RSP_OKAY, RXF_MORE_DATA,
     TXF_EXTRA_INFO, TXF_MORE_DATA,
 };
-use crate::sim::backend::{BackRing, GrantEntry, GuestMemory, GTF_PERMIT_ACCESS, GTF_READONLY};
-use std::collections::HashMap;
+use crate::sim::backend::{BackRing, GrantEntry, GTF_PERMIT_ACCESS};
+use crate::sim::test_support::Guest;
 
-#[repr(C, align(4096))]
-struct Page([u8; 4096]);
-
-/// Frames the test guest owns: 100..116 (100 and 101 hold the rings).
-const FRAMES: core::ops::Range<u64> = 100..116;
 const TX_FRAME: u64 = 100;
 const RX_FRAME: u64 = 101;
-
-struct Guest {
-    pages: HashMap<u64, *mut u8>,
-    grants: HashMap<u32, GrantEntry>,
-}
-
-// SAFETY: every page is leaked (lives for the test binary's life) and
-// page-aligned.
-unsafe impl GuestMemory for Guest {
-    fn grant(&self, gref: u32) -> Option<GrantEntry> {
-        self.grants.get(&gref).copied()
-    }
-    fn page(&self, frame: u64) -> Option<*mut u8> {
-        self.pages.get(&frame).copied()
-    }
-}
 
 /// A guest, its frontend rings and a vif's backend serving them.
 struct Rig {
@@ -47,8 +26,7 @@ struct Rig {
 
 impl Rig {
     fn new() -> Rig {
-        let pages = FRAMES.map(|f| (f, Box::leak(Box::new(Page([0; 4096]))).0.as_mut_ptr())).collect();
-        let guest = Guest { pages, grants: HashMap::new() };
+        let guest = Guest::new();
         let (tx_page, rx_page) = (guest.pages[&TX_FRAME], guest.pages[&RX_FRAME]);
         // SAFETY: leaked pages, used for nothing else; the backend reaches
         // them through raw pointers only.
@@ -60,8 +38,7 @@ impl Rig {
 
     /// Grants `frame` to dom0 as ref `gref`.
     fn grant(&mut self, gref: u32, frame: u64, readonly: bool) {
-        let flags = GTF_PERMIT_ACCESS | if readonly { GTF_READONLY } else { 0 };
-        self.guest.grants.insert(gref, GrantEntry { flags, domid: 0, frame: frame as u32 });
+        self.guest.grant_frame(gref, frame, readonly);
     }
 
     fn put(&self, frame: u64, at: usize, bytes: &[u8]) {

@@ -4,11 +4,13 @@
 //! the toolstack path (which serves the store as a guest write would).
 
 use super::{NetFault, NetRing, SimVif};
-use crate::abi::start_info;
 use crate::netif::{RxRequest, RxResponse, RxRing, TxRequest, TxResponse, TxRing, RSP_OKAY};
 use crate::seam::Hypervisor;
 use crate::sim::backend::{GTF_PERMIT_ACCESS, GTF_READING, GTF_READONLY, GTF_WRITING};
-use crate::sim::{with, PortKind, SimConfig, SimSession, SimXen, SuspendPlan};
+use crate::sim::test_support::{
+    self as support, boot, grant, grant_flags, mfn, node, page, prepare_save, take_pending,
+};
+use crate::sim::{with, PortKind, SimXen, SuspendPlan};
 use crate::xenbus::XenbusState as S;
 
 const DEVID: u32 = 0;
@@ -25,36 +27,8 @@ const BUF_PFN: u64 = 3010;
 const BUF_GREF: u32 = 20;
 const BACK: &str = "/local/domain/0/backend/vif/7";
 
-fn boot() -> SimSession {
-    let (session, _) = SimXen::boot(SimConfig::default());
-    SimXen::grant_setup_table(&mut [0u64; 1]).unwrap();
-    session
-}
-
-fn mfn(pfn: u64) -> u64 {
-    with(|s| s.mfn_of_pfn(pfn).unwrap())
-}
-
-fn page(pfn: u64) -> *mut u8 {
-    with(|s| s.mem.frame_ptr(&s.arena, s.mfn_of_pfn(pfn).unwrap()).unwrap())
-}
-
-/// Writes grant entry `gref` as the guest does: {flags, domid, frame}.
-fn grant(gref: u32, domid: u16, pfn: u64, flags: u16) {
-    let e = flags as u64 | (domid as u64) << 16 | mfn(pfn) << 32;
-    with(|s| assert!(s.mem.write_u64(&s.arena, s.grant_frames[0], gref as usize, e)));
-}
-
-fn grant_flags(gref: u32) -> u16 {
-    with(|s| s.grant_entry(gref).unwrap().0)
-}
-
 fn front_write(devid: u32, node: &str, value: &str) {
-    with(|s| s.toolstack_write(&format!("device/vif/{devid}/{node}"), value.as_bytes()));
-}
-
-fn node(path: &str) -> Option<String> {
-    with(|s| s.xenstore.value(path).map(|v| String::from_utf8_lossy(v).into_owned()))
+    support::front_write("vif", devid, node, value);
 }
 
 fn back_node(devid: u32, name: &str) -> Option<String> {
@@ -63,20 +37,6 @@ fn back_node(devid: u32, name: &str) -> Option<String> {
 
 fn vif<R>(devid: u32, f: impl FnOnce(&SimVif) -> R) -> R {
     with(|s| f(s.vif(devid).expect("the vif")))
-}
-
-/// Whether `port` is pending in shared_info (cleared as it is read).
-fn take_pending(port: u32) -> bool {
-    with(|s| {
-        let si = s.shared_info().unwrap();
-        let (w, bit) = ((port / 64) as usize, 1u64 << (port % 64));
-        // SAFETY: shared_info's bytes; nothing runs the guest meanwhile.
-        unsafe {
-            let was = (*si).evtchn_pending[w] & bit != 0;
-            (*si).evtchn_pending[w] &= !bit;
-            was
-        }
-    })
 }
 
 fn put(pfn: u64, bytes: &[u8]) {
@@ -324,30 +284,6 @@ fn held_frames_wait_through_a_cancelled_suspend() {
     assert_eq!(f.tx_responses(), [TxResponse { id: 1, status: RSP_OKAY }]);
     assert_eq!(f.rx_responses().iter().map(|r| r.status).collect::<Vec<_>>(), [70]);
     assert_eq!(with(|s| s.vif_take_sent(DEVID)), [frame(60, 1)]);
-}
-
-/// Publishes the p2m frame lists in shared_info, as the guest's kernel
-/// does before a save, so the toolstack can restore the domain; returns
-/// start_info's frame.
-fn prepare_save() -> u64 {
-    with(|s| {
-        let si = s.arena.va(s.start_info_pfn) as *const start_info;
-        // SAFETY: start_info's page, in the arena.
-        let (list_va, nr) = unsafe { ((*si).mfn_list, (*si).nr_pages) };
-        let list_pfn = (list_va - s.arena.base()) >> 12;
-        let (lol, list) = (s.mfn_of_pfn(4000).unwrap(), s.mfn_of_pfn(4001).unwrap());
-        for i in 0..(nr * 8).div_ceil(4096) {
-            s.mem.write_u64(&s.arena, list, i as usize, s.mfn_of_pfn(list_pfn + i).unwrap());
-        }
-        s.mem.write_u64(&s.arena, lol, 0, list);
-        let shared = s.shared_info().unwrap();
-        // SAFETY: Xen's copy of shared_info (the guest never mapped it).
-        unsafe {
-            (*shared).arch.max_pfn = nr;
-            (*shared).arch.pfn_to_mfn_frame_list_list = lol;
-        }
-        s.mfn_of_pfn(s.start_info_pfn).unwrap()
-    })
 }
 
 #[test]
