@@ -44,6 +44,6 @@ pub fn start(opts: &kernel::cmdline::Options) {
     console_input::spawn();
     data::spawn();
     vcpus::spawn();
-    blkfront::spawn((opts.blk_mib > 0).then_some(opts.blk_mib));
+    blkfront::spawn(opts.blk_mib, opts.blk_bench_mib);
     netfront::spawn(netfront::stack::Config::new(opts.ip, opts.ping));
 }

@@ -218,3 +218,36 @@ fn backends_that_never_connect_close_or_write_garbage_fail_their_disk_only() {
     assert!(console().contains("blkfront 51744: backend state: not a number"), "{}", console());
     drop(g);
 }
+
+#[test]
+fn the_bench_writes_and_reads_its_own_range_beside_the_selftest() {
+    // The self-test covers MiB 0; the bench MiB 1..3 of the 4 MiB disk.
+    let _g = start("ballast.blk=1 ballast.blkbench=2");
+    sim(|s| s.attach_disk(VDEV, SECTORS, DiskFeatures { flush: true, max_indirect_segments: 64 }));
+    run_until("the bench figures", 120_000, || store("data/blk/51712/bench_read_us").is_some());
+    assert_eq!(store("data/blk/51712/bench_bytes").as_deref(), Some("2097152"));
+    let write_us: u64 = store("data/blk/51712/bench_write_us").unwrap().parse().unwrap();
+    assert!(write_us > 0, "a write of 2 MiB took no time");
+    assert!(console().contains("blk-bench: disk 51712: 2 MiB in 128 KiB requests, 8 in flight"), "{}", console());
+    passes_past(1);
+    // The bench's bytes fill its range only; the self-test's range names itself.
+    for n in [2048, 3000, 6143] {
+        assert!(sim(|s| s.disk(VDEV).unwrap().sector(n).iter().all(|&b| b == 0xb5)), "sector {n}");
+    }
+    assert!(sim(|s| s.disk(VDEV).unwrap().sector(6144).iter().all(|&b| b == 0)), "sector 6144 past the bench");
+    assert!(sector_line(2047).starts_with("ballast-blk sector=2047 gen="), "{:?}", sector_line(2047));
+    assert_eq!(store("data/blk/51712/bench_error"), None);
+    assert_clean();
+}
+
+#[test]
+fn a_bench_larger_than_the_disk_is_refused_with_a_log_line() {
+    let _g = start("ballast.blk=1 ballast.blkbench=4");
+    sim(|s| s.attach_disk(VDEV, SECTORS, DiskFeatures::default()));
+    run_until("the refusal", 60_000, || {
+        console().contains("blk-bench: disk 51712 has 4 MiB, the bench needs sectors 2048..10240; no bench")
+    });
+    passes_past(1);
+    assert_eq!(store("data/blk/51712/bench_read_us"), None);
+    assert_clean();
+}

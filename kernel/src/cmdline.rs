@@ -46,6 +46,10 @@ pub struct Options {
     /// `ballast.blk=MIB`: MiB of the first disk the block self-test keeps
     /// rewriting and verifying (0: no self-test).
     pub blk_mib: u64,
+    /// `ballast.blkbench=MIB`: once the first disk connects, write then
+    /// read MIB of it sequentially and publish the speeds (0: no bench).
+    /// The range starts after the self-test's, so the two can run together.
+    pub blk_bench_mib: u64,
     /// `ballast.ip=A.B.C.D/N` (N in 1..=30): the first vif's static IPv4
     /// address and prefix (no IP stack without it).
     pub ip: Option<([u8; 4], u8)>,
@@ -70,6 +74,7 @@ impl Default for Options {
             hold_vcpu: None,
             hog_mib: 0,
             blk_mib: 16,
+            blk_bench_mib: 0,
             ip: None,
             ping: None,
             balloon: true,
@@ -94,6 +99,7 @@ impl Options {
                 "ballast.pattern" => number(key, value, &mut opts.pattern_mib),
                 "ballast.hog" => number(key, value, &mut opts.hog_mib),
                 "ballast.blk" => number(key, value, &mut opts.blk_mib),
+                "ballast.blkbench" => number(key, value, &mut opts.blk_bench_mib),
                 // Parsed here: the command line is read before any heap exists.
                 "ballast.ip" => {
                     opts.ip = value
@@ -193,6 +199,7 @@ mod tests {
         assert_eq!((o.hog_mib, o.balloon), (300, false));
         assert_eq!(Options::parse("ballast.hog=-1").hog_mib, 0);
         assert_eq!((Options::parse("").blk_mib, Options::parse("ballast.blk=0").blk_mib), (16, 0));
+        assert_eq!((Options::parse("").blk_bench_mib, Options::parse("ballast.blkbench=64").blk_bench_mib), (0, 64));
         let o = Options::parse("ballast.ip=10.0.0.2/24 ballast.ping=10.0.0.9");
         assert_eq!((o.ip, o.ping), (Some(([10, 0, 0, 2], 24)), Some([10, 0, 0, 9])));
         for bad in ["10.0.0.2", "10.0.0/24", "10.0.0.256/24", "10.0.0.2/0", "10.0.0.2/33", "a.b.c.d/8", "1.2.3.4.5/8"] {

@@ -18,9 +18,11 @@
 //! not define fail this disk (a log line, every waiter told), never the
 //! guest.
 
+mod bench;
 mod request;
 mod service;
 mod shadow;
+mod window;
 
 pub mod selftest;
 

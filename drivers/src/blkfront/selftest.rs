@@ -6,9 +6,9 @@
 //! a sector that is not what the pass wrote is a mismatch, counted and
 //! logged. dom0 can check the disk with the same format afterwards.
 
-use super::{disks, BlkError, Disk, Phase, Ticket};
+use super::window::{chunks, Window};
+use super::{disks, BlkError, Disk, Phase};
 use crate::blk_pattern::{self, SECTOR_SIZE};
-use alloc::collections::VecDeque;
 use alloc::sync::Arc;
 use alloc::vec;
 use core::sync::atomic::Ordering;
@@ -60,59 +60,10 @@ fn run(mib: u64) {
     }
 }
 
-/// Sectors `[start, start + n)` in steps of `chunk`.
-fn chunks(range: u64, chunk: u32) -> impl Iterator<Item = (u64, u32)> {
-    (0..range).step_by(chunk as usize).map(move |s| (s, (range - s).min(chunk as u64) as u32))
-}
-
-/// Keeps up to DEPTH requests in flight; `done` sees each completion in
-/// order. On an error the rest are still collected (their slots freed).
-struct Window<'a, T> {
-    disk: &'a Disk,
-    queue: VecDeque<(Ticket, T)>,
-}
-
-impl<'a, T> Window<'a, T> {
-    fn push(
-        &mut self,
-        t: Result<Ticket, BlkError>,
-        tag: T,
-        done: &mut impl FnMut(alloc::vec::Vec<u8>, T),
-    ) -> Result<(), BlkError> {
-        let t = t.inspect_err(|_| self.drain())?;
-        self.queue.push_back((t, tag));
-        if self.queue.len() >= DEPTH {
-            self.pop(done)?;
-        }
-        Ok(())
-    }
-
-    fn pop(&mut self, done: &mut impl FnMut(alloc::vec::Vec<u8>, T)) -> Result<(), BlkError> {
-        if let Some((t, tag)) = self.queue.pop_front() {
-            let data = self.disk.wait(t).inspect_err(|_| self.drain())?;
-            done(data, tag);
-        }
-        Ok(())
-    }
-
-    fn finish(&mut self, done: &mut impl FnMut(alloc::vec::Vec<u8>, T)) -> Result<(), BlkError> {
-        while !self.queue.is_empty() {
-            self.pop(done)?;
-        }
-        Ok(())
-    }
-
-    fn drain(&mut self) {
-        for (t, _) in self.queue.drain(..) {
-            let _ = self.disk.wait(t);
-        }
-    }
-}
-
 fn pass(disk: &Arc<Disk>, range: u64, chunk: u32, gen: u64, flush: bool) -> Result<(), BlkError> {
-    let mut w = Window { disk, queue: VecDeque::new() };
+    let mut w = Window::new(disk, DEPTH);
     let mut nothing = |_, _| {};
-    for (sector, n) in chunks(range, chunk) {
+    for (sector, n) in chunks(0, range, chunk) {
         let mut data = vec![0u8; n as usize * SECTOR_SIZE];
         for (i, s) in data.chunks_exact_mut(SECTOR_SIZE).enumerate() {
             blk_pattern::fill(s.try_into().expect("a sector"), sector + i as u64, gen);
@@ -141,8 +92,8 @@ fn pass(disk: &Arc<Disk>, range: u64, chunk: u32, gen: u64, flush: bool) -> Resu
             }
         }
     };
-    let mut r = Window { disk, queue: VecDeque::new() };
-    for (sector, n) in chunks(range, chunk) {
+    let mut r = Window::new(disk, DEPTH);
+    for (sector, n) in chunks(0, range, chunk) {
         r.push(disk.submit_read(sector, n), sector, &mut check)?;
     }
     r.finish(&mut check)

@@ -28,12 +28,16 @@ pub fn disks() -> Vec<Arc<Disk>> {
     DISKS.all()
 }
 
-/// Starts discovery, the figures and (`selftest_mib`: Some) the self-test.
-pub fn spawn(selftest_mib: Option<u64>) {
+/// Starts discovery, the figures, the self-test over the first
+/// `selftest_mib` MiB and the bench over `bench_mib` MiB after them (0: none).
+pub fn spawn(selftest_mib: u64, bench_mib: u64) {
     DISKS.spawn_discovery();
     sched::spawn("blk-figures", publish_figures);
-    if let Some(mib) = selftest_mib {
-        super::selftest::spawn(mib);
+    if selftest_mib > 0 {
+        super::selftest::spawn(selftest_mib);
+    }
+    if bench_mib > 0 {
+        super::bench::spawn(selftest_mib * 2048, bench_mib);
     }
 }
 
