@@ -128,5 +128,5 @@ fn measure(disk: &Disk, start: u64, end: u64, chunk: u32, flush: bool) -> Result
 }
 
 fn mib_per_s(bytes: u64, us: u64) -> u64 {
-    bytes * 1_000_000 / us.max(1) >> 20
+    (bytes * 1_000_000 / us.max(1)) >> 20
 }
