@@ -91,7 +91,7 @@ clean:
 distclean: clean
 	rm -rf .lab
 
-# make bench [N=3] [ONLY=mig|chan|limit|smp|daemon]: ballast and the reference Linux PV guest side by side in one lab boot;
+# make bench [N=3] [ONLY=mig|chan|limit|smp|daemon|pv]: ballast and the reference Linux PV guest side by side in one lab boot;
 # prints a table of ratios (>1 = ballast better), writes build/bench.json and build/bench.svg.
 N ?= 3
 .PHONY: bench

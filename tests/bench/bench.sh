@@ -19,11 +19,13 @@
 # timeout: 3600
 . /lab/lib.sh
 . /lab/scenarios/bench-daemon.sh
+. /lab/scenarios/bench-pv.sh
 
 RUNS=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^bench_runs=\([0-9][0-9]*\)$/\1/p' | tail -n 1)
-# bench_only=mig|chan|limit|smp|daemon (make bench ONLY=mig): only the live-migration, the
-# suspend-channel, the limit (with a floor of 24 MiB), the 1- and 4-vCPU or the ballastd figures
-# (tests/bench/bench-daemon.sh), for quick iterations
+# bench_only=mig|chan|limit|smp|daemon|pv (make bench ONLY=mig): only the live-migration, the
+# suspend-channel, the limit (with a floor of 24 MiB), the 1- and 4-vCPU, the ballastd
+# (tests/bench/bench-daemon.sh) or the PV disk and network (tests/bench/bench-pv.sh) figures, for
+# quick iterations
 ONLY=$(tr ' ' '\n' </proc/cmdline | sed -n 's/^bench_only=\([a-z]*\)$/\1/p' | tail -n 1)
 case $RUNS in '' | 0) RUNS=3 ;; esac
 LADDER="128 96 80 64 48 32 24 16 12 8"   # mem-set targets (MiB), descending
@@ -40,6 +42,7 @@ B2CFG=/tmp/bench-cfg
 cleanup_bench() {
     _rc=$?
     daemon_cleanup
+    pv_cleanup
     for _d in ballast linux-guest; do xl domid "$_d" >/dev/null 2>&1 && xl destroy "$_d" >/dev/null 2>&1; done
     rm -f "$IMG"
     umount "$IMGDIR" 2>/dev/null
@@ -774,6 +777,11 @@ while [ $RUN -le "$RUNS" ]; do
             pass "run$RUN-$g-daemon" "ballastd figures of $g (run $RUN) took $(( $(now_ms) - T_G )) ms"
             continue
         fi
+        if [ "$ONLY" = pv ]; then
+            pv_guest "$g"
+            pass "run$RUN-$g-pv" "PV disk and network figures of $g (run $RUN) took $(( $(now_ms) - T_G )) ms"
+            continue
+        fi
         if [ "$ONLY" = mig ]; then
             if [ "$g" = ballast ]; then mig_ballast; else mig_linux; fi
             pass "run$RUN-$g-migrate" "migration figures of $g (run $RUN) took $(( $(now_ms) - T_G )) ms"
@@ -793,6 +801,9 @@ while [ $RUN -le "$RUNS" ]; do
         T_G=$(now_ms)
         daemon_guest "$g"
         pass "run$RUN-$g-daemon" "ballastd figures of $g (run $RUN) took $(( $(now_ms) - T_G )) ms"
+        T_G=$(now_ms)
+        pv_guest "$g"
+        pass "run$RUN-$g-pv" "PV disk and network figures of $g (run $RUN) took $(( $(now_ms) - T_G )) ms"
         if [ "$g" = ballast ]; then
             T_G=$(now_ms)
             limits_ballast

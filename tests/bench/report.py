@@ -142,6 +142,18 @@ METRICS += [
     ("hog_others_mib", "hog: the others' targets then", "MiB", "higher"),
     ("hog_flowback_ms", "hog released -> equal shares again", "ms", "lower"),
 ]
+# PV disk and network (bench-pv.sh): sequential block speeds, and dom0's ping at 10/s across each
+# kind of suspend: the first reply after xl returned, requests lost, the longest gap.
+METRICS += [
+    ("blk_write_mibps", "PV disk: sequential write + flush, 64 MiB", "MiB/s", "higher"),
+    ("blk_read_mibps", "PV disk: sequential read, 64 MiB", "MiB/s", "higher"),
+]
+for _kind, _desc in (("sr", "save + restore"), ("ck", "checkpoint"), ("mg", "live migrate")):
+    METRICS += [
+        ("pv_%s_answer_ms" % _kind, "ping across %s: answered after xl returned" % _desc, "ms", "lower"),
+        ("pv_%s_lost" % _kind, "ping across %s: requests lost (10/s)" % _desc, "", "lower"),
+        ("pv_%s_gap_ms" % _kind, "ping across %s: longest gap without replies" % _desc, "ms", "lower"),
+    ]
 # The suspend event channel (bench.sh channel_ballast), ballast only: offered, and not offered
 # (libxl's xenstore handshake).
 CHANNEL_WHAT = [("ckpt_ms", "xl save -c idle"), ("save_ms", "xl save idle"), ("restore_ms", "xl restore idle"),
