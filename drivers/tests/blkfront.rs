@@ -54,6 +54,7 @@ fn passes_past(n: u64) {
 }
 
 fn assert_clean() {
+    assert!(!console().contains("page leaked"), "a page was dropped while its backend had it mapped");
     assert_eq!(figure(VDEV, "mismatches"), 0, "the self-test read back wrong data");
     assert_eq!(figure(VDEV, "duplicates"), 0);
     assert_eq!(kernel::selftest::PATTERN_ERRORS.load(Ordering::Relaxed), 0);
@@ -80,12 +81,17 @@ fn hold_in_flight(n: usize) {
 #[test]
 fn the_selftest_rides_through_restore_checkpoint_and_migration_with_io_in_flight() {
     let _g = start("ballast.blk=1");
-    sim(|s| s.attach_disk(VDEV, SECTORS, DiskFeatures { flush: true, max_indirect_segments: 64 }));
+    sim(|s| s.attach_disk(VDEV, SECTORS, DiskFeatures { flush: true, max_indirect_segments: 64, persistent: true }));
     run_until("the disk to connect", 60_000, || console().contains("blkfront 51712: connected to dom0"));
     passes_past(0);
     assert!(sector_line(5).starts_with("ballast-blk sector=5 gen="), "sector 5: {:?}", sector_line(5));
     assert!(sim(|s| s.disk(VDEV).unwrap().figures().flushes) > 0, "no flush reached the backend");
     run_until("figures under data/blk", 10_000, || store("data/blk/51712/passes").is_some());
+    // As dom0's blkback, the backend keeps the pages it saw mapped; every
+    // one the pool held once, and no more than were ever in flight.
+    assert!(console().contains("persistent yes"), "{}", console());
+    let mapped = sim(|s| s.disk_mapped(VDEV));
+    assert!(mapped > 8 && mapped <= 32 * 33, "{mapped} grants kept mapped");
 
     // A restore: what the old backend held is gone with the old domain and
     // issued again on the new ring, once.
@@ -127,7 +133,8 @@ fn the_selftest_rides_through_restore_checkpoint_and_migration_with_io_in_flight
 #[test]
 fn a_detached_disk_goes_and_an_attached_one_is_driven() {
     let _g = start("ballast.blk=1");
-    sim(|s| s.attach_disk(VDEV, SECTORS, DiskFeatures::default()));
+    let persistent = DiskFeatures { persistent: true, ..DiskFeatures::default() };
+    sim(|s| s.attach_disk(VDEV, SECTORS, persistent));
     passes_past(0);
     assert!(sim(|s| s.detach_disk(VDEV)));
     run_until("the detach", 60_000, || console().contains("blkfront 51712: detached"));
@@ -223,7 +230,7 @@ fn backends_that_never_connect_close_or_write_garbage_fail_their_disk_only() {
 fn the_bench_writes_and_reads_its_own_range_beside_the_selftest() {
     // The self-test covers MiB 0; the bench MiB 1..3 of the 4 MiB disk.
     let _g = start("ballast.blk=1 ballast.blkbench=2");
-    sim(|s| s.attach_disk(VDEV, SECTORS, DiskFeatures { flush: true, max_indirect_segments: 64 }));
+    sim(|s| s.attach_disk(VDEV, SECTORS, DiskFeatures { flush: true, max_indirect_segments: 64, persistent: true }));
     run_until("the bench figures", 120_000, || store("data/blk/51712/bench_read_us").is_some());
     assert_eq!(store("data/blk/51712/bench_bytes").as_deref(), Some("2097152"));
     let write_us: u64 = store("data/blk/51712/bench_write_us").unwrap().parse().unwrap();

@@ -168,6 +168,18 @@ impl<Req: Copy, Rsp: Copy> FrontRing<Req, Rsp> {
         self.load(RSP_PROD) != self.rsp_cons
     }
 
+    /// The next response, asking to be notified of the next one when none
+    /// is there (so a caller that gets `None` may wait for the event).
+    pub fn take_response(&mut self) -> Result<Option<Rsp>, RingFault> {
+        loop {
+            match self.next_response()? {
+                Some(rsp) => return Ok(Some(rsp)),
+                None if self.final_check_for_responses() => continue,
+                None => return Ok(None),
+            }
+        }
+    }
+
     /// Requests written and not yet answered.
     pub fn outstanding(&self) -> u32 {
         self.req_prod_pvt.wrapping_sub(self.rsp_cons)

@@ -42,7 +42,9 @@ pub use request::Op;
 pub use service::{disks, spawn};
 pub use shadow::Ticket;
 
-/// Data pages kept granted for the next requests.
+/// Pages kept granted for the next requests. On a persistent connection
+/// every page is kept (the backend may still have it mapped), which bounds
+/// the pool by what was once in flight: 32 requests of 33 pages at most.
 const POOL_PAGES: usize = 128;
 
 /// Why an I/O did not happen.
@@ -95,6 +97,9 @@ struct Connection {
     flush: bool,
     /// Segments per indirect request the backend takes (0: none).
     max_indirect: u32,
+    /// `feature-persistent` both ways: the backend keeps every page it has
+    /// seen mapped until the connection ends, so the pages stay granted.
+    persistent: bool,
 }
 
 impl Connection {
@@ -232,32 +237,33 @@ impl Disk {
     }
 
     /// The request's pages, from the pool or new, with a write's data in.
+    /// Every page is granted writable: a persistent backend maps the
+    /// segment list's page so too.
     fn prepare(&self, op: Op, sector: u64, sectors: u32, data: &[u8], backend: u16) -> Result<Pending, BlkError> {
         let n = (sectors as usize).div_ceil(8);
+        let with_list = n > xen::blkif::MAX_SEGMENTS;
+        let total = n + usize::from(with_list);
         let mut pages = {
             let mut g = self.inner.lock();
-            let keep = g.pool.len().saturating_sub(n);
+            let keep = g.pool.len().saturating_sub(total);
             g.pool.split_off(keep)
         };
-        while pages.len() < n {
+        while pages.len() < total {
             pages.push(GrantedPage::new(backend, false).map_err(|_| BlkError::NoMemory)?);
         }
+        let indirect = if with_list { pages.pop() } else { None };
         for (page, chunk) in pages.iter_mut().zip(data.chunks(4096)) {
             page.copy_in(0, chunk);
         }
-        let indirect = if n > xen::blkif::MAX_SEGMENTS {
-            Some(GrantedPage::new(backend, true).map_err(|_| BlkError::NoMemory)?)
-        } else {
-            None
-        };
         Ok(Pending { op, sector, sectors, pages, indirect })
     }
 
     /// Gives a finished request's pages back to the pool.
     fn recycle(&self, p: Pending) {
         let mut g = self.inner.lock();
-        for page in p.pages {
-            if g.pool.len() < POOL_PAGES {
+        let keep_all = g.conn.as_ref().is_some_and(|c| c.persistent);
+        for page in p.pages.into_iter().chain(p.indirect) {
+            if keep_all || g.pool.len() < POOL_PAGES {
                 g.pool.push(page);
             }
         }
@@ -344,9 +350,8 @@ impl Inner {
         }
         loop {
             let Some(conn) = self.conn.as_mut() else { return };
-            let rsp = match conn.ring.ring().next_response() {
+            let rsp = match conn.ring.ring().take_response() {
                 Ok(Some(rsp)) => rsp,
-                Ok(None) if conn.ring.ring().final_check_for_responses() => continue,
                 Ok(None) => return,
                 Err(fault) => return self.fail(disk, format_args!("ring fault {:?}", fault)),
             };

@@ -4,7 +4,6 @@
 
 use super::{Connection, Disk, Phase};
 use crate::xenbus::{Frontend, FrontendError, PvDevice, Registry};
-use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::String;
 use alloc::sync::Arc;
@@ -12,8 +11,8 @@ use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 use kernel::events::{Binding, Channel};
 use kernel::shared_page::SharedRing;
+use kernel::time;
 use kernel::xenstore::{self, Watch};
-use kernel::{sched, time};
 use xen::xenbus::XenbusState;
 
 /// How long a backend may take to connect before the disk is failed.
@@ -31,8 +30,7 @@ pub fn disks() -> Vec<Arc<Disk>> {
 /// Starts discovery, the figures, the self-test over the first
 /// `selftest_mib` MiB and the bench over `bench_mib` MiB after them (0: none).
 pub fn spawn(selftest_mib: u64, bench_mib: u64) {
-    DISKS.spawn_discovery();
-    sched::spawn("blk-figures", publish_figures);
+    DISKS.spawn();
     if selftest_mib > 0 {
         super::selftest::spawn(selftest_mib);
     }
@@ -44,6 +42,7 @@ pub fn spawn(selftest_mib: u64, bench_mib: u64) {
 impl PvDevice for Disk {
     const CLASS: &'static str = "vbd";
     const NAME: &'static str = "blkfront";
+    const DATA_DIR: &'static str = "data/blk";
 
     fn new(id: u32) -> Self {
         Disk::new(id)
@@ -83,6 +82,28 @@ impl PvDevice for Disk {
         self.inner.lock().phase.cancel();
         self.wake.wake_all();
     }
+
+    fn figures(&self) -> (Phase, Vec<(&'static str, u64)>) {
+        let (phase, in_flight, sectors) = {
+            let g = self.inner.lock();
+            (g.phase, g.shadow.in_flight() as u64, g.conn.as_ref().map_or(0, |c| c.sectors))
+        };
+        let f = &self.figures;
+        let counters = [
+            ("requests", &f.requests),
+            ("read_bytes", &f.read_bytes),
+            ("written_bytes", &f.written_bytes),
+            ("flushes", &f.flushes),
+            ("errors", &f.errors),
+            ("reissued", &f.reissued),
+            ("duplicates", &f.duplicates),
+            ("mismatches", &f.mismatches),
+            ("passes", &f.passes),
+        ];
+        let mut figures = alloc::vec![("sectors", sectors), ("in_flight", in_flight)];
+        figures.extend(counters.iter().map(|(name, c)| (*name, c.load(Ordering::Relaxed))));
+        (phase, figures)
+    }
 }
 
 /// Connects from scratch: a new ring and event channel, the handshake, the
@@ -109,7 +130,10 @@ fn connect(disk: &Disk, front: &mut Frontend, watch: &Watch, epoch: u64) -> Resu
     front.connect(watch, CONNECT_TIMEOUT_MS, XenbusState::Initialised, still_current, |tx| {
         xenstore::write_tx(tx, &format!("{node}/ring-ref"), &format!("{gref}"))?;
         xenstore::write_tx(tx, &format!("{node}/event-channel"), &format!("{port}"))?;
-        xenstore::write_tx(tx, &format!("{node}/protocol"), "x86_64-abi")
+        xenstore::write_tx(tx, &format!("{node}/protocol"), "x86_64-abi")?;
+        // The pool already reuses its pages; a backend that keeps them
+        // mapped saves a map and an unmap per page and request.
+        xenstore::write_tx(tx, &format!("{node}/feature-persistent"), "1")
     })?;
     let sectors = front.backend_u64("sectors")?.ok_or(FrontendError::Missing(format!("{}/sectors", front.backend)))?;
     if let Some(size) = front.backend_u64("sector-size")?.filter(|&s| s != 512) {
@@ -120,16 +144,18 @@ fn connect(disk: &Disk, front: &mut Frontend, watch: &Watch, epoch: u64) -> Resu
     }
     let flush = feature(front, "feature-flush-cache") == 1;
     let max_indirect = feature(front, "feature-max-indirect-segments").min(u32::MAX as u64) as u32;
+    let persistent = feature(front, "feature-persistent") == 1;
     front.switch_state(XenbusState::Connected)?;
-    let conn = Connection { ring, channel, backend_id: backend, sectors, flush, max_indirect };
+    let conn = Connection { ring, channel, backend_id: backend, sectors, flush, max_indirect, persistent };
     let reissued = disk.install(conn, reconnect);
     log::info!(
-        "blkfront {}: connected to dom{} ({} MiB, flush {}, indirect {}), {} request(s) issued again",
+        "blkfront {}: connected to dom{} ({} MiB, flush {}, indirect {}, persistent {}), {} request(s) issued again",
         disk.id,
         backend,
         sectors / 2048,
         if flush { "yes" } else { "no" },
         max_indirect,
+        if persistent { "yes" } else { "no" },
         reissued
     );
     Ok(())
@@ -214,48 +240,4 @@ fn close(disk: &Disk, front: &mut Frontend, watch: &Watch) {
     disk.wake.wake_all();
     let _ = xenstore::write(&format!("data/blk/{}/state", disk.id), Phase::Closed.name());
     log::info!("blkfront {}: detached, {} request(s) ended unfinished", disk.id, ended);
-}
-
-/// Publishes every disk's figures when they change, at most once a second.
-fn publish_figures() {
-    let mut last: BTreeMap<u32, Vec<(&'static str, u64)>> = BTreeMap::new();
-    loop {
-        for disk in disks() {
-            let f = &disk.figures;
-            let get = |c: &core::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-            let (phase, in_flight, sectors) = {
-                let g = disk.inner.lock();
-                (g.phase, g.shadow.in_flight() as u64, g.conn.as_ref().map_or(0, |c| c.sectors))
-            };
-            let now = alloc::vec![
-                ("state", phase as u64),
-                ("sectors", sectors),
-                ("in_flight", in_flight),
-                ("requests", get(&f.requests)),
-                ("read_bytes", get(&f.read_bytes)),
-                ("written_bytes", get(&f.written_bytes)),
-                ("flushes", get(&f.flushes)),
-                ("errors", get(&f.errors)),
-                ("reissued", get(&f.reissued)),
-                ("duplicates", get(&f.duplicates)),
-                ("mismatches", get(&f.mismatches)),
-                ("passes", get(&f.passes)),
-            ];
-            if last.get(&disk.id) == Some(&now) {
-                continue;
-            }
-            let dir = format!("data/blk/{}", disk.id);
-            let written = xenstore::transaction(|tx| {
-                for (name, v) in &now {
-                    let value = if *name == "state" { String::from(phase.name()) } else { format!("{v}") };
-                    xenstore::write_tx(tx, &format!("{dir}/{name}"), &value)?;
-                }
-                Ok(())
-            });
-            if written.is_ok() {
-                last.insert(disk.id, now);
-            }
-        }
-        sched::sleep_ms(1000);
-    }
 }

@@ -254,9 +254,8 @@ impl Inner {
     fn poll_tx(&mut self, vif: &Vif) -> Result<(), alloc::string::String> {
         loop {
             let Some(conn) = self.conn.as_mut() else { return Ok(()) };
-            let rsp = match conn.tx.ring().next_response() {
+            let rsp = match conn.tx.ring().take_response() {
                 Ok(Some(r)) => r,
-                Ok(None) if conn.tx.ring().final_check_for_responses() => continue,
                 Ok(None) => return Ok(()),
                 Err(f) => return Err(alloc::format!("transmit ring fault {:?}", f)),
             };
@@ -280,9 +279,8 @@ impl Inner {
         let mut reposted = false;
         let outcome = loop {
             let Some(conn) = self.conn.as_mut() else { break Ok(()) };
-            let rsp = match conn.rx.ring().next_response() {
+            let rsp = match conn.rx.ring().take_response() {
                 Ok(Some(r)) => r,
-                Ok(None) if conn.rx.ring().final_check_for_responses() => continue,
                 Ok(None) => break Ok(()),
                 Err(f) => break Err(alloc::format!("receive ring fault {:?}", f)),
             };

@@ -4,14 +4,12 @@
 
 use super::{Connection, Phase, Vif};
 use crate::xenbus::{Frontend, FrontendError, PvDevice, Registry};
-use alloc::collections::BTreeMap;
 use alloc::format;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
 use kernel::events::{Binding, Channel};
-use kernel::sched;
 use kernel::xenstore::{self, Watch};
 use xen::xenbus::XenbusState;
 
@@ -28,8 +26,7 @@ pub fn vifs() -> Vec<Arc<Vif>> {
 
 /// Starts discovery, the figures and, with an address, the IP stack.
 pub fn spawn(net: Option<super::stack::Config>) {
-    VIFS.spawn_discovery();
-    sched::spawn("net-figures", publish_figures);
+    VIFS.spawn();
     if let Some(cfg) = net {
         super::stack::spawn(cfg);
     }
@@ -52,6 +49,7 @@ fn parse_mac(raw: &str) -> Option<[u8; 6]> {
 impl PvDevice for Vif {
     const CLASS: &'static str = "vif";
     const NAME: &'static str = "netfront";
+    const DATA_DIR: &'static str = "data/net";
 
     fn new(id: u32) -> Self {
         Vif::new(id)
@@ -172,50 +170,27 @@ impl PvDevice for Vif {
         self.inner.lock().phase.cancel();
         self.wake.wake_all();
     }
-}
 
-/// Publishes every vif's figures when they change, at most once a second.
-fn publish_figures() {
-    let mut last: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
-    loop {
-        for vif in vifs() {
-            let f = &vif.figures;
-            let phase = vif.phase();
-            let figures = [
-                ("rx_packets", &f.rx_packets),
-                ("rx_bytes", &f.rx_bytes),
-                ("tx_packets", &f.tx_packets),
-                ("tx_bytes", &f.tx_bytes),
-                ("rx_errors", &f.rx_errors),
-                ("tx_errors", &f.tx_errors),
-                ("tx_dropped", &f.tx_dropped),
-                ("tx_lost_at_resume", &f.tx_lost_at_resume),
-                ("garps", &f.garps),
-                ("ping_sent", &f.ping_sent),
-                ("ping_replies", &f.ping_replies),
-                ("ping_lost", &f.ping_lost),
-                ("ping_skipped", &f.ping_skipped),
-                ("tcp_echo_bytes", &f.tcp_echo_bytes),
-                ("udp_echo_packets", &f.udp_echo_packets),
-            ];
-            let mut now: Vec<u64> = figures.iter().map(|(_, c)| c.load(Ordering::Relaxed)).collect();
-            now.push(phase as u64);
-            if last.get(&vif.id) == Some(&now) {
-                continue;
-            }
-            let dir = format!("data/net/{}", vif.id);
-            let written = xenstore::transaction(|tx| {
-                xenstore::write_tx(tx, &format!("{dir}/state"), phase.name())?;
-                for ((name, _), v) in figures.iter().zip(&now) {
-                    xenstore::write_tx(tx, &format!("{dir}/{name}"), &format!("{v}"))?;
-                }
-                Ok(())
-            });
-            if written.is_ok() {
-                last.insert(vif.id, now);
-            }
-        }
-        sched::sleep_ms(1000);
+    fn figures(&self) -> (Phase, Vec<(&'static str, u64)>) {
+        let f = &self.figures;
+        let figures = [
+            ("rx_packets", &f.rx_packets),
+            ("rx_bytes", &f.rx_bytes),
+            ("tx_packets", &f.tx_packets),
+            ("tx_bytes", &f.tx_bytes),
+            ("rx_errors", &f.rx_errors),
+            ("tx_errors", &f.tx_errors),
+            ("tx_dropped", &f.tx_dropped),
+            ("tx_lost_at_resume", &f.tx_lost_at_resume),
+            ("garps", &f.garps),
+            ("ping_sent", &f.ping_sent),
+            ("ping_replies", &f.ping_replies),
+            ("ping_lost", &f.ping_lost),
+            ("ping_skipped", &f.ping_skipped),
+            ("tcp_echo_bytes", &f.tcp_echo_bytes),
+            ("udp_echo_packets", &f.udp_echo_packets),
+        ];
+        (self.phase(), figures.iter().map(|(name, c)| (*name, c.load(Ordering::Relaxed))).collect())
     }
 }
 

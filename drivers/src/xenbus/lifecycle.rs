@@ -4,10 +4,12 @@
 //! A driver says what is its own through [`PvDevice`].
 
 use super::{device_ids, Frontend, FrontendError};
+use alloc::collections::BTreeMap;
+use alloc::format;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use kernel::pm::{self, DeviceId};
-use kernel::xenstore::Watch;
+use kernel::xenstore::{self, Watch};
 use kernel::{sched, time};
 use spin::Mutex;
 use xen::xenbus::{frontend_step, FrontendStep, XenbusState};
@@ -68,6 +70,8 @@ pub trait PvDevice: Send + Sync + Sized + 'static {
     const CLASS: &'static str;
     /// The driver's name, for logs, tasks and power management.
     const NAME: &'static str;
+    /// Where each device's figures go: `<DATA_DIR>/<id>/`.
+    const DATA_DIR: &'static str;
 
     fn new(id: u32) -> Self;
     fn id(&self) -> u32;
@@ -90,6 +94,8 @@ pub trait PvDevice: Send + Sync + Sized + 'static {
     fn resume(&self);
     /// The suspend was cancelled: carry on with the same connection.
     fn cancel(&self);
+    /// Where the device stands and its figures, by name, as published.
+    fn figures(&self) -> (Phase, Vec<(&'static str, u64)>);
 }
 
 /// Every device of one class the guest drives, with its PM registration.
@@ -114,11 +120,39 @@ impl<D: PvDevice> Registry<D> {
     }
 
     /// Starts discovery (forgetting devices of an earlier boot, which only
-    /// a simulated guest has).
-    pub fn spawn_discovery(&'static self) {
+    /// a simulated guest has) and the figures.
+    pub fn spawn(&'static self) {
         self.devices.lock().clear();
         self.closed.lock().clear();
         sched::spawn(D::NAME, move || self.discover());
+        sched::spawn(D::DATA_DIR, move || self.publish_figures());
+    }
+
+    /// Publishes each device's phase (as `state`) and figures when they
+    /// change, at most once a second, one transaction per device.
+    fn publish_figures(&'static self) {
+        let mut last = BTreeMap::new();
+        loop {
+            for dev in self.all() {
+                let now = dev.figures();
+                if last.get(&dev.id()) == Some(&now) {
+                    continue;
+                }
+                let dir = format!("{}/{}", D::DATA_DIR, dev.id());
+                let (phase, figures) = &now;
+                let written = xenstore::transaction(|tx| {
+                    xenstore::write_tx(tx, &format!("{dir}/state"), phase.name())?;
+                    for (name, v) in figures {
+                        xenstore::write_tx(tx, &format!("{dir}/{name}"), &format!("{v}"))?;
+                    }
+                    Ok(())
+                });
+                if written.is_ok() {
+                    last.insert(dev.id(), now);
+                }
+            }
+            sched::sleep_ms(1000);
+        }
     }
 
     fn discover(&'static self) {

@@ -44,11 +44,15 @@ pub struct DiskFeatures {
     /// `feature-max-indirect-segments`, written if not 0; indirect
     /// requests answer -2 without it.
     pub max_indirect_segments: u32,
+    /// `feature-persistent`: with the frontend's consent, every page a
+    /// request names stays mapped (writable, as Linux maps it) until the
+    /// connection ends, so the frontend cannot end its grant meanwhile.
+    pub persistent: bool,
 }
 
 impl Default for DiskFeatures {
     fn default() -> Self {
-        DiskFeatures { flush: true, max_indirect_segments: 0 }
+        DiskFeatures { flush: true, max_indirect_segments: 0, persistent: false }
     }
 }
 
@@ -268,7 +272,7 @@ impl Device for SimDisk {
             ("sector-size", "512".into()),
             ("info", "0".into()),
             ("feature-flush-cache", (f.flush as u8).to_string()),
-            ("feature-persistent", "0".into()),
+            ("feature-persistent", (f.persistent as u8).to_string()),
         ];
         if f.max_indirect_segments > 0 {
             back.push(("feature-max-indirect-segments", f.max_indirect_segments.to_string()));
@@ -302,6 +306,7 @@ impl Device for SimDisk {
             Some(p) if p != PROTOCOL => return Err(ConnectError::Protocol(String::from_utf8_lossy(&p).into_owned())),
             _ => {}
         }
+        let persistent = self.io.features.persistent && node("feature-persistent").as_deref() == Some(b"1");
         let page = granted_page(&*sim, gref, true).map_err(ConnectError::Ring)?;
         let frame = sim.grant(gref).map_or(0, |e| e.frame as u64);
         let backend_port = sim.backend_bind(port).map_err(ConnectError::Port)?;
@@ -310,6 +315,7 @@ impl Device for SimDisk {
         // header word is read.
         let ring = unsafe { BackRing::attach(page) };
         self.conn = Some(Connection { ring_gref: gref, ring_frame: frame, port, backend_port, ring });
+        self.io.persistent = persistent;
         self.io.halted = None;
         self.io.skew = 0;
         self.io.figures.connects += 1;
@@ -321,6 +327,9 @@ impl Device for SimDisk {
     fn disconnect(&mut self, sim: &mut Sim) {
         if let Some(c) = self.conn.take() {
             sim.grant_set_flags(c.ring_gref, GTF_READING | GTF_WRITING, false);
+            for gref in core::mem::take(&mut self.io.mapped) {
+                sim.grant_set_flags(gref, GTF_READING | GTF_WRITING, false);
+            }
             sim.backend_unbind(c.port, c.backend_port);
             self.io.figures.dropped_on_disconnect += self.io.held.len() as u64;
             self.io.held.clear();
@@ -332,6 +341,8 @@ impl Device for SimDisk {
     fn drop_for_new_domain(&mut self) {
         let held = core::mem::take(&mut self.io.held);
         self.io.figures.dropped_with_old_domain += held.len() as u64;
+        // The old domain's grant table went with it.
+        self.io.mapped.clear();
         self.conn = None;
         self.io.halted = None;
         self.io.skew = 0;
@@ -421,5 +432,15 @@ impl Sim {
 
     pub(super) fn serve_disk(&mut self, vdev: u32, release: bool) {
         self.serve_device(DISKS, vdev, |disk, sim| disk.serve(sim, release));
+        // Pages first seen on a persistent connection stay mapped.
+        let newly = self.backends.disks.get_mut(&vdev).map(|d| core::mem::take(&mut d.io.newly_mapped));
+        for gref in newly.unwrap_or_default() {
+            self.grant_set_flags(gref, GTF_READING | GTF_WRITING, true);
+        }
+    }
+
+    /// Grants disk `vdev`'s backend keeps mapped (a persistent connection).
+    pub fn disk_mapped(&self, vdev: u32) -> usize {
+        self.disk(vdev).map_or(0, |d| d.io.mapped.len())
     }
 }

@@ -11,7 +11,7 @@ use crate::blkif::{
     OP_READ, OP_WRITE, SECTORS_PER_PAGE, SECTOR_SIZE, SEGMENTS_PER_INDIRECT_PAGE,
 };
 use crate::sim::backend::{granted_page, push_note, BackRingPage, GrantError, GuestMemory, RingOverflow};
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::string::String;
 use std::vec::Vec;
 
@@ -27,6 +27,9 @@ const UNKNOWN_ID_MASK: u64 = 0xdead_beef_dead_beef;
 const BEYOND_RING: u32 = 1000;
 /// Log entries and notes kept (the oldest log entries go first).
 const LOG_MAX: usize = 1 << 16;
+/// Grants a persistent connection keeps mapped at most (xen-blkback's
+/// `max_persistent_grants`); pages past it are mapped per request.
+const MAX_PERSISTENT: usize = 1056;
 
 /// Why a request is answered with an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +60,12 @@ pub struct DiskIo {
     /// How far past the responses `rsp_prod` is published: 0 until
     /// `RspProdBeyondRing` applies, then for the connection.
     pub skew: u32,
+    /// This connection is persistent (`feature-persistent` both ways).
+    pub persistent: bool,
+    /// Grants kept mapped on this connection, and those first mapped in
+    /// the last serve (the simulator marks them in the guest's table).
+    pub mapped: BTreeSet<u32>,
+    pub newly_mapped: Vec<u32>,
 }
 
 impl DiskIo {
@@ -73,11 +82,27 @@ impl DiskIo {
             faults: Vec::new(),
             halted: None,
             skew: 0,
+            persistent: false,
+            mapped: BTreeSet::new(),
+            newly_mapped: Vec::new(),
         }
     }
 
     pub fn sectors(&self) -> u64 {
         (self.data.len() / SECTOR_SIZE) as u64
+    }
+
+    /// The page `gref` grants, as xen-blkback maps it: writable and kept
+    /// on a persistent connection, else as the request needs it.
+    fn map(&mut self, mem: &dyn GuestMemory, gref: u32, backend_writes: bool) -> Result<*mut u8, GrantError> {
+        if !self.persistent {
+            return granted_page(mem, gref, backend_writes);
+        }
+        let page = granted_page(mem, gref, true)?;
+        if self.mapped.len() < MAX_PERSISTENT && self.mapped.insert(gref) {
+            self.newly_mapped.push(gref);
+        }
+        Ok(page)
     }
 
     pub fn note(&mut self, what: String) {
@@ -233,7 +258,7 @@ impl DiskIo {
         }
         let mut segs = Vec::with_capacity(n);
         for &gref in &ind.indirect_grefs[..n.div_ceil(SEGMENTS_PER_INDIRECT_PAGE)] {
-            let page = granted_page(mem, gref, false).map_err(Refused::Grant)?;
+            let page = self.map(mem, gref, false).map_err(Refused::Grant)?;
             let here = (n - segs.len()).min(SEGMENTS_PER_INDIRECT_PAGE);
             for i in 0..here {
                 let mut b = [0u8; 8];
@@ -268,7 +293,7 @@ impl DiskIo {
         }
         for s in segs {
             // A read writes the guest's page.
-            pages.push(granted_page(mem, s.gref, !write).map_err(Refused::Grant)?);
+            pages.push(self.map(mem, s.gref, !write).map_err(Refused::Grant)?);
         }
         let mut at = sector as usize * SECTOR_SIZE;
         for (s, &page) in segs.iter().zip(&pages) {

@@ -80,12 +80,7 @@ impl Front {
     }
 
     fn responses(&mut self) -> Vec<Response> {
-        let mut out = Vec::new();
-        while let Some(r) = self.ring.next_response().unwrap() {
-            out.push(r);
-        }
-        self.ring.final_check_for_responses();
-        out
+        std::iter::from_fn(|| self.ring.take_response().unwrap()).collect()
     }
 }
 
@@ -142,7 +137,7 @@ fn attach_publishes_both_directories_as_libxl_does_and_fires_watches() {
     let _s = boot();
     watch("device/vbd");
     watch(&format!("{BACK}/{VDEV}/state"));
-    let features = DiskFeatures { flush: false, max_indirect_segments: 32 };
+    let features = DiskFeatures { flush: false, max_indirect_segments: 32, persistent: false };
     with(|s| s.attach_disk(VDEV, 2048, features));
     let front = |n: &str| node(&format!("/local/domain/7/device/vbd/{VDEV}/{n}"));
     assert_eq!(front("backend"), Some(format!("{BACK}/{VDEV}")));

@@ -81,15 +81,11 @@ impl Rig {
 
     /// The responses, then asks to hear of the next (as a frontend does).
     fn tx_responses(&mut self) -> Vec<TxResponse> {
-        let out = std::iter::from_fn(|| self.tx.next_response().expect("a sound ring")).collect();
-        self.tx.final_check_for_responses();
-        out
+        std::iter::from_fn(|| self.tx.take_response().expect("a sound ring")).collect()
     }
 
     fn rx_responses(&mut self) -> Vec<RxResponse> {
-        let out = std::iter::from_fn(|| self.rx.next_response().expect("a sound ring")).collect();
-        self.rx.final_check_for_responses();
-        out
+        std::iter::from_fn(|| self.rx.take_response().expect("a sound ring")).collect()
     }
 }
 

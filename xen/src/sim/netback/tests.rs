@@ -109,9 +109,7 @@ impl Front {
     }
 
     fn tx_responses(&mut self) -> Vec<TxResponse> {
-        let out = std::iter::from_fn(|| self.tx.next_response().unwrap()).collect();
-        self.tx.final_check_for_responses();
-        out
+        std::iter::from_fn(|| self.tx.take_response().unwrap()).collect()
     }
 
     /// Posts receive buffers `ids`, notifying if the backend asked.
@@ -126,9 +124,7 @@ impl Front {
     }
 
     fn rx_responses(&mut self) -> Vec<RxResponse> {
-        let out = std::iter::from_fn(|| self.rx.next_response().unwrap()).collect();
-        self.rx.final_check_for_responses();
-        out
+        std::iter::from_fn(|| self.rx.take_response().unwrap()).collect()
     }
 }
 
