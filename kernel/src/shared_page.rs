@@ -87,6 +87,26 @@ impl GrantedPage {
     }
 }
 
+impl GrantedPage {
+    /// Waits up to `ms` for the backend to unmap the page (it may go
+    /// `Closed` a moment before it does), so that dropping the page ends
+    /// the grant instead of leaking it. True once the page is unmapped.
+    pub fn wait_unmapped(&self, ms: u64) -> bool {
+        let busy = grant::GrantFlags::READING | grant::GrantFlags::WRITING;
+        let deadline = crate::time::now_ns() + ms * 1_000_000;
+        loop {
+            match grant::entry(self.gref) {
+                Ok(e) if e.flags.intersects(busy) => {}
+                _ => return true,
+            }
+            if crate::time::now_ns() >= deadline {
+                return false;
+            }
+            crate::sched::sleep_ms(10);
+        }
+    }
+}
+
 impl Drop for GrantedPage {
     fn drop(&mut self) {
         if let Err(e) = grant::end_access(self.gref) {
@@ -120,6 +140,11 @@ impl<Req: Copy, Rsp: Copy> SharedRing<Req, Rsp> {
     /// The ring page's grant ref, for the backend.
     pub fn gref(&self) -> u32 {
         self.page.gref()
+    }
+
+    /// See [`GrantedPage::wait_unmapped`].
+    pub fn wait_unmapped(&self, ms: u64) -> bool {
+        self.page.wait_unmapped(ms)
     }
 
     pub fn ring(&mut self) -> &mut FrontRing<Req, Rsp> {

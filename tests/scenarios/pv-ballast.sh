@@ -71,6 +71,10 @@ for n in mismatches duplicates errors; do
     if [ "$v" = 0 ]; then pass "blk-$n" "data/blk/51712/$n = 0"; else fail "blk-$n" "data/blk/51712/$n = '$v'"; fi
 done
 no_damage no-damage $G
+# a detach ends every grant: the backend unmapped the rings before they were dropped
+leaks=$(console_text $G | grep -c 'page leaked')
+if [ "$leaks" = 0 ]; then pass no-page-leaked "no shared page leaked across the detaches and attaches"
+else fail no-page-leaked "$leaks shared page(s) leaked: $(console_text $G | grep -m 3 'page leaked' | _oneline)"; fi
 
 # a clean shutdown, then dom0 checks the image: every sector of the range names itself
 console_mark $G

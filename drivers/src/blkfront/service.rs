@@ -236,6 +236,9 @@ fn close(disk: &Disk, front: &mut Frontend, watch: &Watch) {
         g.phase = Phase::Closed;
         g.conn.take()
     };
+    if let Some(c) = &conn {
+        c.ring.wait_unmapped(Frontend::UNMAP_WAIT_MS);
+    }
     drop(conn);
     disk.wake.wake_all();
     let _ = xenstore::write(&format!("data/blk/{}/state", disk.id), Phase::Closed.name());

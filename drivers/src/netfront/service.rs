@@ -141,6 +141,10 @@ impl PvDevice for Vif {
             g.phase = Phase::Closed;
             g.conn.take()
         };
+        if let Some(c) = &conn {
+            c.tx.wait_unmapped(Frontend::UNMAP_WAIT_MS);
+            c.rx.wait_unmapped(Frontend::UNMAP_WAIT_MS);
+        }
         drop(conn);
         self.wake.wake_all();
         let _ = xenstore::write(&format!("data/net/{}/state", self.id), Phase::Closed.name());

@@ -239,6 +239,10 @@ impl Frontend {
         }
     }
 
+    /// How long a closed device waits for the backend to unmap its rings
+    /// (xen-blkback and xen-netback unmap just after they say `Closed`).
+    pub const UNMAP_WAIT_MS: u64 = 2_000;
+
     /// Answers a closing backend: `Closing`, then `Closed` once the backend
     /// has closed too (or after `timeout_ms`: the device is gone anyway).
     pub fn close(&mut self, watch: &Watch, timeout_ms: u64) {
