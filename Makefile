@@ -2,7 +2,9 @@
 #   make            build build/ballast, build/ballast.cfg, build/memtime and build/ballastd (dom0 tools)
 #   make lab        prepare .lab/ (Debian Xen 4.17 + Linux dom0 images; cached)
 #   make run        boot ballast in the lab and show its console for ~30 s
-#   make test       host unit tests, lints, then every lab scenario (tests/lab/suite.sh groups them into boots)
+#   make test       host unit tests, lints, a bounded run of every fuzz target, then every lab scenario
+#                   (tests/lab/suite.sh groups them into boots)
+#   make fuzz       every fuzz target (fuzz/, cargo-fuzz on nightly) for FUZZ_SECONDS each, growing its corpus
 #   make lint       cargo fmt --check, cargo clippy -D warnings on the host and the target
 #   make scenario S=NAME [S="A B"]   run scenario(s) from tests/scenarios in one boot
 #   make clean      remove build/ and target/ (keeps the .lab cache; make distclean drops it)
@@ -17,7 +19,7 @@ RUNFLAGS ?=
 RUN := $(PYTHON) tests/lab/run.py $(RUNFLAGS)
 DEPS_STAMP := build/.deps-ok
 
-.PHONY: all kernel lab run test unit lint scenario clean distclean deps build/memtime build/ballastd
+.PHONY: all kernel lab run test unit lint fuzz fuzz-check scenario clean distclean deps build/memtime build/ballastd
 
 all: build/ballast build/ballast.cfg build/memtime build/ballastd
 
@@ -75,10 +77,23 @@ unit: $(DEPS_STAMP)
 
 lint: $(DEPS_STAMP)
 	$(CARGO) fmt --all -- --check
+	cd fuzz && $(CARGO) fmt -- --check
 	$(CARGO) clippy --workspace --exclude ballast-boot --all-targets -- -D warnings
 	$(CARGO) clippy --release --target $(TARGET) -p ballast-boot -- -D warnings
 
-test: unit lint all lab
+# Fuzzing (tests/fuzz/run.sh installs nightly and cargo-fuzz if missing). make test replays each
+# committed corpus and runs FUZZ_RUNS new inputs per target; make fuzz runs each for FUZZ_SECONDS
+# (TARGETS="a b" for some); tests/fuzz/run.sh count N runs exactly N per target.
+FUZZ_RUNS ?= 20000
+FUZZ_SECONDS ?= 60
+TARGETS ?=
+fuzz: $(DEPS_STAMP)
+	tests/fuzz/run.sh run $(FUZZ_SECONDS) $(TARGETS)
+
+fuzz-check: $(DEPS_STAMP)
+	tests/fuzz/run.sh check $(FUZZ_RUNS)
+
+test: unit lint fuzz-check all lab
 	RUNFLAGS="$(RUNFLAGS)" tests/lab/suite.sh
 
 scenario: all lab

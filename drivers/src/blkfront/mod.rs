@@ -21,7 +21,7 @@
 mod bench;
 mod request;
 mod service;
-mod shadow;
+pub mod shadow;
 mod window;
 
 pub mod selftest;

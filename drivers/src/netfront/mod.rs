@@ -14,6 +14,7 @@
 //! status out of range fail this vif, never the guest.
 
 mod service;
+pub use service::parse_mac;
 pub mod stack;
 
 use alloc::collections::VecDeque;

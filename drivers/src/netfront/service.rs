@@ -33,12 +33,13 @@ pub fn spawn(net: Option<super::stack::Config>) {
 }
 
 /// `xx:xx:xx:xx:xx:xx`, hex.
-fn parse_mac(raw: &str) -> Option<[u8; 6]> {
+pub fn parse_mac(raw: &str) -> Option<[u8; 6]> {
     let mut mac = [0u8; 6];
     let mut parts = raw.trim().split(':');
     for b in mac.iter_mut() {
         let p = parts.next()?;
-        if p.len() != 2 {
+        // Two hex digits exactly: `from_str_radix` alone would take "+b".
+        if p.len() != 2 || !p.bytes().all(|c| c.is_ascii_hexdigit()) {
             return None;
         }
         *b = u8::from_str_radix(p, 16).ok()?;
@@ -205,7 +206,17 @@ mod tests {
     #[test]
     fn macs_parse_and_garbage_does_not() {
         assert_eq!(parse_mac("00:16:3e:5a:0b:01\n"), Some([0, 0x16, 0x3e, 0x5a, 0x0b, 0x01]));
-        for bad in ["", "00:16:3e:5a:0b", "00:16:3e:5a:0b:01:02", "0:16:3e:5a:0b:01", "zz:16:3e:5a:0b:01", "banana"] {
+        for bad in [
+            "",
+            "00:16:3e:5a:0b",
+            "00:16:3e:5a:0b:01:02",
+            "0:16:3e:5a:0b:01",
+            "zz:16:3e:5a:0b:01",
+            "banana",
+            // Found by fuzz/text_values: a sign is no hex digit.
+            "68:68:46:68:+B:76",
+            "-1:16:3e:5a:0b:01",
+        ] {
             assert_eq!(parse_mac(bad), None, "{bad:?}");
         }
     }
