@@ -42,6 +42,8 @@
 
 use kernel::mm::ballooning::{self, Progress};
 use kernel::mm::frames::FRAMES_PER_2M;
+use kernel::rejects::{excerpt, RateLimit};
+use kernel::warn_limited;
 
 pub const PAGE_KB: u64 = 4;
 /// The most pages one `step` moves: 16 MiB, a few ms of work.
@@ -289,7 +291,6 @@ mod task {
 
     use super::*;
     use alloc::format;
-    use alloc::string::String;
     use core::sync::atomic::{AtomicU64, Ordering};
     use kernel::sched::{self, WaitQueue};
     use kernel::{time, xenstore};
@@ -326,11 +327,13 @@ mod task {
     }
 
     fn watch_target() {
+        // dom0 may rewrite the node as fast as it likes: one limit for both lines.
+        static REJECTS: RateLimit = RateLimit::new();
         xenstore::on_each_change("memory/target", "; the balloon stays put", || {
             let raw = match xenstore::read("memory/target") {
                 Ok(v) => v,
                 Err(e) => {
-                    log::warn!("balloon: reading memory/target failed: {:?}; ignored", e);
+                    warn_limited!(REJECTS, "balloon: reading memory/target failed: {:?}; ignored", e);
                     return;
                 }
             };
@@ -341,11 +344,11 @@ mod task {
                     TARGET_WAIT.wake_all();
                 }
                 Err(why) => {
-                    let shown: String = raw.chars().take(40).collect();
                     let last = TARGET_PAGES.load(Ordering::Acquire) * PAGE_KB;
-                    log::warn!(
+                    warn_limited!(
+                        REJECTS,
                         "balloon: ignoring memory/target {:?} ({:?}); staying at target {} KiB",
-                        shown,
+                        excerpt(&raw, 40),
                         why,
                         last
                     );

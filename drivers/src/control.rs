@@ -65,7 +65,12 @@ pub const FEATURES: [&str; 4] = ["feature-poweroff", "feature-reboot", "feature-
 mod task {
     use super::*;
     use kernel::power::{self, Stop};
-    use kernel::{report, sched, xenstore};
+    use kernel::rejects::{excerpt, RateLimit};
+    use kernel::{report, sched, warn_limited, xenstore};
+
+    /// dom0 may rewrite either node as fast as it likes.
+    static SHUTDOWN_REJECTS: RateLimit = RateLimit::new();
+    static SYSRQ_REJECTS: RateLimit = RateLimit::new();
 
     /// Reads and acknowledges `control/shutdown` in one transaction, as
     /// libxl expects: the value is only taken if the empty string we write
@@ -127,9 +132,11 @@ mod task {
                         // fires once; that read finds the empty value.
                     }
                     Ok(ShutdownRequest::Unknown(v)) => {
-                        log::warn!("control: ignoring unknown shutdown request {:?}", v);
+                        warn_limited!(SHUTDOWN_REJECTS, "control: ignoring unknown shutdown request {:?}", v);
                     }
-                    Err(e) => log::warn!("control: reading control/shutdown failed: {:?}; ignored", e),
+                    Err(e) => {
+                        warn_limited!(SHUTDOWN_REJECTS, "control: reading control/shutdown failed: {:?}; ignored", e)
+                    }
                 }
             }
         });
@@ -140,7 +147,7 @@ mod task {
                     Ok(v) => v,
                     Err(xen::xenstore::XsError::Errno(xenstore::Errno::ENOENT)) => return,
                     Err(e) => {
-                        log::warn!("control: reading control/sysrq failed: {:?}; ignored", e);
+                        warn_limited!(SYSRQ_REJECTS, "control: reading control/sysrq failed: {:?}; ignored", e);
                         let _ = xenstore::write("control/sysrq", "");
                         return;
                     }
@@ -153,11 +160,14 @@ mod task {
                     SysrqRequest::None => {}
                     SysrqRequest::Tasks => report::dump_tasks(),
                     SysrqRequest::Memory => report::dump_memory(),
-                    SysrqRequest::UnknownKey(c) => log::warn!("control: sysrq key {:?} has no action; ignored", c),
+                    SysrqRequest::UnknownKey(c) => {
+                        warn_limited!(SYSRQ_REJECTS, "control: sysrq key {:?} has no action; ignored", c)
+                    }
                     SysrqRequest::Garbage => {
-                        log::warn!(
+                        warn_limited!(
+                            SYSRQ_REJECTS,
                             "control: sysrq value {:?} is not a single key; ignored",
-                            value.chars().take(32).collect::<alloc::string::String>()
+                            excerpt(&value, 32)
                         )
                     }
                 }

@@ -7,8 +7,9 @@ mod task {
     use alloc::vec::Vec;
     use core::sync::atomic::Ordering;
     use kernel::mm::kernel_memory;
+    use kernel::rejects::{excerpt, RateLimit};
     use kernel::selftest::hog;
-    use kernel::{sched, selftest, smp, suspend, time, xenstore};
+    use kernel::{sched, selftest, smp, suspend, time, warn_limited, xenstore};
 
     fn publish() -> xenstore::Result<()> {
         let m = kernel_memory::figures();
@@ -60,6 +61,7 @@ mod task {
 
     /// `data/hog/mib`: the size dom0 asks the memory hog for, decimal MiB.
     fn watch_hog_size() {
+        static REJECTS: RateLimit = RateLimit::new();
         xenstore::on_each_change("data/hog/mib", "; the hog stays idle", || {
             let Ok(raw) = xenstore::read("data/hog/mib") else { return };
             match raw.trim().parse::<u64>() {
@@ -67,9 +69,10 @@ mod task {
                     log::info!("hog: asked for {} MiB (holding {} MiB)", mib, hog::HELD_MIB.load(Ordering::Relaxed));
                     hog::set_size(mib);
                 }
-                _ => log::warn!(
+                _ => warn_limited!(
+                    REJECTS,
                     "hog: ignoring data/hog/mib {:?}: not a number of MiB up to {}",
-                    raw.chars().take(40).collect::<String>(),
+                    excerpt(&raw, 40),
                     hog::MAX_MIB
                 ),
             }

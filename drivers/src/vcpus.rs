@@ -3,7 +3,8 @@
 //! run. The watch fires once when it is set up, which is the boot pass.
 
 use alloc::format;
-use kernel::{sched, smp, xenstore};
+use kernel::rejects::{excerpt, RateLimit};
+use kernel::{sched, smp, warn_limited, xenstore};
 
 /// How long a vCPU taken offline gets to stop.
 const OFFLINE_TIMEOUT_NS: u64 = 10_000_000_000;
@@ -15,7 +16,13 @@ fn wanted(v: u32) -> Option<bool> {
         Ok("online") => Some(true),
         Ok("offline") => Some(false),
         Ok(other) => {
-            log::warn!("vcpus: cpu/{}/availability = {:?} is neither online nor offline; ignored", v, other);
+            static REJECTS: RateLimit = RateLimit::new();
+            warn_limited!(
+                REJECTS,
+                "vcpus: cpu/{}/availability = {:?} is neither online nor offline; ignored",
+                v,
+                excerpt(other, 40)
+            );
             None
         }
         Err(_) => None,

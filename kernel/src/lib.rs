@@ -30,6 +30,7 @@ pub mod percpu;
 pub mod platform;
 pub mod pm;
 pub mod power;
+pub mod rejects;
 pub mod report;
 pub mod restock;
 pub mod sched;

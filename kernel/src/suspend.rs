@@ -9,6 +9,7 @@
 use crate::mm::suspend_release::{self, Released};
 use crate::mm::{aspace, physmap};
 use crate::percpu::VcpuId;
+use crate::rejects::{excerpt, RateLimit};
 use crate::suspend_seq::{self, SuspendSteps};
 use crate::{console, events, events_mask, platform, pm, restock, sched, smp, time};
 use crate::{Hv, Hypervisor};
@@ -346,7 +347,14 @@ fn read_release_switch() {
     match crate::xenstore::read("data/suspend/release").as_deref() {
         Ok("0") => RELEASE_AT_SUSPEND.store(false, Ordering::Relaxed),
         Ok("1") => RELEASE_AT_SUSPEND.store(true, Ordering::Relaxed),
-        Ok(other) => log::warn!("suspend: data/suspend/release = {:?} is neither 0 nor 1; ignored", other),
+        Ok(other) => {
+            static REJECTS: RateLimit = RateLimit::new();
+            crate::warn_limited!(
+                REJECTS,
+                "suspend: data/suspend/release = {:?} is neither 0 nor 1; ignored",
+                excerpt(other, 40)
+            )
+        }
         Err(_) => {} // not set: the command line decides
     }
 }
