@@ -36,7 +36,7 @@ sanitizer() {
     esac
 }
 
-# fuzz TARGET [libFuzzer args...]: one run, output in build/fuzz/TARGET.log; fails on a crash.
+# fuzz TARGET [libFuzzer args...]: one run, output in build/fuzz/[check-]TARGET.log; fails on a crash.
 fuzz_one() {
     local t=$1
     shift
@@ -44,25 +44,28 @@ fuzz_one() {
     local san
     san=$(sanitizer "$t")
     # One target directory per sanitizer: their flags differ, so sharing one rebuilds everything.
-    (cd fuzz && cargo +nightly fuzz run --sanitizer "$san" --target-dir "target/$san" "$t" "$@") >"build/fuzz/$t.log" 2>&1
+    (cd fuzz && cargo +nightly fuzz run --sanitizer "$san" --target-dir "target/$san" "$t" "$@") >"build/fuzz/$LOG_PREFIX$t.log" 2>&1
 }
 
 # The number of inputs a finished run executed ("Done N runs" from -runs, "#N DONE" otherwise).
 runs_done() {
-    grep -Eo '^Done [0-9]+ runs|^#[0-9]+[[:space:]]+DONE' "build/fuzz/$1.log" | tail -n 1 | grep -Eo '[0-9]+'
+    grep -Eo '^Done [0-9]+ runs|^#[0-9]+[[:space:]]+DONE' "build/fuzz/$LOG_PREFIX$1.log" | tail -n 1 | grep -Eo '[0-9]+'
 }
 
 report() {
     local t=$1 rc=$2
     if [ "$rc" -ne 0 ]; then
         echo "FAIL fuzz $t (exit $rc); the log ends:"
-        tail -n 30 "build/fuzz/$t.log"
+        tail -n 30 "build/fuzz/$LOG_PREFIX$t.log"
         return 1
     fi
     echo "fuzz $t: $(runs_done "$t") runs, no crash"
 }
 
 mode=${1:-check}
+# A check's logs are named apart, so that it can run beside a campaign.
+LOG_PREFIX=
+[ "$mode" = check ] && LOG_PREFIX=check-
 shift || true
 setup
 failed=0
