@@ -11,7 +11,7 @@ mkdir -p build/lab
 # One line per boot: run.py options and scenarios.
 GROUPS_FILE=$(mktemp)
 cat >"$GROUPS_FILE" <<'GROUPS'
-core|boot crash shutdown xenstore tasks badinput
+core|boot crash shutdown xenstore tasks badinput hostile-dom0
 suspend|save-restore checkpoint unpinned refuse cycles
 migrate|migrate migrate-balloon migrate-busy migrate-fail
 xhost-1|--disk build/lab/xhost.img cross-host-save

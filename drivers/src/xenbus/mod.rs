@@ -11,6 +11,8 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
+use kernel::rejects::{excerpt, RateLimit};
+use kernel::warn_limited;
 use kernel::xenstore::{self, Watch, XsError};
 use xen::xenbus::{frontend_step, BadState, FrontendStep, ProtocolError, XenbusState};
 
@@ -67,6 +69,7 @@ impl From<XsError> for FrontendError {
 /// The numeric ids under `device/<class>`, lowest first; names that are
 /// not numbers are logged and left out. No directory: no devices.
 pub fn device_ids(class: &str) -> Vec<u32> {
+    static NOT_A_NUMBER: RateLimit = RateLimit::new();
     let dir = format!("device/{class}");
     let names = match xenstore::directory(&dir) {
         Ok(n) => n,
@@ -77,7 +80,8 @@ pub fn device_ids(class: &str) -> Vec<u32> {
         .filter_map(|n| match n.parse::<u32>() {
             Ok(id) => Some(id),
             Err(_) => {
-                log::warn!("xenbus: {dir}/{n:?} is not a device number; ignored");
+                // Every rescan meets the same names again: one limit for all classes.
+                warn_limited!(NOT_A_NUMBER, "xenbus: {}/{:?} is not a device number; ignored", dir, excerpt(n, 40));
                 None
             }
         })
