@@ -226,10 +226,10 @@ pub fn rebind_all(start_info_port: impl Fn(&str) -> Option<u32>) -> usize {
     for mut s in old {
         let port = match s.binding {
             Binding::FromStartInfo => start_info_port(s.name),
-            b => match bind_raw(b) {
+            b => match crate::transient::retry(format_args!("event: rebinding {:?}", b), || bind_raw(b)) {
                 Ok(p) => Some(p),
                 Err(e) => {
-                    log::error!("event: rebinding {} ({:?}) failed: {:?}", s.name, b, e);
+                    log::error!("event: rebinding {} ({:?}) failed: {:?}; it gets no events", s.name, b, e);
                     None
                 }
             },

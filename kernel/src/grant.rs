@@ -271,7 +271,8 @@ impl crate::pm::Device for GrantDevice {
     fn resume(&self) {
         let mut guard = TABLE.lock();
         let Some(t) = guard.as_mut() else { return };
-        match setup_and_map(t.mfns.len()) {
+        let frames = t.mfns.len();
+        match crate::transient::retry(format_args!("grant: setting the table up again"), || setup_and_map(frames)) {
             Ok(mfns) => {
                 t.mfns = mfns;
                 for g in &t.grants {
@@ -284,7 +285,13 @@ impl crate::pm::Device for GrantDevice {
                     t.grants.len()
                 );
             }
-            Err(e) => log::error!("grant: after resume: {:?}", e),
+            Err(e) => {
+                // The old frames are gone with the old domain: no table at
+                // all, so that every grant fails cleanly rather than write
+                // through a mapping that no longer exists.
+                log::error!("grant: no table after the resume ({:?}); {} grants lost", e, t.grants.len());
+                *guard = None;
+            }
         }
     }
     fn cancel(&self) {

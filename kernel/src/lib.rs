@@ -43,5 +43,6 @@ pub mod suspend_seq;
 #[cfg(not(target_os = "none"))]
 pub mod testing;
 pub mod time;
+pub mod transient;
 pub mod traps;
 pub mod xenstore;

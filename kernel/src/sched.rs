@@ -270,17 +270,32 @@ impl Scheduler {
         }
     }
 
+    /// Arms Xen's one-shot timer for the earliest deadline. If Xen refuses,
+    /// nothing counts as armed: the next call tries again, and meanwhile
+    /// `timer_missing` keeps the vCPU from blocking without a wake-up.
     fn arm_timer(&mut self) {
         let want = self.earliest_deadline();
         let armed = &mut self.vcpus.here_mut().armed;
         if want != *armed {
             *armed = want;
             if let Some(d) = want {
-                let _ = Hv::set_timer(time::clock().to_system(d));
+                if Hv::set_timer(time::clock().to_system(d)).is_err() {
+                    *armed = None;
+                    TIMER_REFUSALS.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
     }
+
+    /// A deadline is due to come but Xen's timer is not armed for it.
+    fn timer_missing(&self) -> bool {
+        self.vcpus.here().armed.is_none() && self.earliest_deadline().is_some()
+    }
 }
+
+/// Times Xen refused `set_timer_op` since the idle loop last said so: the
+/// refusal happens under the scheduler's lock, where nothing may log.
+static TIMER_REFUSALS: AtomicU64 = AtomicU64::new(0);
 
 /// No vCPU runs this task id (a vCPU's slot before it starts).
 const NO_TASK: TaskId = TaskId::MAX;
@@ -574,15 +589,30 @@ pub fn idle_once() {
         events_mask::unmask();
         return;
     }
-    let nothing_to_do = {
+    let (nothing_to_do, timer_missing) = {
         let mut g = SCHED.lock();
         let s = g.as_mut().unwrap();
         s.wake_sleepers(time::now_ns());
         s.arm_timer();
-        let idle = !s.has_work_here() && !smp::stop_requested_here();
+        let missing = s.timer_missing();
+        let idle = !s.has_work_here() && !smp::stop_requested_here() && !missing;
         s.vcpus.here_mut().blocked_in_xen = idle;
-        idle
+        (idle, missing)
     };
+    let refusals = TIMER_REFUSALS.swap(0, Ordering::Relaxed);
+    if refusals > 0 || timer_missing {
+        static REFUSED: crate::rejects::RateLimit = crate::rejects::RateLimit::new();
+        events_mask::unmask();
+        let now = if timer_missing { "polling until it does" } else { "armed since" };
+        crate::warn_limited!(REFUSED, "sched: Xen refused to arm the timer {} time(s); {}", refusals, now);
+        // Events ran meanwhile: look for work again before blocking, and
+        // never block without a timer (it could sleep past every deadline).
+        SCHED.lock().as_mut().unwrap().vcpus.here_mut().blocked_in_xen = false;
+        if timer_missing {
+            Hv::yield_now();
+        }
+        return;
+    }
     if nothing_to_do {
         // SCHEDOP_block unmasks events atomically with blocking, and
         // returns at once if one is already pending (an IPI sent since).

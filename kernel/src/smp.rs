@@ -84,6 +84,8 @@ pub enum SmpError {
     StopsItself(VcpuId),
     /// Xen refused to start it.
     Refused(VcpuId, XenError),
+    /// Its timer or IPI could not be bound: it is not started.
+    NoPorts(VcpuId, events::EventError),
 }
 
 pub fn state(v: VcpuId) -> VcpuState {
@@ -158,7 +160,8 @@ pub fn init() {
     }
     POSSIBLE.store(n, Ordering::Release);
     stop_periodic_timer_here();
-    bind_vcpu_ports(0);
+    // Without its timer vCPU 0 would never wake a sleeper: nothing to run on.
+    bind_vcpu_ports(0).expect("binding vCPU 0's timer and IPI");
     log::info!("smp: the domain has {} vCPUs; vCPU 0 runs", n);
 }
 
@@ -173,19 +176,22 @@ pub fn stop_periodic_timer_here() {
     }
 }
 
-/// Binds vCPU `v`'s timer VIRQ and IPI (once: the bindings table carries
-/// them into every new domain).
-fn bind_vcpu_ports(v: VcpuId) {
-    if events::port_bound_to(Binding::Virq { virq: VIRQ_TIMER, vcpu: v }).is_none() {
-        events::bind(Binding::Virq { virq: VIRQ_TIMER, vcpu: v }, "timer", |_| sched::on_timer())
-            .expect("binding a vCPU's VIRQ_TIMER");
+/// Binds vCPU `v`'s timer VIRQ and IPI, from any vCPU, before `v` runs
+/// (once: the bindings table carries them into every new domain). A vCPU
+/// without both could sleep through its deadlines or never be woken to
+/// stop, so a refusal keeps it from starting; what did bind stays for the
+/// next try.
+fn bind_vcpu_ports(v: VcpuId) -> Result<(), SmpError> {
+    let timer = Binding::Virq { virq: VIRQ_TIMER, vcpu: v };
+    if events::port_bound_to(timer).is_none() {
+        events::bind(timer, "timer", |_| sched::on_timer()).map_err(|e| SmpError::NoPorts(v, e))?;
     }
     if events::port_bound_to(Binding::Ipi { vcpu: v }).is_none() {
-        match events::bind(Binding::Ipi { vcpu: v }, "ipi", |_| sched::on_ipi()) {
-            Ok(p) => IPI_PORT[v as usize].store(p, Ordering::Release),
-            Err(e) => log::error!("smp: no IPI for vCPU {}: {:?}", v, e),
-        }
+        let port =
+            events::bind(Binding::Ipi { vcpu: v }, "ipi", |_| sched::on_ipi()).map_err(|e| SmpError::NoPorts(v, e))?;
+        IPI_PORT[v as usize].store(port, Ordering::Release);
     }
+    Ok(())
 }
 
 /// Reads every vCPU's IPI port again from the bindings table (after they
@@ -321,15 +327,29 @@ pub fn start(v: VcpuId) -> Result<(), SmpError> {
                 Hv::yield_now();
             }
             set_state(v, VcpuState::Running);
-            Hv::vcpu_up(v).map_err(|e| SmpError::Refused(v, e))
+            Hv::vcpu_up(v).map_err(|e| {
+                set_state(v, VcpuState::Stopped);
+                SmpError::Refused(v, e)
+            })
         }
         VcpuState::Fresh => {
-            bind_vcpu_ports(v);
+            bind_vcpu_ports(v)?;
             set_state(v, VcpuState::Running);
             start_fresh(v).inspect_err(|_| set_state(v, VcpuState::Fresh))
         }
         s => Err(SmpError::WrongState(v, s)),
     }
+}
+
+/// Starts vCPU `v`, online before a suspend, again after it (a few
+/// tries: see `transient`). If Xen keeps refusing, `v` counts as offline
+/// (its tasks run elsewhere) until dom0 asks for it again.
+pub fn restart(v: VcpuId) -> Result<(), SmpError> {
+    crate::transient::retry(format_args!("smp: restarting vCPU {}", v), || start(v)).inspect_err(|_| {
+        ONLINE.fetch_and(!(1 << v), Ordering::AcqRel);
+        sched::rearm_timer();
+        sched::kick_idle();
+    })
 }
 
 fn start_fresh(v: VcpuId) -> Result<(), SmpError> {
@@ -339,18 +359,24 @@ fn start_fresh(v: VcpuId) -> Result<(), SmpError> {
         // SAFETY: vcpu_info is mapped; the vCPU is down, so nobody else writes its mask.
         unsafe { core::ptr::addr_of_mut!((*vi).evtchn_upcall_mask).write_volatile(1) };
     }
-    start_context(v).map_err(|e| SmpError::Refused(v, e))
+    match initialise_context(v) {
+        // An earlier try got this far and was refused at VCPUOP_up: its
+        // context stands (Xen takes one only once per domain).
+        Ok(()) | Err(XenError::EEXIST) => {}
+        Err(e) => return Err(SmpError::Refused(v, e)),
+    }
+    Hv::vcpu_up(v).map_err(|e| SmpError::Refused(v, e))
 }
 
 #[cfg(target_os = "none")]
-fn start_context(v: VcpuId) -> Result<(), XenError> {
-    start::start_fresh(v)
+fn initialise_context(v: VcpuId) -> Result<(), XenError> {
+    start::initialise(v)
 }
 
 /// On the simulated Xen a vCPU is a host thread with a stack of its own:
 /// the context names only where it starts.
 #[cfg(not(target_os = "none"))]
-fn start_context(v: VcpuId) -> Result<(), XenError> {
+fn initialise_context(v: VcpuId) -> Result<(), XenError> {
     extern "C" fn entry() -> ! {
         secondary_main()
     }
@@ -360,8 +386,7 @@ fn start_context(v: VcpuId) -> Result<(), XenError> {
     ctx.user_regs.__bindgen_anon_8.rip = entry as *const () as u64;
     // SAFETY: on the simulated Xen the context only names the entry, a
     // function that never returns, as its contract asks.
-    unsafe { Hv::vcpu_initialise(v, &ctx) }?;
-    Hv::vcpu_up(v)
+    unsafe { Hv::vcpu_initialise(v, &ctx) }
 }
 
 /// Where a vCPU asked to stop does so (its idle loop, events masked,

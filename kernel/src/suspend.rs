@@ -189,8 +189,8 @@ impl SuspendSteps for RealSteps {
     /// afresh (its timer and IPI already rebound with every other port).
     fn wake_vcpus(&mut self) {
         for &v in &self.stopped {
-            if let Err(e) = smp::start(v) {
-                log::error!("suspend: vCPU {} cannot be started again: {:?}", v, e);
+            if let Err(e) = smp::restart(v) {
+                log::error!("suspend: vCPU {} cannot be started again: {:?}; offline until dom0 asks again", v, e);
             }
         }
     }

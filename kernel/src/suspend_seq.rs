@@ -210,6 +210,10 @@ pub fn run<S: SuspendSteps>(s: &mut S) -> (Outcome, Timings) {
         step(s, format_args!("resumed in a new domain: {} event channels rebound", ports));
         (Outcome::Resumed, DeviceUndo::Resume, after)
     } else {
+        if rc < 0 {
+            // Xen did not suspend at all: the same domain runs on, as after a cancel.
+            log::warn!("suspend: Xen refused the suspend (rc {}); continuing as after a cancel", rc);
+        }
         s.undo_canonicalise();
         let after = s.now_ns();
         lap.set(after);

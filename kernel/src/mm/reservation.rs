@@ -29,6 +29,8 @@ use super::kernel_memory;
 use super::pagetable::{data_entry, indices, update_ptr};
 use super::physmap::{self, pfn_to_mfn, set_p2m};
 use crate::platform::pfn_to_va;
+use crate::rejects::RateLimit;
+use crate::warn_limited;
 use crate::{Hv, Hypervisor, XenError};
 use alloc::vec::Vec;
 use xen::abi::{mmu_update, INVALID_MFN};
@@ -118,11 +120,11 @@ fn unmap_and_invalidate(pairs: &[(u64, u64)]) -> bool {
         }
     }
     // SAFETY: the caller hands over these free frames; nothing refers to them.
-    if unsafe { Hv::mmu_update(&reqs) }.is_err() {
-        restore(pairs);
-        return false;
-    }
-    if flush_tlb().is_err() {
+    let unmapped = unsafe { Hv::mmu_update(&reqs) }.and_then(|()| flush_tlb());
+    if let Err(e) = unmapped {
+        // Xen refuses these only when it is short itself: keep the frames.
+        static REFUSED: RateLimit = RateLimit::new();
+        warn_limited!(REFUSED, "reservation: unmapping {} frames refused ({:?}); they stay", pairs.len(), e);
         restore(pairs);
         return false;
     }

@@ -50,11 +50,11 @@ fn stack_top(v: VcpuId) -> u64 {
     stacks[v as usize]
 }
 
-/// `VCPUOP_initialise` then `VCPUOP_up` for vCPU `v`, down and without a
-/// context: it starts in `ballast_secondary_entry` on its own stack, with
+/// `VCPUOP_initialise` for vCPU `v`, down and without a context: once
+/// `VCPUOP_up`, it starts in `ballast_secondary_entry` on its own stack, with
 /// the kernel's page tables, Xen's flat kernel segments (no GDT of its
 /// own, like vCPU 0), and its GS base on its per-vCPU area.
-pub(super) fn start_fresh(v: VcpuId) -> Result<(), XenError> {
+pub(super) fn initialise(v: VcpuId) -> Result<(), XenError> {
     let top = stack_top(v);
     // SAFETY: vcpu_guest_context is plain integers; all-zero is a valid value.
     let mut ctx: Box<vcpu_guest_context> = Box::new(unsafe { core::mem::zeroed() });
@@ -75,6 +75,5 @@ pub(super) fn start_fresh(v: VcpuId) -> Result<(), XenError> {
     // SAFETY: the entry stub is written for this start, the stack is v's
     // alone, the root is the kernel's (pinned by Xen since boot) and the GS
     // base is v's area.
-    unsafe { Hv::vcpu_initialise(v, &ctx) }?;
-    Hv::vcpu_up(v)
+    unsafe { Hv::vcpu_initialise(v, &ctx) }
 }
