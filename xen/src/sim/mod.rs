@@ -64,6 +64,58 @@ pub struct Faults {
     pub refuse_binds: bool,
     /// Pinning page tables fails from now on.
     pub refuse_pins: bool,
+    /// One call Xen refuses, chosen by the test.
+    pub fail: Option<Failure>,
+    /// How many chosen failures Xen has returned.
+    pub failures_returned: u64,
+}
+
+/// The `skip`+1-th call of hypercall `call` (from now on) returns `error`,
+/// once. `call` is the name the sim counts calls by; only calls that Xen
+/// may refuse for reasons outside the guest (memory, ports, vCPUs, grant
+/// frames, the suspend itself) can be chosen: a refused page-table update
+/// means the guest broke a rule, which the sim reports as a violation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failure {
+    pub call: &'static str,
+    pub skip: u32,
+    pub error: XenError,
+}
+
+impl Faults {
+    /// The hypercalls a [`Failure`] may name.
+    pub const FALLIBLE: [&'static str; 17] = [
+        "set_timer",
+        "vcpu_initialise",
+        "vcpu_up",
+        "stop_periodic_timer",
+        "mmuext_op",
+        "decrease_reservation",
+        "populate_physmap",
+        "current_reservation",
+        "maximum_reservation",
+        "bind_virq",
+        "bind_ipi",
+        "bind_interdomain",
+        "alloc_unbound",
+        "close_port",
+        "grant_setup_table",
+        "grant_query_size",
+        "suspend",
+    ];
+
+    /// Whether this call of `call` is the one to refuse, and with what.
+    fn refuse(&mut self, call: &'static str) -> Option<XenError> {
+        let f = self.fail.as_mut().filter(|f| f.call == call)?;
+        if f.skip > 0 {
+            f.skip -= 1;
+            return None;
+        }
+        let error = f.error;
+        self.fail = None;
+        self.failures_returned += 1;
+        Some(error)
+    }
 }
 
 /// System time: it runs with the host's TSC, scaled up so that timeouts
@@ -219,6 +271,12 @@ impl Sim {
     /// Queues what the next suspend hypercall does.
     pub fn plan_suspend(&mut self, plan: SuspendPlan) {
         self.plans.push_back(plan);
+    }
+
+    /// The toolstack gives up on the suspends it planned (the guest
+    /// refused them before reaching Xen).
+    pub fn forget_plans(&mut self) {
+        self.plans.clear();
     }
 
     pub fn store_port(&self) -> u32 {
@@ -497,6 +555,14 @@ fn sim<R>(name: &'static str, f: impl FnOnce(&mut Sim) -> R) -> R {
     r
 }
 
+/// A hypercall Xen may refuse: `f`, unless the test chose this call to fail.
+fn fallible<T>(name: &'static str, f: impl FnOnce(&mut Sim) -> Result<T, XenError>) -> Result<T, XenError> {
+    sim(name, |s| match s.faults.refuse(name) {
+        Some(e) => Err(e),
+        None => f(s),
+    })
+}
+
 /// Runs the guest's event callback while vCPU 0 has an event pending and
 /// unmasked: Xen masks events on entry, and the guest's `iret` unmasks them
 /// again, after which anything raised meanwhile is delivered in turn.
@@ -532,7 +598,14 @@ impl Hypervisor for SimXen {
     }
 
     unsafe fn suspend(start_info_mfn: u64) -> i64 {
-        sim("suspend", |s| domain::suspend(s, start_info_mfn))
+        sim("suspend", |s| match s.faults.refuse("suspend") {
+            // Xen did not suspend: the toolstack's plan for it goes too.
+            Some(e) => {
+                s.plans.pop_front();
+                e.0
+            }
+            None => domain::suspend(s, start_info_mfn),
+        })
     }
 
     fn block() {
@@ -608,7 +681,7 @@ impl Hypervisor for SimXen {
 
     unsafe fn mmuext_op(ops: &[MmuExtOp]) -> Result<(), XenError> {
         use crate::abi::mmu;
-        sim("mmuext_op", |s| {
+        fallible("mmuext_op", |s| {
             for op in ops {
                 match op.cmd {
                     mmu::EXT_PIN_L4_TABLE if s.faults.refuse_pins => return Err(XenError::ENOMEM),
@@ -628,19 +701,19 @@ impl Hypervisor for SimXen {
     }
 
     unsafe fn decrease_reservation(mfns: &[u64], order: u32) -> Result<usize, XenError> {
-        sim("decrease_reservation", |s| Ok(s.decrease(mfns, order)))
+        fallible("decrease_reservation", |s| Ok(s.decrease(mfns, order)))
     }
 
     fn populate_physmap(extents: &mut [u64], order: u32) -> Result<usize, XenError> {
-        sim("populate_physmap", |s| Ok(s.memory_op_frames(extents, order)))
+        fallible("populate_physmap", |s| Ok(s.memory_op_frames(extents, order)))
     }
 
     fn current_reservation() -> Result<u64, XenError> {
-        sim("current_reservation", |s| Ok(s.owned_pages()))
+        fallible("current_reservation", |s| Ok(s.owned_pages()))
     }
 
     fn maximum_reservation() -> Result<u64, XenError> {
-        sim("maximum_reservation", |s| Ok(s.max_pages))
+        fallible("maximum_reservation", |s| Ok(s.max_pages))
     }
 
     fn mfn_to_pfn(mfn: u64) -> u64 {
@@ -648,23 +721,23 @@ impl Hypervisor for SimXen {
     }
 
     fn bind_virq(virq: u32, vcpu: u32) -> Result<u32, XenError> {
-        sim("bind_virq", |s| s.alloc_port(PortKind::Virq { virq, vcpu }))
+        fallible("bind_virq", |s| s.alloc_port(PortKind::Virq { virq, vcpu }))
     }
 
     fn bind_ipi(vcpu: u32) -> Result<u32, XenError> {
-        sim("bind_ipi", |s| s.alloc_port(PortKind::Ipi { vcpu }))
+        fallible("bind_ipi", |s| s.alloc_port(PortKind::Ipi { vcpu }))
     }
 
     fn bind_interdomain(remote_dom: u16, remote_port: u32) -> Result<u32, XenError> {
-        sim("bind_interdomain", |s| s.alloc_port(PortKind::Interdomain { remote_dom, remote_port }))
+        fallible("bind_interdomain", |s| s.alloc_port(PortKind::Interdomain { remote_dom, remote_port }))
     }
 
     fn alloc_unbound(remote_dom: u16) -> Result<u32, XenError> {
-        sim("alloc_unbound", |s| s.alloc_port(PortKind::Unbound { remote_dom }))
+        fallible("alloc_unbound", |s| s.alloc_port(PortKind::Unbound { remote_dom }))
     }
 
     fn close_port(port: u32) -> Result<(), XenError> {
-        sim("close_port", |s| s.ports.remove(&port).map(drop).ok_or(XenError::EINVAL))
+        fallible("close_port", |s| s.ports.remove(&port).map(drop).ok_or(XenError::EINVAL))
     }
 
     fn unmask_port(port: u32) {
@@ -703,7 +776,7 @@ impl Hypervisor for SimXen {
     }
 
     fn grant_setup_table(frames: &mut [u64]) -> Result<(), XenError> {
-        sim("grant_setup_table", |s| {
+        fallible("grant_setup_table", |s| {
             while s.grant_frames.len() < frames.len() {
                 let f = s.mem.new_xen_page();
                 s.grant_frames.push(f);
@@ -714,7 +787,7 @@ impl Hypervisor for SimXen {
     }
 
     fn grant_query_size() -> Result<(u32, u32), XenError> {
-        sim("grant_query_size", |s| Ok((s.grant_frames.len() as u32, 64)))
+        fallible("grant_query_size", |s| Ok((s.grant_frames.len() as u32, 64)))
     }
 }
 

@@ -272,7 +272,7 @@ pub(super) fn block() {
 
 /// `VCPUOP_initialise`: vCPU `v` gets a context to start from.
 pub(super) fn initialise(v: u32, entry: u64) -> Result<(), XenError> {
-    super::sim("vcpu_initialise", |s| {
+    super::fallible("vcpu_initialise", |s| {
         let c = s.vcpus.get_mut(v as usize).filter(|_| v != 0).ok_or(XenError::ENOENT)?;
         if c.entry.is_some() {
             return Err(XenError::EEXIST);
@@ -286,7 +286,7 @@ pub(super) fn initialise(v: u32, entry: u64) -> Result<(), XenError> {
 /// `VCPUOP_up`: runs vCPU `v` again where it downed itself, or starts it
 /// at its entry on a new host thread.
 pub(super) fn up(v: u32) -> Result<(), XenError> {
-    let start = super::sim("vcpu_up", |s| {
+    let start = super::fallible("vcpu_up", |s| {
         let boot = s.boot;
         let c = s.vcpus.get_mut(v as usize).ok_or(XenError::ENOENT)?;
         if c.up {
@@ -342,7 +342,7 @@ pub(super) fn is_up(v: u32) -> Result<bool, XenError> {
 
 /// `VCPUOP_stop_periodic_timer`.
 pub(super) fn stop_periodic_timer(v: u32) -> Result<(), XenError> {
-    super::sim("stop_periodic_timer", |s| {
+    super::fallible("stop_periodic_timer", |s| {
         s.vcpus.get_mut(v as usize).ok_or(XenError::ENOENT)?.periodic_next_ns = None;
         Ok(())
     })
@@ -351,7 +351,7 @@ pub(super) fn stop_periodic_timer(v: u32) -> Result<(), XenError> {
 /// `set_timer_op` on the calling vCPU.
 pub(super) fn set_timer(deadline_ns: u64) -> Result<(), XenError> {
     let v = current_vcpu();
-    super::sim("set_timer", |s| {
+    super::fallible("set_timer", |s| {
         s.vcpus[v as usize].timer_ns = (deadline_ns != 0).then_some(deadline_ns);
         s.advance(0);
         Ok(())
