@@ -6,6 +6,9 @@
 #   run.sh count RUNS [TARGET...]  a campaign of exactly RUNS executions per target; prints one line
 #                                  per target ("<target>: <n> runs, no crash") and keeps the logs in
 #                                  build/fuzz/
+#   run.sh tally                   the executions each target has had, summed from fuzz/campaign.tsv
+# Every `run` and `count` appends one line per target to fuzz/campaign.tsv (date, target, runs,
+# sanitizer, outcome): campaigns span sessions, each resuming from the corpus the last one grew.
 # Targets over raw memory (the rings) run under AddressSanitizer; the others, safe Rust whose
 # failures are panics and assertion errors, run without a sanitizer (about three times the speed)
 # unless SANITIZER is set.
@@ -62,12 +65,24 @@ report() {
     echo "fuzz $t: $(runs_done "$t") runs, no crash"
 }
 
+# ledger TARGET RC: one line in fuzz/campaign.tsv for a campaign's run of TARGET. A crashed run
+# counts the executions its log reached.
+ledger() {
+    local t=$1 rc=$2 n outcome=ok
+    n=$(runs_done "$t" || true)
+    if [ "$rc" -ne 0 ] || [ -z "$n" ]; then
+        outcome=crash
+        n=$(grep -Eo '^#[0-9]+' "build/fuzz/$LOG_PREFIX$t.log" | tail -n 1 | tr -d '#' || true)
+    fi
+    printf '%s\t%s\t%s\t%s\t%s\n' "$(date -u +%F)" "$t" "${n:-0}" "$(sanitizer "$t")" "$outcome" >>fuzz/campaign.tsv
+}
+
 mode=${1:-check}
 # A check's logs are named apart, so that it can run beside a campaign.
 LOG_PREFIX=
 [ "$mode" = check ] && LOG_PREFIX=check-
 shift || true
-setup
+[ "$mode" = tally ] || setup
 failed=0
 case "$mode" in
     check)
@@ -90,6 +105,7 @@ case "$mode" in
         for t in $(targets "$@"); do
             rc=0
             fuzz_one "$t" -- -max_total_time="$secs" || rc=$?
+            ledger "$t" "$rc"
             report "$t" "$rc" || failed=1
         done
         ;;
@@ -100,12 +116,21 @@ case "$mode" in
             rc=0
             start=$(date +%s)
             fuzz_one "$t" -- -runs="$runs" || rc=$?
+            ledger "$t" "$rc"
             report "$t" "$rc" || failed=1
             echo "  ($(( $(date +%s) - start )) s, sanitizer $(sanitizer "$t"))"
         done
         ;;
+    tally)
+        # Runs since the last crash of each target: a crash restarts its count (the fix changes
+        # the code under test).
+        awk -F'\t' '$5 == "crash" { n[$2] = 0; c[$2]++; next } { n[$2] += $3 }
+            END { for (t in n) printf "%-18s %12d runs since its last crash (%d crash(es) before)\n", t, n[t], c[t] }' \
+            fuzz/campaign.tsv | sort
+        exit 0
+        ;;
     *)
-        echo "usage: run.sh check [RUNS] | run SECONDS [TARGET...] | count RUNS [TARGET...]" >&2
+        echo "usage: run.sh check [RUNS] | run SECONDS [TARGET...] | count RUNS [TARGET...] | tally" >&2
         exit 2
         ;;
 esac
