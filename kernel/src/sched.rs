@@ -601,13 +601,14 @@ pub fn idle_once() {
     };
     let refusals = TIMER_REFUSALS.swap(0, Ordering::Relaxed);
     if refusals > 0 || timer_missing {
-        static REFUSED: crate::rejects::RateLimit = crate::rejects::RateLimit::new();
+        // Logging lets events run: look for work again before blocking
+        // (the lock is taken while events are still masked, as everywhere),
+        // and never block without a timer (it could sleep past every deadline).
+        SCHED.lock().as_mut().unwrap().vcpus.here_mut().blocked_in_xen = false;
         events_mask::unmask();
+        static REFUSED: crate::rejects::RateLimit = crate::rejects::RateLimit::new();
         let now = if timer_missing { "polling until it does" } else { "armed since" };
         crate::warn_limited!(REFUSED, "sched: Xen refused to arm the timer {} time(s); {}", refusals, now);
-        // Events ran meanwhile: look for work again before blocking, and
-        // never block without a timer (it could sleep past every deadline).
-        SCHED.lock().as_mut().unwrap().vcpus.here_mut().blocked_in_xen = false;
         if timer_missing {
             Hv::yield_now();
         }
