@@ -20,7 +20,7 @@
 //! `BALLAST_MODEL_SEEDS="1 2 3"` and `BALLAST_MODEL_STEPS=N` run more.
 
 use kernel::mm::{ballooning, kernel_memory};
-use kernel::testing::{assert_no_violations, boot, request_suspend, run_until, sim, store};
+use kernel::testing::{assert_no_violations, boot, request_suspend, run_until, sim, store, Rng};
 use kernel::{events, smp};
 use std::sync::atomic::Ordering;
 use xen::seam::XenError;
@@ -28,21 +28,6 @@ use xen::sim::{Failure, Faults, SimConfig, SuspendPlan};
 
 const PAGES: u64 = 8192;
 const VCPUS: u32 = 4;
-
-/// xorshift64*: enough to pick steps, and the same on every machine.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 #[derive(Debug, Clone, Copy)]
 enum Step {
@@ -261,10 +246,6 @@ fn refused_step(model: &mut Model, failure: Failure, then: &Step) {
         sim(|s| s.forget_plans());
     }
     model.suspends = now.suspends;
-    sim(|s| {
-        s.faults.populate_budget = None;
-        s.faults.decrease_budget = None;
-    });
     plain_step(model, *then);
 }
 

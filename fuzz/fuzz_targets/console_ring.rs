@@ -25,14 +25,7 @@ enum Op {
 }
 
 fuzz_target!(|ops: Vec<Op>| {
-    let raw = Box::into_raw(Box::new(ConsoleInterface {
-        input: [0; IN_SIZE],
-        output: [0; OUT_SIZE],
-        in_cons: 0,
-        in_prod: 0,
-        out_cons: 0,
-        out_prod: 0,
-    }));
+    let raw = Box::into_raw(Box::new(ConsoleInterface::zeroed()));
     // SAFETY: `raw` is a live heap allocation, freed only at the end.
     let mut ring = unsafe { ConsoleRing::new(raw) };
     let mut to_peer: VecDeque<u8> = VecDeque::new();

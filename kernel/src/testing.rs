@@ -104,3 +104,21 @@ pub fn request_suspend(plan: Option<xen::sim::SuspendPlan>) -> crate::suspend::F
     run_until("the released memory to come back", 60_000, || !crate::restock::pending());
     crate::suspend::figures()
 }
+
+/// xorshift64*: a deterministic source for tests that pick random
+/// operations, the same sequence on every machine.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A value in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+}

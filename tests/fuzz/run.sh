@@ -77,6 +77,15 @@ ledger() {
     printf '%s\t%s\t%s\t%s\t%s\n' "$(date -u +%F)" "$t" "${n:-0}" "$(sanitizer "$t")" "$outcome" >>fuzz/campaign.tsv
 }
 
+# campaign TARGET [libFuzzer args...]: one run of a campaign, written in the ledger and reported.
+campaign() {
+    local t=$1 rc=0
+    shift
+    fuzz_one "$t" "$@" || rc=$?
+    ledger "$t" "$rc"
+    report "$t" "$rc"
+}
+
 mode=${1:-check}
 # A check's logs are named apart, so that it can run beside a campaign.
 LOG_PREFIX=
@@ -103,21 +112,15 @@ case "$mode" in
         secs=${1:?usage: run.sh run SECONDS [TARGET...]}
         shift
         for t in $(targets "$@"); do
-            rc=0
-            fuzz_one "$t" -- -max_total_time="$secs" || rc=$?
-            ledger "$t" "$rc"
-            report "$t" "$rc" || failed=1
+            campaign "$t" -- -max_total_time="$secs" || failed=1
         done
         ;;
     count)
         runs=${1:?usage: run.sh count RUNS [TARGET...]}
         shift
         for t in $(targets "$@"); do
-            rc=0
             start=$(date +%s)
-            fuzz_one "$t" -- -runs="$runs" || rc=$?
-            ledger "$t" "$rc"
-            report "$t" "$rc" || failed=1
+            campaign "$t" -- -runs="$runs" || failed=1
             echo "  ($(( $(date +%s) - start )) s, sanitizer $(sanitizer "$t"))"
         done
         ;;

@@ -19,6 +19,13 @@ pub struct ConsoleInterface {
     pub out_prod: u32,
 }
 
+impl ConsoleInterface {
+    /// A page as the toolstack hands it over: empty rings, indices zero.
+    pub const fn zeroed() -> Self {
+        Self { input: [0; IN_SIZE], output: [0; OUT_SIZE], in_cons: 0, in_prod: 0, out_cons: 0, out_prod: 0 }
+    }
+}
+
 /// A view of a console ring page that the other end updates concurrently.
 pub struct ConsoleRing {
     page: *mut ConsoleInterface,
@@ -107,14 +114,7 @@ mod tests {
     use std::boxed::Box;
 
     fn blank() -> Box<ConsoleInterface> {
-        Box::new(ConsoleInterface {
-            input: [0; IN_SIZE],
-            output: [0; OUT_SIZE],
-            in_cons: 0,
-            in_prod: 0,
-            out_cons: 0,
-            out_prod: 0,
-        })
+        Box::new(ConsoleInterface::zeroed())
     }
 
     #[test]

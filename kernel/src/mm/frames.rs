@@ -502,20 +502,6 @@ mod tests {
         frames
     }
 
-    /// xorshift64*: deterministic and good enough to shuffle operations.
-    struct Prng(u64);
-    impl Prng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
-
     #[test]
     fn starts_all_used_and_counts_added_ranges() {
         let mut frames = allocator(1000);
@@ -669,7 +655,7 @@ mod tests {
         let nr_pfns = 9 * FRAMES_PER_2M + 77;
         let mut frames = allocator(nr_pfns);
         let mut model = vec![Model::Used; nr_pfns as usize];
-        let mut rng = Prng(0x9e37_79b9_7f4a_7c15);
+        let mut rng = crate::testing::Rng(0x9e37_79b9_7f4a_7c15);
         // Boot: everything free except a few reserved holes.
         for (start, count) in [(0, 40), (600, 3000), (3700, nr_pfns - 3700)] {
             frames.add_free_range(start, count).unwrap();
