@@ -25,10 +25,6 @@ pub enum Binding {
     Ipi {
         vcpu: u32,
     },
-    Interdomain {
-        remote_dom: u16,
-        remote_port: u32,
-    },
     Unbound {
         remote_dom: u16,
     },
@@ -110,7 +106,6 @@ fn bind_raw(binding: Binding) -> Result<u32, EventError> {
     match binding {
         Binding::Virq { virq, vcpu } => Hv::bind_virq(virq, vcpu),
         Binding::Ipi { vcpu } => Hv::bind_ipi(vcpu),
-        Binding::Interdomain { remote_dom, remote_port } => Hv::bind_interdomain(remote_dom, remote_port),
         Binding::Unbound { remote_dom } => Hv::alloc_unbound(remote_dom),
         Binding::FromStartInfo => return Err(EventError::FromStartInfo),
     }

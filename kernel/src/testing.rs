@@ -30,9 +30,16 @@ impl Drop for Guest {
 /// start. The address-space self-test is off whatever the command line
 /// says: it reads through page tables of its own, which a host process
 /// cannot load.
-pub fn boot(mut cfg: SimConfig) -> Guest {
+pub fn boot(cfg: SimConfig) -> Guest {
+    boot_after(cfg, |_| {})
+}
+
+/// [`boot`], with `prepare` run on the simulated Xen before the guest
+/// starts (to arm a fault its boot meets).
+pub fn boot_after(mut cfg: SimConfig, prepare: impl FnOnce(&mut xen::sim::Sim)) -> Guest {
     cfg.cmdline.push_str(" ballast.aspace=0");
     let (session, si) = SimXen::boot(cfg);
+    sim(prepare);
     // Only now is the simulated machine (and the kernel's statics) ours.
     crate::mm::pressure::clear();
     crate::selftest::hog::clear();

@@ -5,10 +5,11 @@
 
 use kernel::grant::{self, GrantFlags};
 use kernel::mm::{ballooning, kernel_memory, physmap, suspend_release};
-use kernel::testing::{assert_no_violations, boot, run_until, sim};
+use kernel::testing::{assert_no_violations, boot, boot_after, run_until, sim};
 use kernel::{restock, suspend};
 use xen::abi::INVALID_MFN;
-use xen::sim::SimConfig;
+use xen::seam::XenError;
+use xen::sim::{Failure, SimConfig};
 
 /// Every free pfn is backed by a frame the domain owns and mapped at its place.
 fn assert_free_frames_backed() {
@@ -27,6 +28,18 @@ fn boot_maps_memory_without_mistakes() {
     assert_no_violations();
     assert_eq!(ballooning::populated_pages(), 8192);
     assert_eq!(sim(|s| s.owned_pages()), 8192);
+    assert_free_frames_backed();
+}
+
+#[test]
+fn a_refused_maximum_reservation_boots_within_the_boot_pages() {
+    let refused = Failure { call: "maximum_reservation", skip: 0, error: XenError::EPERM };
+    let _g = boot_after(SimConfig::default(), |s| s.faults.fail = Some(refused));
+    assert_eq!(sim(|s| s.faults.failures_returned), 1);
+    assert!(xen::sim::console_text().contains("Xen refused maximum_reservation"), "no line says maxmem is unknown");
+    assert_eq!(ballooning::max_pages(), 8192, "the physmap must stop at the boot pages");
+    assert_eq!(ballooning::populated_pages(), 8192);
+    assert_no_violations();
     assert_free_frames_backed();
 }
 
@@ -140,6 +153,18 @@ fn each_event_handler_runs_with_its_own_context() {
     Hv::yield_now();
     assert_eq!(seen(), [1, 1], "an unbound port reached its old handler");
     assert!(!sim(|s| s.ports()).iter().any(|&(p, _)| p == ports[1]), "the port was not closed");
+
+    // A close Xen refuses still forgets the binding (the port stays masked)
+    // and says so.
+    let refused = Failure { call: "close_port", skip: 0, error: XenError::EINVAL };
+    sim(|s| s.faults.fail = Some(refused));
+    events::unbind(ports[0]);
+    assert_eq!(sim(|s| s.faults.failures_returned), 1);
+    sim(|s| s.raise(ports[0]));
+    Hv::yield_now();
+    assert_eq!(seen(), [1, 1], "a port whose close was refused reached its old handler");
+    let warning = format!("event: closing port {} failed", ports[0]);
+    assert!(xen::sim::console_text().contains(&warning), "no line says the close was refused");
 
     // The table is bounded; a refused insert closes the port it bound.
     let mut open = sim(|s| s.ports().len());

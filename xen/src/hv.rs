@@ -29,13 +29,6 @@ struct BindIpi {
 }
 
 #[repr(C)]
-struct BindInterdomain {
-    remote_dom: u16,
-    remote_port: u32,
-    local_port: u32,
-}
-
-#[repr(C)]
 struct AllocUnbound {
     dom: u16,
     remote_dom: u16,
@@ -243,10 +236,6 @@ impl Hypervisor for Xen {
         memory_reservation(mem::POPULATE_PHYSMAP, extents.as_mut_ptr(), extents.len(), order)
     }
 
-    fn current_reservation() -> Result<u64, XenError> {
-        memory_op_domid(mem::CURRENT_RESERVATION)
-    }
-
     fn maximum_reservation() -> Result<u64, XenError> {
         memory_op_domid(mem::MAXIMUM_RESERVATION)
     }
@@ -267,12 +256,6 @@ impl Hypervisor for Xen {
         let mut a = BindIpi { vcpu, port: 0 };
         // SAFETY: `a` is an evtchn_bind_ipi.
         unsafe { event_channel_op(evtchn::BIND_IPI, &mut a) }.map(|_| a.port)
-    }
-
-    fn bind_interdomain(remote_dom: u16, remote_port: u32) -> Result<u32, XenError> {
-        let mut a = BindInterdomain { remote_dom, remote_port, local_port: 0 };
-        // SAFETY: `a` is an evtchn_bind_interdomain.
-        unsafe { event_channel_op(evtchn::BIND_INTERDOMAIN, &mut a) }.map(|_| a.local_port)
     }
 
     fn alloc_unbound(remote_dom: u16) -> Result<u32, XenError> {

@@ -143,8 +143,6 @@ pub trait Hypervisor {
     /// overwrites each with its first machine frame; returns how many
     /// extents were backed, from the front.
     fn populate_physmap(extents: &mut [u64], order: u32) -> Result<usize, XenError>;
-    /// Pages the domain holds now.
-    fn current_reservation() -> Result<u64, XenError>;
     /// The most pages the domain may hold (`maxmem`).
     fn maximum_reservation() -> Result<u64, XenError>;
     /// The pfn Xen's machine-to-physical table names for `mfn`.
@@ -154,8 +152,6 @@ pub trait Hypervisor {
     fn bind_virq(virq: u32, vcpu: u32) -> Result<u32, XenError>;
     /// A new inter-processor event channel delivered to `vcpu`.
     fn bind_ipi(vcpu: u32) -> Result<u32, XenError>;
-    /// Connects a new port to `remote_port` of domain `remote_dom`.
-    fn bind_interdomain(remote_dom: u16, remote_port: u32) -> Result<u32, XenError>;
     /// A new port that `remote_dom` may bind to.
     fn alloc_unbound(remote_dom: u16) -> Result<u32, XenError>;
     /// Closes `port`.

@@ -73,7 +73,16 @@ pub fn figures() -> MemoryFigures {
 /// Maps all RAM, builds the p2m, starts the frame allocator and the heap.
 pub fn init() {
     let nr_pages = crate::platform::with_start_info(|si| si.nr_pages);
-    let max_pages = Hv::maximum_reservation().unwrap_or(nr_pages);
+    // Without maxmem the physmap covers only the boot pages: the guest runs,
+    // but the balloon can never grow past them.
+    let max_pages = Hv::maximum_reservation().unwrap_or_else(|e| {
+        log::error!(
+            "memory: Xen refused maximum_reservation ({:?}); the balloon stays within the {} boot pages",
+            e,
+            nr_pages
+        );
+        nr_pages
+    });
     let mut info = physmap::init(max_pages);
     let words = FrameAllocator::words_needed(info.max_pfn);
     let pages = (words * 8).div_ceil(4096);

@@ -84,7 +84,7 @@ pub struct Failure {
 
 impl Faults {
     /// The hypercalls a [`Failure`] may name.
-    pub const FALLIBLE: [&'static str; 17] = [
+    pub const FALLIBLE: [&'static str; 15] = [
         "set_timer",
         "vcpu_initialise",
         "vcpu_up",
@@ -92,11 +92,9 @@ impl Faults {
         "mmuext_op",
         "decrease_reservation",
         "populate_physmap",
-        "current_reservation",
         "maximum_reservation",
         "bind_virq",
         "bind_ipi",
-        "bind_interdomain",
         "alloc_unbound",
         "close_port",
         "grant_setup_table",
@@ -708,10 +706,6 @@ impl Hypervisor for SimXen {
         fallible("populate_physmap", |s| Ok(s.memory_op_frames(extents, order)))
     }
 
-    fn current_reservation() -> Result<u64, XenError> {
-        fallible("current_reservation", |s| Ok(s.owned_pages()))
-    }
-
     fn maximum_reservation() -> Result<u64, XenError> {
         fallible("maximum_reservation", |s| Ok(s.max_pages))
     }
@@ -726,10 +720,6 @@ impl Hypervisor for SimXen {
 
     fn bind_ipi(vcpu: u32) -> Result<u32, XenError> {
         fallible("bind_ipi", |s| s.alloc_port(PortKind::Ipi { vcpu }))
-    }
-
-    fn bind_interdomain(remote_dom: u16, remote_port: u32) -> Result<u32, XenError> {
-        fallible("bind_interdomain", |s| s.alloc_port(PortKind::Interdomain { remote_dom, remote_port }))
     }
 
     fn alloc_unbound(remote_dom: u16) -> Result<u32, XenError> {
