@@ -589,22 +589,22 @@ pub fn idle_once() {
         events_mask::unmask();
         return;
     }
-    let (nothing_to_do, timer_missing) = {
+    let (nothing_to_do, timer_missing, refusals) = {
         let mut g = SCHED.lock();
         let s = g.as_mut().unwrap();
         s.wake_sleepers(time::now_ns());
         s.arm_timer();
         let missing = s.timer_missing();
-        let idle = !s.has_work_here() && !smp::stop_requested_here() && !missing;
+        // A refusal is logged below with events unmasked, so this pass does
+        // not block; nor does one without a timer (it could sleep past
+        // every deadline).
+        let refusals = TIMER_REFUSALS.swap(0, Ordering::Relaxed);
+        let idle = !s.has_work_here() && !smp::stop_requested_here() && !missing && refusals == 0;
         s.vcpus.here_mut().blocked_in_xen = idle;
-        (idle, missing)
+        (idle, missing, refusals)
     };
-    let refusals = TIMER_REFUSALS.swap(0, Ordering::Relaxed);
     if refusals > 0 || timer_missing {
-        // Logging lets events run: look for work again before blocking
-        // (the lock is taken while events are still masked, as everywhere),
-        // and never block without a timer (it could sleep past every deadline).
-        SCHED.lock().as_mut().unwrap().vcpus.here_mut().blocked_in_xen = false;
+        // Logging lets events run: the next pass looks for work again.
         events_mask::unmask();
         static REFUSED: crate::rejects::RateLimit = crate::rejects::RateLimit::new();
         let now = if timer_missing { "polling until it does" } else { "armed since" };
